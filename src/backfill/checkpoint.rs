@@ -1,0 +1,194 @@
+//! The checkpoint: per shard, the low-water cursor below which every record is
+//! acknowledged by the secondary. Saved atomically (temp file in the same directory,
+//! fsync, rename, fsync of the directory), so a crash leaves either the old or the new
+//! file, never a torn one.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::store::{Cursor, ShardSpec, Split};
+
+pub const FORMAT: u32 = 1;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Checkpoint {
+    pub format: u32,
+    /// What this checkpoint is for; a resume with other stores or namespaces is refused.
+    pub source: String,
+    pub sink: String,
+    pub namespaces: Vec<String>,
+    pub split: Split,
+    pub started_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub estimated_total: u64,
+    pub totals: Totals,
+    pub shards: Vec<ShardState>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Totals {
+    pub scanned: u64,
+    pub inserted: u64,
+    pub updated: u64,
+    pub skipped_newer: u64,
+    pub skipped_present: u64,
+    pub failed: u64,
+    pub dead_letter: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardState {
+    pub id: usize,
+    pub spec: ShardSpec,
+    /// Every record up to and including this cursor is acknowledged.
+    pub cursor: Option<Cursor>,
+    pub done: bool,
+    /// Records acknowledged in this shard (scanned and settled: written, skipped or dead-lettered).
+    pub settled: u64,
+}
+
+impl Checkpoint {
+    pub fn is_complete(&self) -> bool {
+        self.shards.iter().all(|s| s.done)
+    }
+
+    /// Checks that a saved checkpoint belongs to this run's stores, namespaces and split.
+    pub fn matches(&self, source: &str, sink: &str, namespaces: &[String], split: &Split) -> Result<(), String> {
+        let mut diffs = Vec::new();
+        if self.source != source {
+            diffs.push(format!("source was {:?}, now {:?}", self.source, source));
+        }
+        if self.sink != sink {
+            diffs.push(format!("sink was {:?}, now {:?}", self.sink, sink));
+        }
+        if self.namespaces != namespaces {
+            diffs.push(format!("migration.namespaces was {:?}, now {:?}", self.namespaces, namespaces));
+        }
+        if self.split.process_index != split.process_index || self.split.process_count != split.process_count {
+            diffs.push(format!(
+                "--shard was {}/{}, now {}/{}",
+                self.split.process_index, self.split.process_count, split.process_index, split.process_count
+            ));
+        }
+        if diffs.is_empty() { Ok(()) } else { Err(diffs.join("; ")) }
+    }
+}
+
+/// A checkpoint kept in a local file.
+pub struct FileCheckpoint {
+    path: PathBuf,
+}
+
+impl FileCheckpoint {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn load(&self) -> anyhow::Result<Option<Checkpoint>> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => anyhow::bail!("cannot read checkpoint {}: {e}", self.path.display()),
+        };
+        let cp: Checkpoint = serde_json::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "checkpoint {} is not a vismig checkpoint ({e}); move it away to start over",
+                self.path.display()
+            )
+        })?;
+        if cp.format != FORMAT {
+            anyhow::bail!("checkpoint {} has format {}, this vismig reads format {FORMAT}", self.path.display(), cp.format);
+        }
+        Ok(Some(cp))
+    }
+
+    pub fn save(&self, cp: &Checkpoint) -> anyhow::Result<()> {
+        let data = serde_json::to_vec_pretty(cp)?;
+        write_atomically(&self.path, &data)
+            .map_err(|e| anyhow::anyhow!("cannot save checkpoint {}: {e}", self.path.display()))
+    }
+}
+
+/// Writes `data` to `path` so that readers see the old or the new content, never a mix,
+/// and the new content survives a crash once this returns.
+pub fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir)?;
+    let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("checkpoint");
+    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(&dir)?.sync_all()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Checkpoint {
+        Checkpoint {
+            format: FORMAT,
+            source: "sqlite a.db".into(),
+            sink: "sqlite b.db".into(),
+            namespaces: vec![],
+            split: Split { per_process: 4, process_index: 0, process_count: 1 },
+            started_at: Utc::now(),
+            updated_at: Utc::now(),
+            completed_at: None,
+            estimated_total: 10,
+            totals: Totals::default(),
+            shards: vec![ShardState {
+                id: 0,
+                spec: ShardSpec(serde_json::json!({"namespaceId": "ns"})),
+                cursor: Some(Cursor(serde_json::json!("run-5"))),
+                done: false,
+                settled: 5,
+            }],
+        }
+    }
+
+    #[test]
+    fn saves_and_loads_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileCheckpoint::new(dir.path().join("sub/checkpoint.json"));
+        assert_eq!(store.load().unwrap(), None);
+        let cp = sample();
+        store.save(&cp).unwrap();
+        assert_eq!(store.load().unwrap(), Some(cp));
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("sub")).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "no temp file is left behind");
+    }
+
+    #[test]
+    fn refuses_garbage_and_other_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("checkpoint.json");
+        std::fs::write(&path, "{not json").unwrap();
+        let err = FileCheckpoint::new(&path).load().unwrap_err().to_string();
+        assert!(err.contains("is not a vismig checkpoint"), "{err}");
+        let cp = sample();
+        let split = cp.split.clone();
+        assert!(cp.matches("sqlite a.db", "sqlite b.db", &[], &split).is_ok());
+        let err = cp.matches("sqlite a.db", "sqlite c.db", &[], &split).unwrap_err();
+        assert!(err.contains("sink was"), "{err}");
+    }
+}

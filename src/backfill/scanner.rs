@@ -1,0 +1,76 @@
+//! The scanner: reads one shard of the primary in key order, a page at a time, through
+//! the throttle, and hands each page to the writers with its sequence number and the
+//! cursor after it.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, watch};
+
+use super::retry::{Gave, Retrier};
+use super::throttle::Throttle;
+use super::writer::Batch;
+use crate::metrics::Metrics;
+use crate::store::{Cursor, ShardSpec, Source};
+
+pub struct Scanner {
+    pub source: Arc<dyn Source>,
+    pub throttle: Arc<Throttle>,
+    pub metrics: Arc<Metrics>,
+    pub retrier: Retrier,
+    pub batch_size: usize,
+}
+
+pub enum ScanEnd {
+    Done,
+    Cancelled,
+}
+
+impl Scanner {
+    /// Scans `shard` from `cursor` to its end. Errors are fatal for the run (transient
+    /// ones have been retried already).
+    pub async fn scan_shard(
+        &self,
+        shard: usize,
+        spec: &ShardSpec,
+        mut cursor: Option<Cursor>,
+        tx: &mpsc::Sender<Batch>,
+        cancel: &mut watch::Receiver<bool>,
+    ) -> anyhow::Result<ScanEnd> {
+        let mut seq = 0u64;
+        loop {
+            // Charge the rate limit before reading, so reads of the primary are limited too.
+            if !self.throttle.acquire(self.batch_size, cancel).await {
+                return Ok(ScanEnd::Cancelled);
+            }
+            let started = Instant::now();
+            let page = match self.retrier.run("scan", cancel, || self.source.scan(spec, cursor.as_ref(), self.batch_size)).await {
+                Ok(page) => page,
+                Err(Gave::Cancelled) => return Ok(ScanEnd::Cancelled),
+                Err(Gave::Up(e)) => anyhow::bail!("reading shard {shard} of {}: {e}", self.source.describe()),
+            };
+            self.metrics.batch_scan_seconds.observe(started.elapsed().as_secs_f64());
+            let rows = (page.records.len() + page.bad_rows.len()) as u64;
+            self.metrics.records_scanned_total.inc_by(rows);
+            if page.cursor.is_some() {
+                cursor = page.cursor.clone();
+            }
+            let batch = Batch {
+                shard,
+                seq,
+                records: page.records,
+                bad_rows: page.bad_rows,
+                cursor: page.cursor,
+                last: page.done,
+            };
+            seq += 1;
+            if tx.send(batch).await.is_err() {
+                // The writers are gone (the run is failing); stop quietly.
+                return Ok(ScanEnd::Cancelled);
+            }
+            if page.done {
+                return Ok(ScanEnd::Done);
+            }
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! The writer: one batch per round trip into the secondary, under the version guard.
+//! Transient errors are retried with back-off. A batch the sink refuses for good is
+//! split record by record so that only the records at fault go to the dead letter;
+//! if every record is refused, the fault is the store's, not the data's, and the run
+//! stops with its checkpoint intact instead of dead-lettering everything.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::watch;
+
+use super::dead_letter::{DeadLetter, DeadLetterEntry};
+use super::retry::{Gave, Retrier};
+use crate::metrics::Metrics;
+use crate::record::VisibilityRecord;
+use crate::store::{BadRow, Cursor, Sink, StoreError, WriteOutcome};
+
+/// A page of one shard, on its way from the scanner to the writer.
+pub struct Batch {
+    pub shard: usize,
+    pub seq: u64,
+    pub records: Vec<VisibilityRecord>,
+    pub bad_rows: Vec<BadRow>,
+    pub cursor: Option<Cursor>,
+    pub last: bool,
+}
+
+impl Batch {
+    pub fn len(&self) -> u64 {
+        (self.records.len() + self.bad_rows.len()) as u64
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct OutcomeCounts {
+    pub inserted: u64,
+    pub updated: u64,
+    pub skipped_newer: u64,
+    pub skipped_present: u64,
+    pub failed: u64,
+    pub dead_letter: u64,
+}
+
+pub enum WriteError {
+    Fatal(String),
+    Cancelled,
+}
+
+pub struct Writer {
+    pub sink: Arc<dyn Sink>,
+    pub source_name: String,
+    pub dead_letter: Arc<DeadLetter>,
+    pub metrics: Arc<Metrics>,
+    pub retrier: Retrier,
+}
+
+impl Writer {
+    pub async fn write(&self, batch: &Batch, cancel: &mut watch::Receiver<bool>) -> Result<OutcomeCounts, WriteError> {
+        let started = Instant::now();
+        let mut counts = OutcomeCounts::default();
+        let mut letters: Vec<DeadLetterEntry> = batch.bad_rows.iter().map(|b| self.scan_letter(b)).collect();
+
+        let outcomes = if batch.records.is_empty() {
+            Vec::new()
+        } else {
+            match self.retrier.run("write", cancel, || self.sink.write(&batch.records)).await {
+                Ok(outcomes) => outcomes,
+                Err(Gave::Cancelled) => return Err(WriteError::Cancelled),
+                Err(Gave::Up(StoreError::Permanent(msg))) => self.isolate(&batch.records, &msg, cancel).await?,
+                Err(Gave::Up(e)) => return Err(WriteError::Fatal(format!("writing to {}: {e}", self.sink.describe()))),
+            }
+        };
+        if outcomes.len() != batch.records.len() {
+            return Err(WriteError::Fatal(format!(
+                "{} returned {} outcomes for {} records",
+                self.sink.describe(),
+                outcomes.len(),
+                batch.records.len()
+            )));
+        }
+        for (record, outcome) in batch.records.iter().zip(&outcomes) {
+            match outcome {
+                WriteOutcome::Inserted => counts.inserted += 1,
+                WriteOutcome::Updated => counts.updated += 1,
+                WriteOutcome::SkippedNewer => counts.skipped_newer += 1,
+                WriteOutcome::SkippedPresent => counts.skipped_present += 1,
+                WriteOutcome::Failed(reason) => {
+                    counts.failed += 1;
+                    letters.push(self.write_letter(record, reason));
+                }
+            }
+            self.metrics.records_written_total.with_label_values(&[outcome.label()]).inc();
+        }
+        if !letters.is_empty() {
+            // Durable before the batch is acknowledged: a record is either copied,
+            // skipped for a newer one, or in this file.
+            self.dead_letter
+                .append(&letters)
+                .await
+                .map_err(|e| WriteError::Fatal(format!("dead letter: {e}")))?;
+            counts.dead_letter = letters.len() as u64;
+            self.metrics.dead_letter_total.inc_by(counts.dead_letter);
+            for l in &letters {
+                tracing::warn!(stage = l.stage, namespace_id = %l.namespace_id, run_id = %l.run_id, reason = %l.reason, file = %self.dead_letter.path().display(), "record sent to the dead letter");
+            }
+        }
+        self.metrics.batch_write_seconds.observe(started.elapsed().as_secs_f64());
+        Ok(counts)
+    }
+
+    /// Writes the records one by one after the batch was refused, to find the ones at fault.
+    async fn isolate(
+        &self,
+        records: &[VisibilityRecord],
+        batch_error: &str,
+        cancel: &mut watch::Receiver<bool>,
+    ) -> Result<Vec<WriteOutcome>, WriteError> {
+        tracing::warn!(records = records.len(), error = %batch_error, "batch refused; writing its records one by one to find the ones at fault");
+        let mut outcomes = Vec::with_capacity(records.len());
+        for record in records {
+            match self.retrier.run("write", cancel, || self.sink.write(std::slice::from_ref(record))).await {
+                Ok(mut o) if o.len() == 1 => outcomes.push(o.remove(0)),
+                Ok(o) => return Err(WriteError::Fatal(format!("{} returned {} outcomes for 1 record", self.sink.describe(), o.len()))),
+                Err(Gave::Cancelled) => return Err(WriteError::Cancelled),
+                Err(Gave::Up(StoreError::Permanent(msg))) => outcomes.push(WriteOutcome::Failed(msg)),
+                Err(Gave::Up(e)) => return Err(WriteError::Fatal(format!("writing to {}: {e}", self.sink.describe()))),
+            }
+        }
+        if records.len() > 1 && outcomes.iter().all(|o| matches!(o, WriteOutcome::Failed(_))) {
+            return Err(WriteError::Fatal(format!(
+                "{} refused every record of a batch ({batch_error}); this looks like a store problem, not bad data",
+                self.sink.describe()
+            )));
+        }
+        Ok(outcomes)
+    }
+
+    fn scan_letter(&self, bad: &BadRow) -> DeadLetterEntry {
+        let mut e = DeadLetterEntry::now("scan", self.source_name.clone(), bad.namespace_id.clone(), bad.run_id.clone());
+        e.workflow_id = bad.workflow_id.clone();
+        e.reason = bad.reason.clone();
+        e.record = bad.raw.clone();
+        self.metrics.errors_total.with_label_values(&["scan", "bad_row"]).inc();
+        e
+    }
+
+    fn write_letter(&self, record: &VisibilityRecord, reason: &str) -> DeadLetterEntry {
+        let mut e = DeadLetterEntry::now("write", self.sink.describe(), record.namespace_id.clone(), record.run_id.clone());
+        e.workflow_id = Some(record.workflow_id.clone());
+        e.reason = reason.to_string();
+        e.record = record.to_json();
+        self.metrics.errors_total.with_label_values(&["write", "refused"]).inc();
+        e
+    }
+}

@@ -1,0 +1,108 @@
+//! The work behind each subcommand, shared by the CLI and the demo.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::Utc;
+use tokio::sync::watch;
+
+use crate::backfill::checkpoint::Checkpoint;
+use crate::backfill::{Backfill, Options, Summary};
+use crate::config::Config;
+use crate::metrics::{Control, Metrics};
+use crate::store::{self, Store};
+use crate::verify;
+
+/// Opens both stores, runs preflight and the backfill.
+pub async fn backfill(
+    config: &Config,
+    process_index: usize,
+    process_count: usize,
+    metrics: Arc<Metrics>,
+    control: Arc<Control>,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<Summary> {
+    let source = store::open_source(config, &config.primary()).await?;
+    let sink = store::open_sink(config, &config.secondary()).await?;
+    let run = Backfill {
+        config: config.clone(),
+        options: Options::from_config(config, process_index, process_count),
+        source,
+        sink,
+        metrics: metrics.clone(),
+        control,
+    };
+    run.preflight().await?;
+    let summary = run.run(stop).await?;
+    metrics.set_phase("done");
+    if !summary.complete {
+        tracing::warn!(checkpoint = %summary.checkpoint_path.display(), "stopped before the end; the checkpoint is saved: rerun the same command to resume");
+    }
+    Ok(summary)
+}
+
+/// Counts both stores below the cut-off and compares them.
+pub async fn verify(config: &Config, namespaces: &[String], metrics: &Metrics) -> anyhow::Result<verify::Report> {
+    metrics.set_phase("verify");
+    let source = store::open_source(config, &config.primary()).await?;
+    let sink = store::open_sink(config, &config.secondary()).await?;
+    let (a, b) = tokio::join!(source.preflight(), sink.preflight());
+    a.map_err(|e| anyhow::anyhow!("primary: {e}"))?;
+    b.map_err(|e| anyhow::anyhow!("secondary: {e}"))?;
+    let namespaces = if namespaces.is_empty() { config.migration.namespaces.clone() } else { namespaces.to_vec() };
+    let cutoff = Utc::now() - chrono::Duration::from_std(config.migration.verify.cutoff)?;
+    let report = verify::counts(source as Arc<dyn Store>, sink as Arc<dyn Store>, &namespaces, cutoff, metrics).await?;
+    metrics.set_phase("done");
+    Ok(report)
+}
+
+/// Writes `records` synthetic records into the primary store; returns (count, store).
+pub async fn seed(config: &Config, records: u64, seed: u64) -> anyhow::Result<(u64, String)> {
+    let sink = store::open_sink(config, &config.primary()).await?;
+    sink.preflight().await?;
+    let mut generator = crate::seed::Generator::new(seed, Utc::now());
+    let batch = sink.max_batch().min(1000);
+    let started = Instant::now();
+    let mut written = 0u64;
+    while written < records {
+        let n = (records - written).min(batch as u64) as usize;
+        let chunk: Vec<_> = (0..n).map(|_| generator.next_record()).collect();
+        sink.write(&chunk).await?;
+        written += n as u64;
+    }
+    tracing::info!(records = written, seconds = started.elapsed().as_secs_f64(), store = %sink.describe(), "seeded");
+    Ok((written, sink.describe()))
+}
+
+pub fn status_text(cp: &Checkpoint) -> String {
+    let done = cp.shards.iter().filter(|s| s.done).count();
+    let state = if cp.is_complete() { "complete" } else { "in progress" };
+    let mut out = format!(
+        "backfill {state}: {}/{} shards done, {} of ~{} records settled\n  source {}\n  sink   {}\n  started {}, updated {}\n",
+        done,
+        cp.shards.len(),
+        cp.totals.scanned,
+        cp.estimated_total,
+        cp.source,
+        cp.sink,
+        cp.started_at.to_rfc3339(),
+        cp.updated_at.to_rfc3339()
+    );
+    let t = &cp.totals;
+    out.push_str(&format!(
+        "  inserted {}, updated {}, skipped_newer {}, skipped_present {}, dead-lettered {}\n",
+        t.inserted, t.updated, t.skipped_newer, t.skipped_present, t.dead_letter
+    ));
+    for s in &cp.shards {
+        let cursor = s.cursor.as_ref().map(|c| c.0.to_string()).unwrap_or_else(|| "-".into());
+        out.push_str(&format!(
+            "  shard {:>3} {:<5} settled {:>9}  cursor {}  {}\n",
+            s.id,
+            if s.done { "done" } else { "open" },
+            s.settled,
+            cursor,
+            s.spec.0
+        ));
+    }
+    out
+}

@@ -1,0 +1,170 @@
+//! vismig's own `migration:` block. Unknown keys are errors here (a typo must not
+//! silently fall back to a default), unlike in Temporal's `persistence:` block.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Migration {
+    /// Namespace ids to copy; empty means all.
+    pub namespaces: Vec<String>,
+    pub batch_size: usize,
+    pub concurrency: usize,
+    pub rate: Rate,
+    pub checkpoint: Checkpoint,
+    pub dead_letter: DeadLetter,
+    pub metrics: Metrics,
+    pub verify: Verify,
+}
+
+impl Default for Migration {
+    fn default() -> Self {
+        Self {
+            namespaces: Vec::new(),
+            batch_size: 500,
+            concurrency: 4,
+            rate: Rate::default(),
+            checkpoint: Checkpoint::default(),
+            dead_letter: DeadLetter::default(),
+            metrics: Metrics::default(),
+            verify: Verify::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Rate {
+    /// Records per second across this process; 0 means unlimited.
+    pub records_per_second: u32,
+    /// Records that may pass at once; defaults to the larger of the batch size and a
+    /// tenth of the rate.
+    pub burst: Option<u32>,
+}
+
+impl Default for Rate {
+    fn default() -> Self {
+        Self { records_per_second: 5000, burst: None }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum CheckpointType {
+    /// A JSON file, replaced atomically (temp file, fsync, rename).
+    File,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Checkpoint {
+    #[serde(rename = "type")]
+    pub kind: CheckpointType,
+    pub path: PathBuf,
+}
+
+impl Default for Checkpoint {
+    fn default() -> Self {
+        Self { kind: CheckpointType::File, path: PathBuf::from("data/checkpoint.json") }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct DeadLetter {
+    pub path: PathBuf,
+}
+
+impl Default for DeadLetter {
+    fn default() -> Self {
+        Self { path: PathBuf::from("data/dead-letter.jsonl") }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Metrics {
+    /// `host:port` of the metrics and control listener; empty disables it.
+    pub listen: String,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:9090".to_string() }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Verify {
+    /// Records that closed (or started, if open) after now minus this are still
+    /// changing and are reported apart, not compared.
+    #[serde(deserialize_with = "duration")]
+    pub cutoff: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub recheck_after: Duration,
+}
+
+impl Default for Verify {
+    fn default() -> Self {
+        Self { cutoff: Duration::from_secs(300), recheck_after: Duration::from_secs(30) }
+    }
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+/// Parses `500ms`, `30s`, `5m`, `1h`, `1h30m` (Go's duration syntax, whole numbers).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("invalid duration {text:?} (use e.g. 30s, 5m, 1h)");
+    let mut total = Duration::ZERO;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    if rest == "0" {
+        return Ok(Duration::ZERO);
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        if digits == 0 {
+            return Err(bad());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n * 60),
+            "h" => Duration::from_secs(n * 3600),
+            _ => return Err(bad()),
+        };
+        total += unit;
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("m5").is_err());
+        assert!(parse_duration("5 days").is_err());
+    }
+}

@@ -1,0 +1,330 @@
+//! One YAML file: Temporal's `persistence:` block plus vismig's `migration:` block.
+//! Loading expands `${VAR}` references, parses, and validates; every problem becomes
+//! one line that names the field.
+
+mod env;
+pub mod migration;
+pub mod persistence;
+
+use std::fmt;
+use std::path::Path;
+
+use serde::{Deserialize, Deserializer};
+
+pub use migration::Migration;
+pub use persistence::{DataStore, Persistence, SqlFamily};
+
+/// A password or other secret: never printed by Debug or Display.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Numbers are accepted too: YAML reads an unquoted all-digit password as one.
+        let v = yaml_serde::Value::deserialize(d)?;
+        match v {
+            yaml_serde::Value::String(s) => Ok(Secret(s)),
+            yaml_serde::Value::Number(n) => Ok(Secret(n.to_string())),
+            yaml_serde::Value::Null => Ok(Secret(String::new())),
+            _ => Err(serde::de::Error::custom("expected a string")),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Config {
+    #[serde(default)]
+    pub persistence: Persistence,
+    #[serde(default)]
+    pub migration: Migration,
+}
+
+/// Which role a store plays, and where it lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreRef {
+    /// The datastore's name in `persistence.datastores`.
+    pub datastore: String,
+    /// For Elasticsearch: which index key of `indices` (`visibility` or `secondary_visibility`).
+    pub es_index_key: Option<String>,
+}
+
+/// Configuration problems, one line each, naming the field.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "config error: {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    fn one(problem: impl Into<String>) -> Self {
+        Self { problems: vec![problem.into()] }
+    }
+}
+
+impl Config {
+    /// Reads, expands and validates the config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::one(format!("cannot read {}: {e}", path.display())))?;
+        Self::parse(&text, |name| std::env::var(name).ok())
+    }
+
+    pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let expanded = env::expand(text, env).map_err(ConfigError::one)?;
+        let config: Config = yaml_serde::from_str(&expanded.text)
+            .map_err(|e| ConfigError::one(expanded.scrub(&yaml_error(&e))))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The primary (source) store.
+    pub fn primary(&self) -> StoreRef {
+        let name = self.persistence.visibility_store.clone().unwrap_or_default();
+        let es = self.is_elasticsearch(&name);
+        StoreRef { datastore: name, es_index_key: es.then(|| "visibility".to_string()) }
+    }
+
+    /// The secondary (target) store: `secondaryVisibilityStore`, or the primary
+    /// Elasticsearch datastore's `indices.secondary_visibility`.
+    pub fn secondary(&self) -> StoreRef {
+        match &self.persistence.secondary_visibility_store {
+            Some(name) => StoreRef {
+                datastore: name.clone(),
+                es_index_key: self.is_elasticsearch(name).then(|| "visibility".to_string()),
+            },
+            None => StoreRef {
+                datastore: self.persistence.visibility_store.clone().unwrap_or_default(),
+                es_index_key: Some("secondary_visibility".to_string()),
+            },
+        }
+    }
+
+    pub fn datastore(&self, store: &StoreRef) -> &DataStore {
+        &self.persistence.datastores[&store.datastore]
+    }
+
+    fn is_elasticsearch(&self, name: &str) -> bool {
+        self.persistence.datastores.get(name).is_some_and(|d| d.elasticsearch.is_some())
+    }
+
+    /// Validates again after command-line overrides were applied.
+    pub fn revalidate(&self) -> Result<(), ConfigError> {
+        self.validate()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let p = &self.persistence;
+        let known: Vec<&str> = p.datastores.keys().map(String::as_str).collect();
+        let known_list = if known.is_empty() { "none".to_string() } else { known.join(", ") };
+
+        for (name, ds) in &p.datastores {
+            validate_datastore(name, ds, &mut problems);
+        }
+
+        match &p.visibility_store {
+            None => problems.push(
+                "persistence.visibilityStore: missing (name the primary visibility store, a key of persistence.datastores)"
+                    .to_string(),
+            ),
+            Some(name) if !p.datastores.contains_key(name) => problems.push(format!(
+                "persistence.visibilityStore: store {name:?} is not in persistence.datastores (known: {known_list})"
+            )),
+            Some(_) => {}
+        }
+
+        match &p.secondary_visibility_store {
+            None => {
+                let es_secondary_index = p
+                    .visibility_store
+                    .as_ref()
+                    .and_then(|n| p.datastores.get(n))
+                    .and_then(|d| d.elasticsearch.as_ref())
+                    .is_some_and(|es| es.indices.contains_key("secondary_visibility"));
+                if !es_secondary_index {
+                    problems.push(
+                        "persistence.secondaryVisibilityStore: missing (name the secondary visibility store, or set indices.secondary_visibility on an Elasticsearch primary)"
+                            .to_string(),
+                    );
+                }
+            }
+            Some(name) if !p.datastores.contains_key(name) => problems.push(format!(
+                "persistence.secondaryVisibilityStore: store {name:?} is not in persistence.datastores (known: {known_list})"
+            )),
+            Some(name) => {
+                if p.visibility_store.as_deref() == Some(name.as_str()) {
+                    problems.push(format!(
+                        "persistence.secondaryVisibilityStore: {name:?} is also the visibilityStore; the secondary must be another store"
+                    ));
+                }
+                let ds = &p.datastores[name];
+                if ds.cassandra.is_some() {
+                    problems.push(format!(
+                        "persistence.secondaryVisibilityStore: {name:?} is Cassandra, which can only be read (Temporal does not write visibility to Cassandra any more)"
+                    ));
+                }
+                if let Some(sql) = &ds.sql {
+                    if matches!(
+                        persistence::sql_family(&sql.plugin_name),
+                        Some(SqlFamily::PostgresStandard | SqlFamily::MysqlStandard)
+                    ) {
+                        problems.push(format!(
+                            "persistence.secondaryVisibilityStore: {name:?} uses pluginName {:?}, a standard visibility schema, which can only be read; use an advanced plugin (postgres12, mysql8, sqlite)",
+                            sql.plugin_name
+                        ));
+                    }
+                }
+            }
+        }
+
+        validate_migration(&self.migration, &mut problems);
+        if problems.is_empty() { Ok(()) } else { Err(ConfigError { problems }) }
+    }
+}
+
+fn validate_datastore(name: &str, ds: &DataStore, problems: &mut Vec<String>) {
+    let at = format!("persistence.datastores.{name}");
+    let kinds = [ds.sql.is_some(), ds.cassandra.is_some(), ds.elasticsearch.is_some()]
+        .iter()
+        .filter(|k| **k)
+        .count();
+    if kinds != 1 {
+        problems.push(format!("{at}: needs exactly one of sql, cassandra or elasticsearch (found {kinds})"));
+        return;
+    }
+    if let Some(sql) = &ds.sql {
+        match persistence::sql_family(&sql.plugin_name) {
+            None => {
+                let supported: Vec<&str> = persistence::SQL_PLUGINS.iter().map(|(n, _)| *n).collect();
+                problems.push(format!(
+                    "{at}.sql.pluginName: unsupported {:?} (supported: {})",
+                    sql.plugin_name,
+                    supported.join(", ")
+                ));
+            }
+            Some(family) => {
+                if sql.database_name.is_empty() {
+                    problems.push(format!("{at}.sql.databaseName: missing"));
+                }
+                if family != SqlFamily::Sqlite && sql.connect_addr.is_empty() {
+                    problems.push(format!("{at}.sql.connectAddr: missing (host:port)"));
+                }
+            }
+        }
+        if sql.max_conns == Some(0) {
+            problems.push(format!("{at}.sql.maxConns: must be at least 1"));
+        }
+    }
+    if let Some(c) = &ds.cassandra {
+        if c.hosts.trim().is_empty() {
+            problems.push(format!("{at}.cassandra.hosts: missing (comma-separated host names)"));
+        }
+        if c.keyspace.is_empty() {
+            problems.push(format!("{at}.cassandra.keyspace: missing"));
+        }
+    }
+    if let Some(es) = &ds.elasticsearch {
+        if es.url.as_ref().is_none_or(|u| u.host.is_empty()) {
+            problems.push(format!("{at}.elasticsearch.url.host: missing (host:port)"));
+        }
+        if let Some(u) = &es.url {
+            if !u.scheme.is_empty() && u.scheme != "http" && u.scheme != "https" {
+                problems.push(format!("{at}.elasticsearch.url.scheme: must be http or https, not {:?}", u.scheme));
+            }
+        }
+        if !es.indices.contains_key("visibility") {
+            problems.push(format!("{at}.elasticsearch.indices.visibility: missing"));
+        }
+        if let Some(v) = &es.version {
+            if !v.is_empty() && v != "v7" && v != "v8" {
+                problems.push(format!("{at}.elasticsearch.version: must be v7 or v8 (or empty), not {v:?}"));
+            }
+        }
+    }
+}
+
+fn validate_migration(m: &Migration, problems: &mut Vec<String>) {
+    if !(1..=10_000).contains(&m.batch_size) {
+        problems.push(format!("migration.batchSize: {} is out of range (1 to 10000)", m.batch_size));
+    }
+    if !(1..=64).contains(&m.concurrency) {
+        problems.push(format!("migration.concurrency: {} is out of range (1 to 64)", m.concurrency));
+    }
+    if m.rate.records_per_second > 10_000_000 {
+        problems.push(format!(
+            "migration.rate.recordsPerSecond: {} is out of range (0 = unlimited, up to 10000000)",
+            m.rate.records_per_second
+        ));
+    }
+    if m.rate.burst == Some(0) {
+        problems.push("migration.rate.burst: must be at least 1".to_string());
+    }
+    if m.checkpoint.path.as_os_str().is_empty() {
+        problems.push("migration.checkpoint.path: missing".to_string());
+    }
+    if m.dead_letter.path.as_os_str().is_empty() {
+        problems.push("migration.deadLetter.path: missing".to_string());
+    }
+    if !m.metrics.listen.is_empty() && m.metrics.listen.parse::<std::net::SocketAddr>().is_err() {
+        problems.push(format!(
+            "migration.metrics.listen: {:?} is not an address like 127.0.0.1:9090",
+            m.metrics.listen
+        ));
+    }
+    for (i, ns) in m.namespaces.iter().enumerate() {
+        if ns.trim().is_empty() {
+            problems.push(format!("migration.namespaces[{i}]: empty namespace id"));
+        }
+    }
+}
+
+/// A YAML/serde error as one line. The expanded text may hold secrets, so the message
+/// never quotes the document, only positions and field names.
+fn yaml_error(e: &yaml_serde::Error) -> String {
+    let msg = e.to_string().replace('\n', " ");
+    match e.location() {
+        Some(loc) if !msg.contains("line") => format!("{msg} (line {}, column {})", loc.line(), loc.column()),
+        _ => msg,
+    }
+}
+
+#[cfg(test)]
+mod tests;

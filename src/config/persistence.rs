@@ -1,0 +1,149 @@
+//! Temporal's own `persistence:` block, in the shape of Temporal's server config
+//! (`common/config/config.go`), so vismig can read the file the server already uses.
+//! Keys vismig does not need are ignored, as Temporal's config holds many of them.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::Secret;
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Persistence {
+    #[serde(default)]
+    pub default_store: Option<String>,
+    #[serde(default)]
+    pub visibility_store: Option<String>,
+    #[serde(default)]
+    pub secondary_visibility_store: Option<String>,
+    #[serde(default)]
+    pub datastores: BTreeMap<String, DataStore>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DataStore {
+    #[serde(default)]
+    pub sql: Option<SqlStore>,
+    #[serde(default)]
+    pub cassandra: Option<CassandraStore>,
+    #[serde(default)]
+    pub elasticsearch: Option<ElasticsearchStore>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SqlStore {
+    #[serde(default)]
+    pub plugin_name: String,
+    #[serde(default)]
+    pub database_name: String,
+    #[serde(default)]
+    pub connect_addr: String,
+    #[serde(default)]
+    pub connect_protocol: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub password: Option<Secret>,
+    #[serde(default)]
+    pub connect_attributes: BTreeMap<String, String>,
+    #[serde(default)]
+    pub max_conns: Option<u32>,
+    #[serde(default)]
+    pub max_idle_conns: Option<u32>,
+    #[serde(default)]
+    pub tls: Option<Tls>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CassandraStore {
+    #[serde(default)]
+    pub hosts: String,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub password: Option<Secret>,
+    #[serde(default)]
+    pub keyspace: String,
+    #[serde(default)]
+    pub datacenter: Option<String>,
+    #[serde(default)]
+    pub max_conns: Option<u32>,
+    #[serde(default)]
+    pub connect_timeout: Option<String>,
+    #[serde(default)]
+    pub tls: Option<Tls>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ElasticsearchStore {
+    #[serde(default)]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub url: Option<EsUrl>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// Temporal's keys are snake_case here: `visibility`, `secondary_visibility`.
+    #[serde(default)]
+    pub indices: BTreeMap<String, String>,
+    #[serde(default)]
+    pub tls: Option<Tls>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EsUrl {
+    #[serde(default)]
+    pub scheme: String,
+    #[serde(default)]
+    pub host: String,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Tls {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default)]
+    pub cert_file: Option<String>,
+    #[serde(default)]
+    pub key_file: Option<String>,
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    #[serde(default)]
+    pub enable_host_verification: Option<bool>,
+    #[serde(default)]
+    pub server_name: Option<String>,
+}
+
+/// SQL plugin names Temporal accepts, and what they mean to vismig.
+pub const SQL_PLUGINS: &[(&str, SqlFamily)] = &[
+    ("sqlite", SqlFamily::Sqlite),
+    ("postgres12", SqlFamily::Postgres),
+    ("postgres12_pgx", SqlFamily::Postgres),
+    ("mysql8", SqlFamily::Mysql),
+    ("postgres", SqlFamily::PostgresStandard),
+    ("postgres_pgx", SqlFamily::PostgresStandard),
+    ("mysql", SqlFamily::MysqlStandard),
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SqlFamily {
+    Sqlite,
+    Postgres,
+    Mysql,
+    PostgresStandard,
+    MysqlStandard,
+}
+
+pub fn sql_family(plugin: &str) -> Option<SqlFamily> {
+    SQL_PLUGINS.iter().find(|(name, _)| *name == plugin).map(|(_, f)| *f)
+}

@@ -1,0 +1,14 @@
+//! vismig: moves Temporal visibility records from the primary visibility store to the
+//! secondary one. The binary (`main.rs`) is the CLI; this library holds the roles, one
+//! module each, so the integration tests can read the stores the way vismig does.
+
+pub mod backfill;
+pub mod commands;
+pub mod config;
+pub mod demo;
+pub mod metrics;
+pub mod progress;
+pub mod record;
+pub mod seed;
+pub mod store;
+pub mod verify;

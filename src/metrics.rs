@@ -1,0 +1,229 @@
+//! The Prometheus registry (every metric named in DESIGN.md, prefixed `vismig_`) and
+//! the HTTP listener: `/metrics`, `/healthz`, `/readyz`, and live control
+//! (`POST /pause`, `POST /resume`, `PUT /rate`).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post, put};
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+use tokio::sync::watch;
+
+/// Every metric vismig exports. One registry per process, no globals.
+pub struct Metrics {
+    pub registry: Registry,
+    pub records_scanned_total: IntCounter,
+    pub records_written_total: IntCounterVec,
+    pub batch_write_seconds: Histogram,
+    pub batch_scan_seconds: Histogram,
+    pub rate_limit_records_per_second: IntGauge,
+    pub throttle_wait_seconds_total: prometheus::Counter,
+    pub checkpoint_writes_total: IntCounter,
+    pub checkpoint_age_seconds: Gauge,
+    pub records_estimated_total: IntGauge,
+    pub progress_ratio: Gauge,
+    pub eta_seconds: Gauge,
+    pub phase: IntGaugeVec,
+    pub verify_records: IntGaugeVec,
+    pub verify_differences: IntGaugeVec,
+    pub errors_total: IntCounterVec,
+    pub dead_letter_total: IntCounter,
+}
+
+pub const PHASES: [&str; 5] = ["preflight", "backfill", "verify", "done", "failed"];
+pub const OUTCOMES: [&str; 5] = ["inserted", "updated", "skipped_newer", "skipped_present", "failed"];
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let registry = Registry::new_custom(Some("vismig".to_string()), None).expect("registry");
+        let latency_buckets = prometheus::exponential_buckets(0.001, 2.0, 16).expect("buckets");
+        macro_rules! reg {
+            ($m:expr) => {{
+                let m = $m;
+                registry.register(Box::new(m.clone())).expect("metric registers once");
+                m
+            }};
+        }
+        let m = Metrics {
+            records_scanned_total: reg!(IntCounter::new("records_scanned_total", "Records read from the primary store").unwrap()),
+            records_written_total: reg!(IntCounterVec::new(
+                Opts::new("records_written_total", "Records handed to the secondary store, by outcome"),
+                &["outcome"]
+            )
+            .unwrap()),
+            batch_write_seconds: reg!(Histogram::with_opts(
+                HistogramOpts::new("batch_write_seconds", "Time to write one batch to the secondary, retries included")
+                    .buckets(latency_buckets.clone())
+            )
+            .unwrap()),
+            batch_scan_seconds: reg!(Histogram::with_opts(
+                HistogramOpts::new("batch_scan_seconds", "Time to read one page from the primary").buckets(latency_buckets)
+            )
+            .unwrap()),
+            rate_limit_records_per_second: reg!(IntGauge::new(
+                "rate_limit_records_per_second",
+                "Current rate limit in records per second (0 = unlimited)"
+            )
+            .unwrap()),
+            throttle_wait_seconds_total: reg!(prometheus::Counter::new(
+                "throttle_wait_seconds_total",
+                "Seconds spent waiting for the rate limiter or a pause"
+            )
+            .unwrap()),
+            checkpoint_writes_total: reg!(IntCounter::new("checkpoint_writes_total", "Checkpoints saved").unwrap()),
+            checkpoint_age_seconds: reg!(Gauge::new("checkpoint_age_seconds", "Seconds since the last checkpoint save").unwrap()),
+            records_estimated_total: reg!(IntGauge::new(
+                "records_estimated_total",
+                "Estimated records to copy (this process's shards)"
+            )
+            .unwrap()),
+            progress_ratio: reg!(Gauge::new("progress_ratio", "Scanned records over the estimate, 0 to 1").unwrap()),
+            eta_seconds: reg!(Gauge::new("eta_seconds", "Estimated seconds until the backfill is done").unwrap()),
+            phase: reg!(IntGaugeVec::new(Opts::new("phase", "1 for the phase the process is in"), &["phase"]).unwrap()),
+            verify_records: reg!(IntGaugeVec::new(
+                Opts::new("verify_records", "Records counted by the last verify"),
+                &["namespace", "store", "status"]
+            )
+            .unwrap()),
+            verify_differences: reg!(IntGaugeVec::new(
+                Opts::new("verify_differences", "Differences found by the last verify"),
+                &["namespace", "kind"]
+            )
+            .unwrap()),
+            errors_total: reg!(IntCounterVec::new(Opts::new("errors_total", "Errors by stage and kind"), &["stage", "kind"]).unwrap()),
+            dead_letter_total: reg!(IntCounter::new("dead_letter_total", "Records written to the dead-letter file").unwrap()),
+            registry,
+        };
+        #[cfg(target_os = "linux")]
+        m.registry
+            .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+            .expect("process collector");
+        for outcome in OUTCOMES {
+            m.records_written_total.with_label_values(&[outcome]);
+        }
+        Arc::new(m)
+    }
+
+    pub fn set_phase(&self, phase: &str) {
+        for p in PHASES {
+            self.phase.with_label_values(&[p]).set(i64::from(p == phase));
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding");
+        String::from_utf8(buf).expect("utf-8 metrics")
+    }
+}
+
+/// Live control shared by the HTTP listener and the pipeline.
+pub struct Control {
+    pub paused: watch::Sender<bool>,
+    pub rate: watch::Sender<u32>,
+    ready: AtomicBool,
+    /// Why the process is not ready (backing off from a store), if it is not.
+    not_ready_reason: Mutex<Option<String>>,
+}
+
+impl Control {
+    pub fn new(rate: u32) -> Arc<Self> {
+        Arc::new(Self {
+            paused: watch::channel(false).0,
+            rate: watch::channel(rate).0,
+            ready: AtomicBool::new(false),
+            not_ready_reason: Mutex::new(Some("starting".to_string())),
+        })
+    }
+
+    pub fn set_ready(&self) {
+        *self.not_ready_reason.lock().unwrap() = None;
+        self.ready.store(true, Ordering::SeqCst);
+    }
+
+    pub fn set_not_ready(&self, reason: impl Into<String>) {
+        *self.not_ready_reason.lock().unwrap() = Some(reason.into());
+        self.ready.store(false, Ordering::SeqCst);
+    }
+
+    pub fn readiness(&self) -> Result<(), String> {
+        if self.ready.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err(self.not_ready_reason.lock().unwrap().clone().unwrap_or_else(|| "not ready".into()))
+        }
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    metrics: Arc<Metrics>,
+    control: Arc<Control>,
+}
+
+/// Binds the listener (failing fast with a clear error) and serves it in the background.
+pub async fn serve(listen: &str, metrics: Arc<Metrics>, control: Arc<Control>) -> anyhow::Result<SocketAddr> {
+    let addr: SocketAddr = listen.parse().map_err(|_| anyhow::anyhow!("migration.metrics.listen: {listen:?} is not host:port"))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (migration.metrics.listen): {e}"))?;
+    let local = listener.local_addr()?;
+    let app = Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready_handler))
+        .route("/pause", post(pause_handler))
+        .route("/resume", post(resume_handler))
+        .route("/rate", put(rate_handler))
+        .with_state(AppState { metrics, control });
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "metrics listener stopped");
+        }
+    });
+    Ok(local)
+}
+
+async fn metrics_handler(State(s): State<AppState>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render())
+}
+
+async fn ready_handler(State(s): State<AppState>) -> (StatusCode, String) {
+    match s.control.readiness() {
+        Ok(()) => (StatusCode::OK, "ready\n".into()),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n")),
+    }
+}
+
+async fn pause_handler(State(s): State<AppState>) -> &'static str {
+    s.control.paused.send_replace(true);
+    tracing::info!("paused through POST /pause");
+    "paused\n"
+}
+
+async fn resume_handler(State(s): State<AppState>) -> &'static str {
+    s.control.paused.send_replace(false);
+    tracing::info!("resumed through POST /resume");
+    "resumed\n"
+}
+
+async fn rate_handler(State(s): State<AppState>, body: String) -> (StatusCode, String) {
+    match body.trim().parse::<u32>() {
+        Ok(rate) if rate <= 10_000_000 => {
+            s.control.rate.send_replace(rate);
+            tracing::info!(records_per_second = rate, "rate changed through PUT /rate");
+            (StatusCode::OK, format!("rate {rate} records/s\n"))
+        }
+        _ => (
+            StatusCode::BAD_REQUEST,
+            format!("PUT /rate takes a whole number of records per second (0 = unlimited), not {:?}\n", body.trim()),
+        ),
+    }
+}

@@ -1,0 +1,392 @@
+//! `VisibilityRecord`: the one model every store converts to and from.
+//!
+//! Field semantics follow Temporal's `InternalVisibilityRequestBase` (see
+//! shared/reference/temporal-visibility.md §1). Stores convert at their edge; the
+//! pipeline, verifier and flipper only ever see this type.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// `temporal.api.enums.v1.WorkflowExecutionStatus`, as stored by SQL and Cassandra (int)
+/// and Elasticsearch (name).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ExecutionStatus {
+    Running = 1,
+    Completed = 2,
+    Failed = 3,
+    Canceled = 4,
+    Terminated = 5,
+    ContinuedAsNew = 6,
+    TimedOut = 7,
+    Paused = 8,
+}
+
+impl ExecutionStatus {
+    pub const ALL: [ExecutionStatus; 8] = [
+        Self::Running,
+        Self::Completed,
+        Self::Failed,
+        Self::Canceled,
+        Self::Terminated,
+        Self::ContinuedAsNew,
+        Self::TimedOut,
+        Self::Paused,
+    ];
+
+    /// From the SQL/Cassandra integer. 0 (UNSPECIFIED) is never stored by Temporal, so it
+    /// is rejected like any other unknown value.
+    pub fn from_i64(value: i64) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| *s as i64 == value)
+    }
+
+    pub fn as_i32(self) -> i32 {
+        self as i32
+    }
+
+    /// The Elasticsearch `ExecutionStatus` keyword (Go enum `String()`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Running => "Running",
+            Self::Completed => "Completed",
+            Self::Failed => "Failed",
+            Self::Canceled => "Canceled",
+            Self::Terminated => "Terminated",
+            Self::ContinuedAsNew => "ContinuedAsNew",
+            Self::TimedOut => "TimedOut",
+            Self::Paused => "Paused",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// Running and Paused runs are open: they have no close time and still change.
+    pub fn is_open(self) -> bool {
+        matches!(self, Self::Running | Self::Paused)
+    }
+}
+
+impl fmt::Display for ExecutionStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The type of a search attribute, as registered in Temporal's cluster metadata.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SearchAttributeType {
+    Keyword,
+    Text,
+    Int,
+    Double,
+    Bool,
+    Datetime,
+    KeywordList,
+}
+
+/// One search-attribute value as it appears in the stores' JSON.
+///
+/// Keyword, Text and Datetime share one JSON form (a string: datetimes keep their
+/// original RFC 3339 text and offset, as Temporal stores them), so they share a variant;
+/// the attribute's registered type tells them apart where that matters. Ints are kept
+/// apart from doubles so that int64 values survive exactly (never through f64).
+#[derive(Clone, Debug, PartialEq)]
+pub enum SearchAttributeValue {
+    String(String),
+    Int(i64),
+    Double(f64),
+    Bool(bool),
+    KeywordList(Vec<String>),
+}
+
+/// Search attributes keyed by field name (`Keyword01`, `BuildIds`, a legacy custom
+/// name, ...), never by user alias. Sorted, so encodings are deterministic.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SearchAttributes(pub BTreeMap<String, SearchAttributeValue>);
+
+impl SearchAttributes {
+    /// Parses the JSON object Temporal writes into `search_attributes`.
+    /// Null values and empty lists are dropped, as Temporal drops them.
+    pub fn from_json(value: &serde_json::Value) -> Result<Self, String> {
+        let object = value
+            .as_object()
+            .ok_or_else(|| format!("search_attributes is not a JSON object: {}", short(value)))?;
+        let mut map = BTreeMap::new();
+        for (name, v) in object {
+            let parsed = match v {
+                serde_json::Value::Null => continue,
+                serde_json::Value::String(s) => SearchAttributeValue::String(s.clone()),
+                serde_json::Value::Bool(b) => SearchAttributeValue::Bool(*b),
+                serde_json::Value::Number(n) => {
+                    if let Some(i) = n.as_i64() {
+                        SearchAttributeValue::Int(i)
+                    } else if let Some(f) = n.as_f64() {
+                        SearchAttributeValue::Double(f)
+                    } else {
+                        return Err(format!("search attribute {name}: number {n} is out of range"));
+                    }
+                }
+                serde_json::Value::Array(items) => {
+                    if items.is_empty() {
+                        continue;
+                    }
+                    let mut list = Vec::with_capacity(items.len());
+                    for item in items {
+                        match item {
+                            serde_json::Value::String(s) => list.push(s.clone()),
+                            other => {
+                                return Err(format!(
+                                    "search attribute {name}: list item {} is not a string",
+                                    short(other)
+                                ));
+                            }
+                        }
+                    }
+                    SearchAttributeValue::KeywordList(list)
+                }
+                serde_json::Value::Object(_) => {
+                    return Err(format!("search attribute {name}: value is a JSON object"));
+                }
+            };
+            map.insert(name.clone(), parsed);
+        }
+        Ok(Self(map))
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut object = serde_json::Map::with_capacity(self.0.len());
+        for (name, value) in &self.0 {
+            let v = match value {
+                SearchAttributeValue::String(s) => serde_json::Value::String(s.clone()),
+                SearchAttributeValue::Int(i) => serde_json::Value::from(*i),
+                SearchAttributeValue::Double(f) => serde_json::Number::from_f64(*f)
+                    .map(serde_json::Value::Number)
+                    .unwrap_or(serde_json::Value::Null),
+                SearchAttributeValue::Bool(b) => serde_json::Value::Bool(*b),
+                SearchAttributeValue::KeywordList(list) => {
+                    serde_json::Value::Array(list.iter().cloned().map(serde_json::Value::String).collect())
+                }
+            };
+            object.insert(name.clone(), v);
+        }
+        serde_json::Value::Object(object)
+    }
+}
+
+fn short(value: &serde_json::Value) -> String {
+    let mut s = value.to_string();
+    if s.len() > 80 {
+        let mut cut = 80;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
+}
+
+/// One workflow run's visibility record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VisibilityRecord {
+    pub namespace_id: String,
+    pub run_id: String,
+    pub workflow_id: String,
+    pub workflow_type_name: String,
+    pub start_time: DateTime<Utc>,
+    pub execution_time: DateTime<Utc>,
+    /// None while the run is open.
+    pub close_time: Option<DateTime<Utc>>,
+    pub status: ExecutionStatus,
+    pub history_length: Option<i64>,
+    pub history_size_bytes: Option<i64>,
+    /// Nanoseconds from execution time to close time, computed by Temporal's history service.
+    pub execution_duration: Option<i64>,
+    pub state_transition_count: Option<i64>,
+    /// Proto3-serialized `temporal.api.common.v1.Memo`; opaque bytes, copied unchanged.
+    pub memo: Option<Vec<u8>>,
+    /// Memo encoding, `"Proto3"` for every record Temporal writes.
+    pub encoding: String,
+    pub task_queue: String,
+    /// None when Temporal wrote no search attributes (SQL NULL).
+    pub search_attributes: Option<SearchAttributes>,
+    pub parent_workflow_id: Option<String>,
+    pub parent_run_id: Option<String>,
+    pub root_workflow_id: String,
+    pub root_run_id: String,
+    /// The visibility task id of the last write; 0 when the source has no version
+    /// (Cassandra, standard SQL, SQL rows written before Temporal v1.27). A record with
+    /// version 0 is only ever inserted where absent, never over an existing record.
+    pub version: i64,
+}
+
+impl VisibilityRecord {
+    pub fn key(&self) -> RecordKey {
+        RecordKey {
+            namespace_id: self.namespace_id.clone(),
+            run_id: self.run_id.clone(),
+        }
+    }
+
+    pub fn has_version(&self) -> bool {
+        self.version > 0
+    }
+
+    /// A JSON rendering for dead-letter files and reports (memo as base64).
+    pub fn to_json(&self) -> serde_json::Value {
+        use base64::Engine;
+        serde_json::json!({
+            "namespaceId": self.namespace_id,
+            "runId": self.run_id,
+            "workflowId": self.workflow_id,
+            "workflowTypeName": self.workflow_type_name,
+            "startTime": self.start_time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            "executionTime": self.execution_time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            "closeTime": self.close_time.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
+            "status": self.status.name(),
+            "historyLength": self.history_length,
+            "historySizeBytes": self.history_size_bytes,
+            "executionDuration": self.execution_duration,
+            "stateTransitionCount": self.state_transition_count,
+            "memo": self.memo.as_ref().map(|m| base64::engine::general_purpose::STANDARD.encode(m)),
+            "encoding": self.encoding,
+            "taskQueue": self.task_queue,
+            "searchAttributes": self.search_attributes.as_ref().map(SearchAttributes::to_json),
+            "parentWorkflowId": self.parent_workflow_id,
+            "parentRunId": self.parent_run_id,
+            "rootWorkflowId": self.root_workflow_id,
+            "rootRunId": self.root_run_id,
+            "version": self.version,
+        })
+    }
+}
+
+/// A record's identity in every store.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordKey {
+    pub namespace_id: String,
+    pub run_id: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn status_ints_and_names_round_trip() {
+        for s in ExecutionStatus::ALL {
+            assert_eq!(ExecutionStatus::from_i64(s as i64), Some(s));
+            assert_eq!(ExecutionStatus::from_name(s.name()), Some(s));
+        }
+        assert_eq!(ExecutionStatus::from_i64(0), None);
+        assert_eq!(ExecutionStatus::from_i64(9), None);
+        assert!(ExecutionStatus::Running.is_open());
+        assert!(ExecutionStatus::Paused.is_open());
+        assert!(!ExecutionStatus::TimedOut.is_open());
+    }
+
+    #[test]
+    fn search_attributes_keep_int64_exact_and_drop_nulls() {
+        let sa = SearchAttributes::from_json(&json!({
+            "Int01": 9007199254740993i64,
+            "Double01": 3.5,
+            "Double02": 3,
+            "Keyword01": "k",
+            "Bool01": true,
+            "KeywordList01": ["a", "b"],
+            "Empty": [],
+            "Gone": null
+        }))
+        .unwrap();
+        assert_eq!(sa.0["Int01"], SearchAttributeValue::Int(9007199254740993));
+        assert_eq!(sa.0["Double01"], SearchAttributeValue::Double(3.5));
+        // Go writes 3.0 as `3`: kept as the integer form so the JSON text is unchanged.
+        assert_eq!(sa.0["Double02"], SearchAttributeValue::Int(3));
+        assert!(!sa.0.contains_key("Empty"));
+        assert!(!sa.0.contains_key("Gone"));
+        assert_eq!(sa.to_json()["Int01"], json!(9007199254740993i64));
+        assert_eq!(sa.to_json()["KeywordList01"], json!(["a", "b"]));
+    }
+
+    #[test]
+    fn search_attributes_reject_non_objects_and_nested_values() {
+        assert!(SearchAttributes::from_json(&json!([1])).unwrap_err().contains("not a JSON object"));
+        assert!(SearchAttributes::from_json(&json!({"X": {"a": 1}})).unwrap_err().contains("X"));
+        assert!(SearchAttributes::from_json(&json!({"L": [1]})).unwrap_err().contains("not a string"));
+    }
+}
+
+/// Search attributes whose type Temporal fixes: the predefined system attributes and
+/// the pre-allocated custom and CHASM field names of the SQL schemas. `stored` says
+/// whether SQLite's schema materialises the generated column (text and list columns,
+/// which the FTS5 tables index). Legacy custom attributes with free names are not here;
+/// their type lives only in the cluster's metadata.
+pub struct KnownSearchAttribute {
+    pub name: String,
+    pub kind: SearchAttributeType,
+    pub predefined: bool,
+}
+
+pub fn known_search_attributes() -> Vec<KnownSearchAttribute> {
+    use SearchAttributeType::*;
+    let predefined = [
+        ("TemporalChangeVersion", KeywordList),
+        ("BinaryChecksums", KeywordList),
+        ("BatcherUser", Keyword),
+        ("TemporalScheduledStartTime", Datetime),
+        ("TemporalScheduledById", Keyword),
+        ("TemporalSchedulePaused", Bool),
+        ("TemporalNamespaceDivision", Keyword),
+        ("BuildIds", KeywordList),
+        ("TemporalPauseInfo", KeywordList),
+        ("TemporalReportedProblems", KeywordList),
+        ("TemporalWorkerDeploymentVersion", Keyword),
+        ("TemporalWorkflowVersioningBehavior", Keyword),
+        ("TemporalWorkerDeployment", Keyword),
+        ("TemporalUsedWorkerDeploymentVersions", KeywordList),
+        ("TemporalExternalPayloadSizeBytes", Int),
+        ("TemporalExternalPayloadCount", Int),
+    ];
+    let mut out: Vec<KnownSearchAttribute> = predefined
+        .into_iter()
+        .map(|(name, kind)| KnownSearchAttribute { name: name.to_string(), kind, predefined: true })
+        .collect();
+    let numbered = |prefix: &str, kind: SearchAttributeType, count: usize, out: &mut Vec<KnownSearchAttribute>| {
+        for i in 1..=count {
+            out.push(KnownSearchAttribute { name: format!("{prefix}{i:02}"), kind, predefined: false });
+        }
+    };
+    // Pre-allocated custom attributes (SQL advanced schema).
+    numbered("Bool", Bool, 3, &mut out);
+    numbered("Datetime", Datetime, 3, &mut out);
+    numbered("Double", Double, 3, &mut out);
+    numbered("Int", Int, 3, &mut out);
+    numbered("Keyword", Keyword, 10, &mut out);
+    numbered("Text", Text, 3, &mut out);
+    numbered("KeywordList", KeywordList, 3, &mut out);
+    // Pre-allocated CHASM attributes.
+    numbered("TemporalBool", Bool, 2, &mut out);
+    numbered("TemporalDatetime", Datetime, 2, &mut out);
+    numbered("TemporalDouble", Double, 2, &mut out);
+    numbered("TemporalInt", Int, 2, &mut out);
+    numbered("TemporalKeyword", Keyword, 4, &mut out);
+    numbered("TemporalLowCardinalityKeyword", Keyword, 1, &mut out);
+    numbered("TemporalKeywordList", KeywordList, 2, &mut out);
+    out
+}
+
+/// The registered type of a predefined or pre-allocated attribute, if it is one.
+pub fn known_search_attribute_type(name: &str) -> Option<SearchAttributeType> {
+    use std::sync::OnceLock;
+    static TYPES: OnceLock<BTreeMap<String, SearchAttributeType>> = OnceLock::new();
+    TYPES
+        .get_or_init(|| known_search_attributes().into_iter().map(|a| (a.name, a.kind)).collect())
+        .get(name)
+        .copied()
+}

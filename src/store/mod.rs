@@ -1,0 +1,205 @@
+//! The Source and Sink traits every store implements, and the factory that opens a
+//! store from the config. A store lives in one folder and converts to and from
+//! `VisibilityRecord` at its edge; nothing outside `store/` sees its types.
+//! Cursors and shard specs are opaque JSON to the pipeline: only the store that made
+//! them reads them, and the checkpoint stores them as they are.
+
+pub mod sql;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, SqlFamily, StoreRef, persistence};
+use crate::record::{ExecutionStatus, RecordKey, VisibilityRecord};
+
+/// A slice of a source's key space, scanned by one worker. Made by `Source::plan_shards`
+/// and saved in the checkpoint, so a resumed run scans exactly the same slices.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ShardSpec(pub serde_json::Value);
+
+/// How this process divides the key space: `per_process` shards for each of
+/// `process_count` processes (`--shard I/N`), of which this one owns the shards whose
+/// part number is `process_index` modulo `process_count`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Split {
+    pub per_process: usize,
+    pub process_index: usize,
+    pub process_count: usize,
+}
+
+impl Split {
+    pub fn parts(&self) -> usize {
+        self.per_process.max(1) * self.process_count.max(1)
+    }
+
+    pub fn owns(&self, part: usize) -> bool {
+        part % self.process_count.max(1) == self.process_index
+    }
+}
+
+/// Where a scan stopped inside a shard: the next page starts strictly after it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Cursor(pub serde_json::Value);
+
+/// A row the source could read but not convert: it goes to the dead letter.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BadRow {
+    pub namespace_id: String,
+    pub run_id: String,
+    pub workflow_id: Option<String>,
+    pub reason: String,
+    /// The raw row, as far as it could be rendered, for the operator to fix it by hand.
+    pub raw: serde_json::Value,
+}
+
+/// One page of a shard's scan. `cursor` is the position after the last row of this
+/// page (valid even when every row was bad); `done` says the shard is exhausted.
+pub struct ScanPage {
+    pub records: Vec<VisibilityRecord>,
+    pub bad_rows: Vec<BadRow>,
+    pub cursor: Option<Cursor>,
+    pub done: bool,
+}
+
+/// What happened to one record written to the sink.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// The record was absent and is now written.
+    Inserted,
+    /// An older version was replaced.
+    Updated,
+    /// The sink already holds a newer version; nothing written.
+    SkippedNewer,
+    /// The sink already holds this record (same version, or the source has no version
+    /// and writes are insert-if-absent); nothing written.
+    SkippedPresent,
+    /// The sink refused this record for good (the value cannot be held there).
+    Failed(String),
+}
+
+impl WriteOutcome {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Inserted => "inserted",
+            Self::Updated => "updated",
+            Self::SkippedNewer => "skipped_newer",
+            Self::SkippedPresent => "skipped_present",
+            Self::Failed(_) => "failed",
+        }
+    }
+}
+
+/// A store error, classified so the writer knows whether to retry.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Worth retrying after a back-off: connection lost, timeout, lock busy, overload.
+    #[error("{0}")]
+    Transient(String),
+    /// Retrying will not help: schema mismatch, permission, a bad statement.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Which records a count covers. Runs that changed after the cut-off are still
+/// moving and are counted apart ("recent"), not compared.
+#[derive(Clone, Debug)]
+pub struct CountQuery {
+    pub namespaces: Vec<String>,
+    pub cutoff: DateTime<Utc>,
+}
+
+/// Counts per namespace id: status -> count for settled records, plus the records
+/// that started or closed after the cut-off.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct NamespaceCounts {
+    pub by_status: BTreeMap<ExecutionStatus, u64>,
+    pub recent: u64,
+}
+
+pub type Counts = BTreeMap<String, NamespaceCounts>;
+
+/// What every store can do in either role.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// A name for logs and errors: kind and location, never credentials.
+    fn describe(&self) -> String;
+    /// Connects and checks the schema; one clear error naming what is wrong.
+    async fn preflight(&self) -> StoreResult<()>;
+    /// Counts by namespace and status, for verify.
+    async fn count(&self, query: &CountQuery) -> StoreResult<Counts>;
+}
+
+#[async_trait]
+pub trait Source: Store {
+    /// Splits the key space of the given namespaces (all when empty) into shards, and
+    /// returns those this process owns. The same inputs give the same plan in every process.
+    async fn plan_shards(&self, namespaces: &[String], split: &Split) -> StoreResult<Vec<ShardSpec>>;
+    /// Reads up to `limit` rows of `shard` after `after` (from the start when None).
+    async fn scan(&self, shard: &ShardSpec, after: Option<&Cursor>, limit: usize) -> StoreResult<ScanPage>;
+    /// An estimate of the records in the given namespaces (all when empty), cheap to get.
+    async fn estimate(&self, namespaces: &[String]) -> StoreResult<u64>;
+}
+
+#[async_trait]
+pub trait Sink: Store {
+    /// Largest batch this sink can take in one round trip.
+    fn max_batch(&self) -> usize;
+    /// Writes `records` in one round trip where the store allows it, never over a newer
+    /// version; returns one outcome per record, in order.
+    async fn write(&self, records: &[VisibilityRecord]) -> StoreResult<Vec<WriteOutcome>>;
+    /// Reads the given records back (absent ones are left out), for checks and tests.
+    async fn read(&self, keys: &[RecordKey]) -> StoreResult<Vec<VisibilityRecord>>;
+}
+
+/// A store that can play both roles (every writable store can also be read).
+pub trait SourceSink: Source + Sink {}
+impl<T: Source + Sink> SourceSink for T {}
+
+/// Opens the store named by `store` for reading.
+pub async fn open_source(config: &Config, store: &StoreRef) -> anyhow::Result<Arc<dyn Source>> {
+    let ds = config.datastore(store);
+    if let Some(sql) = &ds.sql {
+        return match persistence::sql_family(&sql.plugin_name) {
+            Some(SqlFamily::Sqlite) => Ok(Arc::new(sql::sqlite::SqliteStore::open(&store.datastore, sql).await?)),
+            _ => Err(not_built(store, &format!("sql/{}", sql.plugin_name))),
+        };
+    }
+    Err(not_built(store, kind(ds)))
+}
+
+/// Opens the store named by `store` for writing.
+pub async fn open_sink(config: &Config, store: &StoreRef) -> anyhow::Result<Arc<dyn Sink>> {
+    let ds = config.datastore(store);
+    if let Some(sql) = &ds.sql {
+        return match persistence::sql_family(&sql.plugin_name) {
+            Some(SqlFamily::Sqlite) => Ok(Arc::new(sql::sqlite::SqliteStore::open(&store.datastore, sql).await?)),
+            _ => Err(not_built(store, &format!("sql/{}", sql.plugin_name))),
+        };
+    }
+    Err(not_built(store, kind(ds)))
+}
+
+fn kind(ds: &crate::config::DataStore) -> &'static str {
+    if ds.cassandra.is_some() {
+        "cassandra"
+    } else if ds.elasticsearch.is_some() {
+        "elasticsearch"
+    } else {
+        "sql"
+    }
+}
+
+fn not_built(store: &StoreRef, kind: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "store {:?}: {kind} is not supported by this version of vismig yet (supported: sql/sqlite)",
+        store.datastore
+    )
+}

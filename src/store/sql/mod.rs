@@ -1,0 +1,151 @@
+//! SQL visibility stores. What all dialects share lives here: the base columns Temporal
+//! writes, the key-range shards over the primary key `(namespace_id, run_id)`, and the
+//! cursor format. Each dialect lives in its own file.
+
+pub mod sqlite;
+pub mod sqlite_schema;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Cursor, ShardSpec, Split, StoreError};
+
+/// The columns Temporal writes (`sqlplugin.DbFields`), in its order; `_version` is last
+/// because MySQL applies ON DUPLICATE KEY UPDATE assignments left to right.
+/// Generated search-attribute columns are never written.
+pub const BASE_COLUMNS: [&str; 21] = [
+    "namespace_id",
+    "run_id",
+    "workflow_type_name",
+    "workflow_id",
+    "start_time",
+    "execution_time",
+    "status",
+    "close_time",
+    "history_length",
+    "history_size_bytes",
+    "execution_duration",
+    "state_transition_count",
+    "memo",
+    "encoding",
+    "task_queue",
+    "search_attributes",
+    "parent_workflow_id",
+    "parent_run_id",
+    "root_workflow_id",
+    "root_run_id",
+    "_version",
+];
+
+/// A shard: the runs of one namespace whose run id lies in `[start, end)` (open-ended
+/// where None). Run ids are random UUIDs, so fixed hex-prefix boundaries split every
+/// namespace evenly without reading any data: the plan is the same in every process of
+/// an Indexed Job, and each shard is one range of the primary key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunRange {
+    pub namespace_id: String,
+    pub start: Option<String>,
+    pub end: Option<String>,
+}
+
+impl RunRange {
+    pub fn to_spec(&self) -> ShardSpec {
+        ShardSpec(serde_json::to_value(self).expect("run range serializes"))
+    }
+
+    pub fn from_spec(spec: &ShardSpec) -> Result<Self, StoreError> {
+        serde_json::from_value(spec.0.clone())
+            .map_err(|e| StoreError::Permanent(format!("checkpoint shard is not a SQL run-id range: {e}")))
+    }
+
+    /// Every namespace split into `split.parts()` run-id ranges, keeping the parts that
+    /// belong to this process.
+    pub fn plan(namespaces: &[String], split: &Split) -> Vec<RunRange> {
+        let parts = split.parts().clamp(1, 65_536);
+        let boundary = |i: usize| (i > 0 && i < parts).then(|| format!("{:04x}", i * 65_536 / parts));
+        let mut out = Vec::new();
+        for ns in namespaces {
+            for part in (0..parts).filter(|p| split.owns(*p)) {
+                out.push(RunRange { namespace_id: ns.clone(), start: boundary(part), end: boundary(part + 1) });
+            }
+        }
+        out
+    }
+}
+
+pub fn run_cursor(run_id: &str) -> Cursor {
+    Cursor(serde_json::Value::String(run_id.to_string()))
+}
+
+pub fn cursor_run(cursor: &Cursor) -> Result<String, StoreError> {
+    cursor
+        .0
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| StoreError::Permanent(format!("checkpoint cursor {} is not a SQL run id", cursor.0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_covers_every_namespace_without_gaps() {
+        let ns = vec!["a".to_string(), "b".to_string()];
+        let all = RunRange::plan(&ns, &Split { per_process: 4, process_index: 0, process_count: 1 });
+        assert_eq!(all.len(), 8);
+        assert_eq!(all[0], RunRange { namespace_id: "a".into(), start: None, end: Some("4000".into()) });
+        assert_eq!(all[1].start, Some("4000".into()));
+        assert_eq!(all[3], RunRange { namespace_id: "a".into(), start: Some("c000".into()), end: None });
+        for pair in all.windows(2).filter(|w| w[0].namespace_id == w[1].namespace_id) {
+            assert_eq!(pair[0].end, pair[1].start);
+        }
+        let back = RunRange::from_spec(&all[2].to_spec()).unwrap();
+        assert_eq!(back, all[2]);
+    }
+
+    #[test]
+    fn processes_of_an_indexed_job_take_disjoint_parts() {
+        let ns = vec!["a".to_string()];
+        let p0 = RunRange::plan(&ns, &Split { per_process: 2, process_index: 0, process_count: 2 });
+        let p1 = RunRange::plan(&ns, &Split { per_process: 2, process_index: 1, process_count: 2 });
+        let whole = RunRange::plan(&ns, &Split { per_process: 4, process_index: 0, process_count: 1 });
+        let mut union: Vec<RunRange> = p0.iter().chain(p1.iter()).cloned().collect();
+        union.sort_by(|a, b| a.start.cmp(&b.start));
+        assert_eq!(union, whole);
+    }
+
+    #[test]
+    fn cursors_round_trip_and_reject_foreign_json() {
+        assert_eq!(cursor_run(&run_cursor("abc")).unwrap(), "abc");
+        assert!(cursor_run(&Cursor(serde_json::json!({"slice": 1}))).is_err());
+    }
+}
+
+/// Classifies a sqlx error: connection trouble, timeouts and lock contention are worth
+/// a retry; anything else (bad SQL, schema, permissions) is not.
+pub fn classify(context: &str, e: sqlx::Error) -> StoreError {
+    use sqlx::Error as E;
+    let transient = match &e {
+        E::Io(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed | E::Protocol(_) => true,
+        E::Tls(_) => false,
+        E::Database(db) => {
+            let code = db.code().map(|c| c.to_string()).unwrap_or_default();
+            // SQLite: 5 BUSY, 6 LOCKED (and their extended codes, low byte).
+            // PostgreSQL: 40001 serialization, 40P01 deadlock, 53xxx resources, 57P0x shutdown, 08xxx connection.
+            // MySQL/MariaDB: 1205 lock wait timeout, 1213 deadlock, 2006/2013 gone away/lost.
+            let sqlite_busy = code.parse::<i64>().map(|c| matches!(c & 0xff, 5 | 6)).unwrap_or(false)
+                && !code.starts_with('0');
+            sqlite_busy
+                || code == "40001"
+                || code == "40P01"
+                || code.starts_with("53")
+                || code.starts_with("57P0")
+                || code.starts_with("08")
+                || matches!(code.as_str(), "1205" | "1213" | "2006" | "2013")
+        }
+        _ => false,
+    };
+    let message = format!("{context}: {e}");
+    if transient { StoreError::Transient(message) } else { StoreError::Permanent(message) }
+}

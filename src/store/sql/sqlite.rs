@@ -1,0 +1,690 @@
+//! SQLite advanced visibility (`schema/sqlite/v3/visibility`): source and sink.
+//!
+//! Stored exactly as Temporal's SQLite plugin stores it: times as text in Go's layout
+//! `2006-01-02 15:04:05.999999999-07:00` (UTC, microseconds), KeywordList values joined
+//! by U+2661, and writes by `INSERT … ON CONFLICT DO UPDATE`, never `INSERT OR REPLACE`
+//! (whose implicit delete skips the FTS triggers).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDateTime, TimeZone, Timelike, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, Sqlite};
+use tokio::sync::OnceCell;
+
+use super::{BASE_COLUMNS, RunRange, classify, cursor_run, run_cursor};
+use crate::config::persistence::SqlStore;
+use crate::record::{
+    ExecutionStatus, RecordKey, SearchAttributeType, SearchAttributeValue, SearchAttributes, VisibilityRecord,
+    known_search_attribute_type,
+};
+use crate::store::{
+    BadRow, CountQuery, Counts, Cursor, ScanPage, ShardSpec, Sink, Source, Split, Store, StoreError, StoreResult,
+    WriteOutcome,
+};
+
+/// SQLite's default limit on bound parameters per statement (SQLITE_MAX_VARIABLE_NUMBER).
+const MAX_BINDS: usize = 32_766;
+const KEYWORD_LIST_SEPARATOR: char = '\u{2661}';
+
+pub struct SqliteStore {
+    name: String,
+    path: PathBuf,
+    pool: SqlitePool,
+    schema: OnceCell<Schema>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Schema {
+    /// Files created before Temporal v1.27 have no `_version`: rows read as version 0
+    /// and writes are insert-if-absent.
+    has_version: bool,
+}
+
+impl SqliteStore {
+    pub async fn open(name: &str, cfg: &SqlStore) -> anyhow::Result<Self> {
+        let path = PathBuf::from(&cfg.database_name);
+        let read_only = cfg.connect_attributes.get("mode").is_some_and(|m| m == "ro");
+        if cfg.connect_attributes.get("mode").is_some_and(|m| m == "memory") {
+            anyhow::bail!(
+                "store {name:?}: sql.connectAttributes.mode is \"memory\": an in-memory SQLite database lives inside the Temporal process and cannot be migrated"
+            );
+        }
+        let options = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(&path)
+            .create_if_missing(false)
+            .read_only(read_only)
+            // Temporal's SQLite files are written by one process at a time; wait for its
+            // lock rather than failing the batch.
+            .busy_timeout(Duration::from_secs(30))
+            // A batch is acknowledged (and its checkpoint saved) only once durable.
+            .synchronous(SqliteSynchronous::Full);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(cfg.max_conns.unwrap_or(4).max(1))
+            .acquire_timeout(Duration::from_secs(60))
+            .connect_lazy_with(options);
+        Ok(Self { name: name.to_string(), path, pool, schema: OnceCell::new() })
+    }
+
+    fn context(&self, what: &str) -> String {
+        format!("store {:?} ({}): {what}", self.name, self.describe())
+    }
+
+    async fn schema(&self) -> StoreResult<Schema> {
+        self.schema.get_or_try_init(|| self.inspect()).await.copied()
+    }
+
+    async fn inspect(&self) -> StoreResult<Schema> {
+        if !self.path.exists() {
+            return Err(StoreError::Permanent(self.context(&format!(
+                "database file {} does not exist (sql.databaseName)",
+                self.path.display()
+            ))));
+        }
+        let rows = sqlx::query("SELECT name FROM pragma_table_xinfo('executions_visibility')")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| classify(&self.context("reading the schema"), e))?;
+        let columns: Vec<String> = rows.iter().map(|r| r.get::<String, _>(0)).collect();
+        if columns.is_empty() {
+            return Err(StoreError::Permanent(self.context(
+                "table executions_visibility does not exist: is this Temporal's visibility database (schema/sqlite/v3/visibility)?",
+            )));
+        }
+        let has_version = columns.iter().any(|c| c == "_version");
+        for column in BASE_COLUMNS.iter().filter(|c| **c != "_version") {
+            if !columns.iter().any(|c| c == column) {
+                return Err(StoreError::Permanent(
+                    self.context(&format!("table executions_visibility has no column {column}")),
+                ));
+            }
+        }
+        Ok(Schema { has_version })
+    }
+
+    fn select_columns(schema: Schema) -> String {
+        BASE_COLUMNS
+            .iter()
+            .map(|c| if *c == "_version" && !schema.has_version { "0 AS _version" } else { c })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Existing `_version` per key (0 where the column does not exist).
+    async fn existing_versions(
+        conn: &mut sqlx::SqliteConnection,
+        records: &[VisibilityRecord],
+        schema: Schema,
+    ) -> Result<HashMap<(String, String), i64>, sqlx::Error> {
+        let mut found = HashMap::with_capacity(records.len());
+        for chunk in records.chunks(MAX_BINDS / 2) {
+            let version = if schema.has_version { "_version" } else { "0" };
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+                "SELECT namespace_id, run_id, {version} FROM executions_visibility WHERE (namespace_id, run_id) IN (VALUES "
+            ));
+            let mut sep = q.separated(", ");
+            for r in chunk {
+                sep.push("(");
+                sep.push_bind_unseparated(r.namespace_id.clone());
+                sep.push_unseparated(", ");
+                sep.push_bind_unseparated(r.run_id.clone());
+                sep.push_unseparated(")");
+            }
+            q.push(")");
+            for row in q.build().fetch_all(&mut *conn).await? {
+                found.insert((row.get::<String, _>(0), row.get::<String, _>(1)), row.get::<i64, _>(2));
+            }
+        }
+        Ok(found)
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn describe(&self) -> String {
+        format!("sqlite {}", self.path.display())
+    }
+
+    async fn preflight(&self) -> StoreResult<()> {
+        self.schema().await.map(|_| ())
+    }
+
+    async fn count(&self, query: &CountQuery) -> StoreResult<Counts> {
+        self.schema().await?;
+        let cutoff = format_time(query.cutoff);
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "SELECT namespace_id, status, COUNT(*), \
+             SUM(CASE WHEN start_time >= ",
+        );
+        q.push_bind(cutoff.clone());
+        q.push(" OR (close_time IS NOT NULL AND close_time >= ");
+        q.push_bind(cutoff);
+        q.push(") THEN 1 ELSE 0 END) FROM executions_visibility");
+        push_namespace_filter(&mut q, &query.namespaces, " WHERE ");
+        q.push(" GROUP BY namespace_id, status");
+        let rows = q.build().fetch_all(&self.pool).await.map_err(|e| classify(&self.context("counting"), e))?;
+        let mut counts = Counts::new();
+        for row in rows {
+            let ns: String = row.get(0);
+            let status: i64 = row.get(1);
+            let total: i64 = row.get(2);
+            let recent: i64 = row.get(3);
+            let Some(status) = ExecutionStatus::from_i64(status) else {
+                tracing::warn!(store = %self.describe(), namespace_id = %ns, status, rows = total, "rows with an unknown status are not counted");
+                continue;
+            };
+            let entry = counts.entry(ns.trim_end().to_string()).or_default();
+            entry.recent += recent as u64;
+            if total > recent {
+                *entry.by_status.entry(status).or_default() += (total - recent) as u64;
+            }
+        }
+        Ok(counts)
+    }
+}
+
+#[async_trait]
+impl Source for SqliteStore {
+    async fn plan_shards(&self, namespaces: &[String], split: &Split) -> StoreResult<Vec<ShardSpec>> {
+        self.schema().await?;
+        let namespaces = if namespaces.is_empty() {
+            sqlx::query("SELECT DISTINCT namespace_id FROM executions_visibility ORDER BY namespace_id")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| classify(&self.context("listing namespaces"), e))?
+                .iter()
+                .map(|row| lossy(row, 0))
+                .collect()
+        } else {
+            namespaces.to_vec()
+        };
+        Ok(RunRange::plan(&namespaces, split).iter().map(RunRange::to_spec).collect())
+    }
+
+    async fn scan(&self, shard: &ShardSpec, after: Option<&Cursor>, limit: usize) -> StoreResult<ScanPage> {
+        let schema = self.schema().await?;
+        let range = RunRange::from_spec(shard)?;
+        let after = after.map(cursor_run).transpose()?;
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+            "SELECT {} FROM executions_visibility WHERE namespace_id = ",
+            Self::select_columns(schema)
+        ));
+        q.push_bind(range.namespace_id.clone());
+        match (&after, &range.start) {
+            (Some(run), _) => {
+                q.push(" AND run_id > ").push_bind(run.clone());
+            }
+            (None, Some(start)) => {
+                q.push(" AND run_id >= ").push_bind(start.clone());
+            }
+            (None, None) => {}
+        }
+        if let Some(end) = &range.end {
+            q.push(" AND run_id < ").push_bind(end.clone());
+        }
+        q.push(" ORDER BY run_id LIMIT ");
+        q.push_bind(limit as i64);
+        let rows = q.build().fetch_all(&self.pool).await.map_err(|e| classify(&self.context("scanning"), e))?;
+        let done = rows.len() < limit;
+        let mut page = ScanPage { records: Vec::with_capacity(rows.len()), bad_rows: Vec::new(), cursor: None, done };
+        for row in &rows {
+            match decode_row(row) {
+                Ok(record) => page.records.push(record),
+                Err(reason) => page.bad_rows.push(bad_row(row, reason)),
+            }
+            // The cursor is the raw stored run id (untrimmed), so the next page's
+            // comparison matches what the index holds.
+            page.cursor = Some(run_cursor(&raw_text(row, 1)));
+        }
+        Ok(page)
+    }
+
+    async fn estimate(&self, namespaces: &[String]) -> StoreResult<u64> {
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT COUNT(*) FROM executions_visibility");
+        push_namespace_filter(&mut q, namespaces, " WHERE ");
+        let n: i64 = q
+            .build()
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| classify(&self.context("counting rows"), e))?
+            .get(0);
+        Ok(n as u64)
+    }
+}
+
+#[async_trait]
+impl Sink for SqliteStore {
+    fn max_batch(&self) -> usize {
+        MAX_BINDS / BASE_COLUMNS.len()
+    }
+
+    async fn write(&self, records: &[VisibilityRecord]) -> StoreResult<Vec<WriteOutcome>> {
+        let schema = self.schema().await?;
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let encoded: Vec<EncodedRow> = records.iter().map(encode_record).collect();
+        let ctx = || self.context("writing a batch");
+        // IMMEDIATE takes the write lock up front, so the versions read below cannot
+        // change before the upsert: the per-record outcomes are exact.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(|e| classify(&ctx(), e))?;
+        let existing = Self::existing_versions(&mut tx, records, schema).await.map_err(|e| classify(&ctx(), e))?;
+
+        let columns: Vec<&str> =
+            BASE_COLUMNS.iter().copied().filter(|c| *c != "_version" || schema.has_version).collect();
+        for chunk in encoded.chunks(self.max_batch()) {
+            let mut q: QueryBuilder<Sqlite> =
+                QueryBuilder::new(format!("INSERT INTO executions_visibility ({}) ", columns.join(", ")));
+            q.push_values(chunk, |mut b, row| {
+                b.push_bind(row.namespace_id.clone())
+                    .push_bind(row.run_id.clone())
+                    .push_bind(row.workflow_type_name.clone())
+                    .push_bind(row.workflow_id.clone())
+                    .push_bind(row.start_time.clone())
+                    .push_bind(row.execution_time.clone())
+                    .push_bind(row.status)
+                    .push_bind(row.close_time.clone())
+                    .push_bind(row.history_length)
+                    .push_bind(row.history_size_bytes)
+                    .push_bind(row.execution_duration)
+                    .push_bind(row.state_transition_count)
+                    .push_bind(row.memo.clone())
+                    .push_bind(row.encoding.clone())
+                    .push_bind(row.task_queue.clone())
+                    .push_bind(row.search_attributes.clone())
+                    .push_bind(row.parent_workflow_id.clone())
+                    .push_bind(row.parent_run_id.clone())
+                    .push_bind(row.root_workflow_id.clone())
+                    .push_bind(row.root_run_id.clone());
+                if schema.has_version {
+                    b.push_bind(row.version);
+                }
+            });
+            if schema.has_version {
+                // Temporal's own guard: an equal or older version is a silent no-op, and a
+                // record without a version (0) is therefore only ever inserted.
+                let set: Vec<String> = columns
+                    .iter()
+                    .filter(|c| !matches!(**c, "namespace_id" | "run_id"))
+                    .map(|c| format!("{c} = excluded.{c}"))
+                    .collect();
+                q.push(format!(
+                    " ON CONFLICT (namespace_id, run_id) DO UPDATE SET {} WHERE executions_visibility._version < excluded._version",
+                    set.join(", ")
+                ));
+            } else {
+                q.push(" ON CONFLICT (namespace_id, run_id) DO NOTHING");
+            }
+            q.build().execute(&mut *tx).await.map_err(|e| classify(&ctx(), e))?;
+        }
+        tx.commit().await.map_err(|e| classify(&ctx(), e))?;
+
+        Ok(records
+            .iter()
+            .map(|r| {
+                let version = if schema.has_version { r.version } else { 0 };
+                match existing.get(&(r.namespace_id.clone(), r.run_id.clone())) {
+                    None => WriteOutcome::Inserted,
+                    Some(old) if *old < version => WriteOutcome::Updated,
+                    Some(old) if *old > version => WriteOutcome::SkippedNewer,
+                    Some(_) => WriteOutcome::SkippedPresent,
+                }
+            })
+            .collect())
+    }
+
+    async fn read(&self, keys: &[RecordKey]) -> StoreResult<Vec<VisibilityRecord>> {
+        let schema = self.schema().await?;
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(MAX_BINDS / 2) {
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+                "SELECT {} FROM executions_visibility WHERE (namespace_id, run_id) IN (VALUES ",
+                Self::select_columns(schema)
+            ));
+            let mut sep = q.separated(", ");
+            for k in chunk {
+                sep.push("(");
+                sep.push_bind_unseparated(k.namespace_id.clone());
+                sep.push_unseparated(", ");
+                sep.push_bind_unseparated(k.run_id.clone());
+                sep.push_unseparated(")");
+            }
+            q.push(") ORDER BY namespace_id, run_id");
+            let rows = q.build().fetch_all(&self.pool).await.map_err(|e| classify(&self.context("reading"), e))?;
+            for row in &rows {
+                out.push(decode_row(row).map_err(|reason| {
+                    StoreError::Permanent(self.context(&format!("record {}/{}: {reason}", lossy(row, 0), lossy(row, 1))))
+                })?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn push_namespace_filter(q: &mut QueryBuilder<Sqlite>, namespaces: &[String], joiner: &str) {
+    if namespaces.is_empty() {
+        return;
+    }
+    q.push(joiner).push("namespace_id IN (");
+    let mut sep = q.separated(", ");
+    for ns in namespaces {
+        sep.push_bind(ns.clone());
+    }
+    q.push(")");
+}
+
+/// A record in the column order of `BASE_COLUMNS`, as SQLite stores it.
+struct EncodedRow {
+    namespace_id: String,
+    run_id: String,
+    workflow_type_name: String,
+    workflow_id: String,
+    start_time: String,
+    execution_time: String,
+    status: i32,
+    close_time: Option<String>,
+    history_length: Option<i64>,
+    history_size_bytes: Option<i64>,
+    execution_duration: Option<i64>,
+    state_transition_count: Option<i64>,
+    memo: Option<Vec<u8>>,
+    encoding: String,
+    task_queue: String,
+    search_attributes: Option<String>,
+    parent_workflow_id: Option<String>,
+    parent_run_id: Option<String>,
+    root_workflow_id: String,
+    root_run_id: String,
+    version: i64,
+}
+
+fn encode_record(r: &VisibilityRecord) -> EncodedRow {
+    EncodedRow {
+        namespace_id: r.namespace_id.clone(),
+        run_id: r.run_id.clone(),
+        workflow_type_name: r.workflow_type_name.clone(),
+        workflow_id: r.workflow_id.clone(),
+        start_time: format_time(r.start_time),
+        execution_time: format_time(r.execution_time),
+        status: r.status.as_i32(),
+        close_time: r.close_time.map(format_time),
+        history_length: r.history_length,
+        history_size_bytes: r.history_size_bytes,
+        execution_duration: r.execution_duration,
+        state_transition_count: r.state_transition_count,
+        memo: r.memo.clone(),
+        encoding: r.encoding.clone(),
+        task_queue: r.task_queue.clone(),
+        search_attributes: r.search_attributes.as_ref().map(encode_search_attributes),
+        parent_workflow_id: r.parent_workflow_id.clone(),
+        parent_run_id: r.parent_run_id.clone(),
+        root_workflow_id: r.root_workflow_id.clone(),
+        root_run_id: r.root_run_id.clone(),
+        version: r.version,
+    }
+}
+
+/// SQLite stores a KeywordList as one string joined by U+2661 (a one-item list is just
+/// the item); every other value as in the other SQL dialects.
+pub fn encode_search_attributes(sa: &SearchAttributes) -> String {
+    let mut json = sa.to_json();
+    if let Some(object) = json.as_object_mut() {
+        for value in object.values_mut() {
+            if let serde_json::Value::Array(items) = value {
+                let joined: Vec<&str> = items.iter().filter_map(|v| v.as_str()).collect();
+                *value = serde_json::Value::String(joined.join(&KEYWORD_LIST_SEPARATOR.to_string()));
+            }
+        }
+    }
+    json.to_string()
+}
+
+/// The inverse of `encode_search_attributes`: a string holding U+2661 is a list, and
+/// so is any string of an attribute registered as KeywordList.
+pub fn decode_search_attributes(text: &str) -> Result<SearchAttributes, String> {
+    let json: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("search_attributes is not valid JSON: {e}"))?;
+    let mut sa = SearchAttributes::from_json(&json)?;
+    for (name, value) in sa.0.iter_mut() {
+        if let SearchAttributeValue::String(s) = value {
+            if s.contains(KEYWORD_LIST_SEPARATOR) {
+                *value = SearchAttributeValue::KeywordList(s.split(KEYWORD_LIST_SEPARATOR).map(str::to_string).collect());
+            } else if known_search_attribute_type(name) == Some(SearchAttributeType::KeywordList) {
+                *value = SearchAttributeValue::KeywordList(vec![s.clone()]);
+            }
+        }
+    }
+    Ok(sa)
+}
+
+/// Go's `2006-01-02 15:04:05.999999999-07:00` for a UTC time truncated to microseconds,
+/// as Temporal's SQLite plugin writes it: trailing zeros of the fraction trimmed, no
+/// fraction at all when it is zero.
+pub fn format_time(t: DateTime<Utc>) -> String {
+    let micros = t.nanosecond() / 1_000 % 1_000_000;
+    let mut s = t.format("%Y-%m-%d %H:%M:%S").to_string();
+    if micros != 0 {
+        let frac = format!("{micros:06}");
+        s.push('.');
+        s.push_str(frac.trim_end_matches('0'));
+    }
+    s.push_str("+00:00");
+    s
+}
+
+/// Parses the time texts SQLite files hold: Go's layout above, with `T` or a space,
+/// any number of fraction digits, and an offset (`+00:00`, `Z`) or none (UTC).
+pub fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
+    let s = text.trim();
+    let bad = || format!("invalid timestamp {s:?}");
+    if s.len() < 19 {
+        return Err(bad());
+    }
+    let (date_time, rest) = s.split_at(19);
+    let naive = NaiveDateTime::parse_from_str(&date_time.replacen('T', " ", 1), "%Y-%m-%d %H:%M:%S").map_err(|_| bad())?;
+    let mut rest = rest;
+    let mut nanos: u32 = 0;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.find(|c: char| !c.is_ascii_digit()).unwrap_or(frac.len());
+        if digits == 0 || digits > 9 {
+            return Err(bad());
+        }
+        let padded = format!("{:0<9}", &frac[..digits]);
+        nanos = padded.parse().map_err(|_| bad())?;
+        rest = &frac[digits..];
+    }
+    let offset_secs: i32 = match rest {
+        "" | "Z" | "z" => 0,
+        o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) && &o[3..4] == ":" => {
+            let h: i32 = o[1..3].parse().map_err(|_| bad())?;
+            let m: i32 = o[4..6].parse().map_err(|_| bad())?;
+            let sign = if o.starts_with('-') { -1 } else { 1 };
+            sign * (h * 3600 + m * 60)
+        }
+        _ => return Err(bad()),
+    };
+    let local = naive.with_nanosecond(nanos).ok_or_else(bad)?;
+    let utc = Utc.from_utc_datetime(&local) - chrono::Duration::seconds(offset_secs as i64);
+    Ok(utc)
+}
+
+fn raw_text(row: &SqliteRow, index: usize) -> String {
+    row.try_get_unchecked::<Option<Vec<u8>>, _>(index)
+        .ok()
+        .flatten()
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
+}
+
+fn lossy(row: &SqliteRow, index: usize) -> String {
+    raw_text(row, index).trim_end().to_string()
+}
+
+fn bad_row(row: &SqliteRow, reason: String) -> BadRow {
+    let mut raw = serde_json::Map::new();
+    for (i, column) in BASE_COLUMNS.iter().enumerate() {
+        let value = match row.try_get::<Option<i64>, _>(i) {
+            Ok(Some(n)) => serde_json::Value::from(n),
+            _ => match row.try_get_unchecked::<Option<Vec<u8>>, _>(i) {
+                Ok(Some(bytes)) => match String::from_utf8(bytes) {
+                    Ok(s) => serde_json::Value::String(s),
+                    Err(e) => serde_json::json!({ "invalidUtf8Hex": hex(e.as_bytes()) }),
+                },
+                _ => serde_json::Value::Null,
+            },
+        };
+        raw.insert((*column).to_string(), value);
+    }
+    if let Some(serde_json::Value::String(_)) = raw.get("memo") {
+        // Memo bytes are binary: render them as hex, not as text.
+        if let Ok(Some(bytes)) = row.try_get_unchecked::<Option<Vec<u8>>, _>(12) {
+            raw.insert("memo".into(), serde_json::json!({ "hex": hex(&bytes) }));
+        }
+    }
+    BadRow {
+        namespace_id: lossy(row, 0),
+        run_id: lossy(row, 1),
+        workflow_id: Some(lossy(row, 3)),
+        reason,
+        raw: serde_json::Value::Object(raw),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn text(row: &SqliteRow, index: usize) -> Result<Option<String>, String> {
+    let column = BASE_COLUMNS[index];
+    match row.try_get_unchecked::<Option<Vec<u8>>, _>(index) {
+        Ok(None) => Ok(None),
+        Ok(Some(bytes)) => String::from_utf8(bytes).map(Some).map_err(|_| format!("{column} is not valid UTF-8")),
+        Err(e) => Err(format!("{column}: {e}")),
+    }
+}
+
+fn required_text(row: &SqliteRow, index: usize) -> Result<String, String> {
+    text(row, index)?.ok_or_else(|| format!("{} is NULL", BASE_COLUMNS[index]))
+}
+
+fn int(row: &SqliteRow, index: usize) -> Result<Option<i64>, String> {
+    row.try_get::<Option<i64>, _>(index).map_err(|e| format!("{} is not an integer: {e}", BASE_COLUMNS[index]))
+}
+
+fn time(row: &SqliteRow, index: usize) -> Result<Option<DateTime<Utc>>, String> {
+    text(row, index)?
+        .map(|t| parse_time(&t).map_err(|e| format!("{}: {e}", BASE_COLUMNS[index])))
+        .transpose()
+}
+
+fn required_time(row: &SqliteRow, index: usize) -> Result<DateTime<Utc>, String> {
+    time(row, index)?.ok_or_else(|| format!("{} is NULL", BASE_COLUMNS[index]))
+}
+
+/// One row in `BASE_COLUMNS` order to a record; the error says which column is wrong.
+fn decode_row(row: &SqliteRow) -> Result<VisibilityRecord, String> {
+    let status_int = int(row, 6)?.ok_or("status is NULL")?;
+    let status = ExecutionStatus::from_i64(status_int).ok_or_else(|| format!("unknown status {status_int}"))?;
+    let memo = row.try_get_unchecked::<Option<Vec<u8>>, _>(12).map_err(|e| format!("memo: {e}"))?;
+    let search_attributes = text(row, 15)?.map(|t| decode_search_attributes(&t)).transpose()?;
+    Ok(VisibilityRecord {
+        namespace_id: required_text(row, 0)?.trim_end().to_string(),
+        run_id: required_text(row, 1)?.trim_end().to_string(),
+        workflow_type_name: required_text(row, 2)?,
+        workflow_id: required_text(row, 3)?,
+        start_time: required_time(row, 4)?,
+        execution_time: required_time(row, 5)?,
+        status,
+        close_time: time(row, 7)?,
+        history_length: int(row, 8)?,
+        history_size_bytes: int(row, 9)?,
+        execution_duration: int(row, 10)?,
+        state_transition_count: int(row, 11)?,
+        memo,
+        encoding: required_text(row, 13)?,
+        task_queue: text(row, 14)?.unwrap_or_default(),
+        search_attributes,
+        parent_workflow_id: text(row, 16)?,
+        parent_run_id: text(row, 17)?,
+        root_workflow_id: text(row, 18)?.unwrap_or_default(),
+        root_run_id: text(row, 19)?.unwrap_or_default(),
+        version: int(row, 20)?.unwrap_or(0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn times_use_gos_layout_truncated_to_micros() {
+        assert_eq!(format_time(t("2024-05-01T12:00:00.123456789Z")), "2024-05-01 12:00:00.123456+00:00");
+        assert_eq!(format_time(t("2024-05-01T12:00:00.120000Z")), "2024-05-01 12:00:00.12+00:00");
+        assert_eq!(format_time(t("2024-05-01T12:00:00Z")), "2024-05-01 12:00:00+00:00");
+        assert_eq!(format_time(t("1000-01-01T00:00:00Z")), "1000-01-01 00:00:00+00:00");
+    }
+
+    #[test]
+    fn times_parse_every_layout_seen_in_files() {
+        let want = t("2024-05-01T12:00:00.123456Z");
+        for text in [
+            "2024-05-01 12:00:00.123456+00:00",
+            "2024-05-01T12:00:00.123456Z",
+            "2024-05-01 12:00:00.123456",
+            "2024-05-01 14:00:00.123456+02:00",
+            "2024-05-01 12:00:00.123456000+00:00",
+        ] {
+            assert_eq!(parse_time(text).unwrap(), want, "{text}");
+        }
+        assert_eq!(parse_time("2024-05-01 12:00:00+00:00").unwrap(), t("2024-05-01T12:00:00Z"));
+        for bad in ["", "yesterday", "2024-13-01 00:00:00", "2024-05-01 12:00:00.+00:00", "2024-05-01 12:00:00 UTC"] {
+            assert!(parse_time(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn keyword_lists_are_joined_with_a_heart_and_split_back() {
+        let sa = SearchAttributes::from_json(&serde_json::json!({
+            "KeywordList01": ["a", "b c"],
+            "BuildIds": ["only"],
+            "CustomList": ["x", "y"],
+            "Keyword01": "plain",
+            "Int01": 7
+        }))
+        .unwrap();
+        let text = encode_search_attributes(&sa);
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(json["KeywordList01"], "a\u{2661}b c");
+        assert_eq!(json["BuildIds"], "only");
+        assert_eq!(json["Int01"], 7);
+        assert_eq!(decode_search_attributes(&text).unwrap(), sa);
+    }
+
+    #[test]
+    fn broken_search_attributes_say_what_is_wrong() {
+        assert!(decode_search_attributes("{not json").unwrap_err().contains("not valid JSON"));
+        assert!(decode_search_attributes("[]").unwrap_err().contains("not a JSON object"));
+    }
+}
+
+/// Creates a SQLite visibility database with vismig's copy of Temporal's schema (for
+/// the demo and the tests). WAL mode lets the scanner read while the writer writes.
+pub async fn create_database(path: &std::path::Path) -> anyhow::Result<()> {
+    use sqlx::Connection;
+    let options = SqliteConnectOptions::from_str("sqlite://")?
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
+    let mut conn = sqlx::SqliteConnection::connect_with(&options).await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(super::sqlite_schema::ddl())).execute(&mut conn).await?;
+    conn.close().await?;
+    Ok(())
+}
