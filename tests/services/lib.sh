@@ -1,0 +1,172 @@
+# shellcheck shell=bash
+# Shared settings and helpers for tests/services/*.sh. Sourced, never run.
+#
+# Every path that up.sh writes to is derived here, so up.sh, down.sh, env.sh and
+# reset-db.sh always agree:
+#   VISMIG_SERVICES_CACHE  downloads, built tools, jars (kept across runs)
+#   VISMIG_SERVICES_DIR    data, pid files, sockets and logs of the running servers
+# Nothing is written inside the repository.
+
+SERVICES_HOME=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+VISMIG_SERVICES_CACHE="${VISMIG_SERVICES_CACHE:-/var/cache/vismig-services}"
+VISMIG_SERVICES_DIR="${VISMIG_SERVICES_DIR:-/tmp/vismig-services}"
+LOG_DIR="$VISMIG_SERVICES_DIR/logs"
+RUN_DIR="$VISMIG_SERVICES_DIR/run"
+# The services up.sh brought up, one line of names; env.sh exports it as VISMIG_TEST_SERVICES.
+STATE_FILE="$VISMIG_SERVICES_DIR/services"
+
+ALL_SERVICES="postgres mariadb cassandra opensearch"
+
+# Pinned versions. The Temporal pins are shared with temporal-module.sh.
+TEMPORAL_ADVANCED_VERSION="${TEMPORAL_ADVANCED_VERSION:-v1.32.0}"
+TEMPORAL_STANDARD_VERSION="${TEMPORAL_STANDARD_VERSION:-v1.23.1}"
+export TEMPORAL_ADVANCED_VERSION TEMPORAL_STANDARD_VERSION
+CASSANDRA_VERSION="${VISMIG_CASSANDRA_VERSION:-5.0.9}"
+OPENSEARCH_VERSION="${VISMIG_OPENSEARCH_VERSION:-2.19.6}"
+PG_MAJOR="${VISMIG_PG_MAJOR:-15}"
+PG_BIN="/usr/lib/postgresql/$PG_MAJOR/bin"
+
+# Every server binds the loopback address only.
+SERVICES_HOST=127.0.0.1
+PG_PORT="${VISMIG_PG_PORT:-5432}"
+MYSQL_PORT="${VISMIG_MYSQL_PORT:-3306}"
+CASSANDRA_PORT="${VISMIG_CASSANDRA_PORT:-9042}"
+CASSANDRA_STORAGE_PORT="${VISMIG_CASSANDRA_STORAGE_PORT:-7000}"
+OPENSEARCH_PORT="${VISMIG_OPENSEARCH_PORT:-9200}"
+OPENSEARCH_TRANSPORT_PORT="${VISMIG_OPENSEARCH_TRANSPORT_PORT:-9300}"
+
+DB_USER=temporal
+DB_PASSWORD=temporal
+
+# Built schema tools, keyed by Temporal version (see build-tools.sh).
+tools_dir() { printf '%s/tools/%s\n' "$VISMIG_SERVICES_CACHE" "$1"; }
+SQL_TOOL="$(tools_dir "$TEMPORAL_ADVANCED_VERSION")/temporal-sql-tool"
+SQL_TOOL_STANDARD="$(tools_dir "$TEMPORAL_STANDARD_VERSION")/temporal-sql-tool"
+CASSANDRA_TOOL="$(tools_dir "$TEMPORAL_STANDARD_VERSION")/temporal-cassandra-tool"
+
+# Directory of Temporal's Go module at a version, without network access when it is
+# already in the module cache (temporal-module.sh downloads it otherwise).
+temporal_module_dir() {
+  local version=$1 modcache dir
+  modcache=$(go env GOMODCACHE 2>/dev/null || true)
+  dir="$modcache/go.temporal.io/server@$version"
+  if [ -n "$modcache" ] && [ -f "$dir/go.mod" ]; then
+    printf '%s\n' "$dir"
+  else
+    "$SERVICES_HOME/temporal-module.sh" "$version"
+  fi
+}
+
+# --- output -------------------------------------------------------------------------
+
+say() { printf '%s\n' "$*" >&2; }
+
+# One line naming the service, what failed and the log to read; then exit.
+fail() {
+  local service=$1 what=$2 logfile=${3:-}
+  if [ -n "$logfile" ]; then
+    printf '%s: %s (log: %s)\n' "$service" "$what" "$logfile" >&2
+  else
+    printf '%s: %s\n' "$service" "$what" >&2
+  fi
+  exit 1
+}
+
+# --- processes ----------------------------------------------------------------------
+
+# Prints the pid recorded in a pid file if that process is alive and really is ours:
+# every server we start has VISMIG_SERVICES_DIR on its command line, which guards
+# against a recycled pid or a pid file left behind by a crash.
+live_pid() {
+  local pidfile=$1 pid
+  [ -s "$pidfile" ] || return 1
+  pid=$(head -n1 "$pidfile" | tr -dc '0-9')
+  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$VISMIG_SERVICES_DIR" || return 1
+  printf '%s\n' "$pid"
+}
+
+# Stops the process in a pid file with SIGTERM, SIGKILL after a grace period.
+stop_pidfile() {
+  local name=$1 pidfile=$2 grace=${3:-60} pid i
+  if ! pid=$(live_pid "$pidfile"); then
+    rm -f "$pidfile"
+    return 0
+  fi
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < grace * 5; i++)); do
+    [ -d "/proc/$pid" ] || { rm -f "$pidfile"; return 0; }
+    sleep 0.2
+  done
+  say "$name: pid $pid did not stop within ${grace}s, sending SIGKILL"
+  kill -KILL "$pid" 2>/dev/null || true
+  rm -f "$pidfile"
+}
+
+# Is something accepting TCP connections on host:port? (no external tools needed)
+port_open() {
+  (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null
+}
+
+# Polls a command until it succeeds or the timeout (seconds) runs out.
+wait_for() {
+  local timeout=$1 deadline
+  shift
+  deadline=$((SECONDS + timeout))
+  until "$@" >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.5
+  done
+}
+
+# Resident memory of a process and all its descendants, in KiB.
+tree_rss_kib() {
+  local pid=$1 total=0 p rss
+  for p in $pid $(descendants "$pid"); do
+    rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null || true)
+    total=$((total + ${rss:-0}))
+  done
+  printf '%s\n' "$total"
+}
+descendants() {
+  local c
+  for c in $(cat "/proc/$1/task/"*/children 2>/dev/null); do
+    printf '%s\n' "$c"
+    descendants "$c"
+  done
+}
+
+# Makes sure Debian packages are installed. Installing a server package must not start
+# Debian's own instance of it (it would take our port), so a policy-rc.d that denies
+# service starts is put in place for the install when none exists.
+ensure_debian_packages() {
+  local missing=() pkg policy=/usr/sbin/policy-rc.d ours=0
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  say "installing Debian packages: ${missing[*]}"
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\n# temporary, from vismig tests/services\nexit 101\n' >"$policy"
+    chmod 755 "$policy"
+    ours=1
+  fi
+  local rc=0
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"; } \
+    >>"$LOG_DIR/apt.log" 2>&1 || rc=$?
+  [ "$ours" = 1 ] && rm -f "$policy"
+  [ "$rc" = 0 ] || fail packages "apt-get install ${missing[*]} failed" "$LOG_DIR/apt.log"
+}
+
+# The newest vX.Y directory of a versioned schema directory, as X.Y.
+latest_schema_version() {
+  find "$1" -mindepth 1 -maxdepth 1 -type d -name 'v*' -printf '%f\n' | sed 's/^v//' | sort -V | tail -n1
+}
+
+# Makes sure the schema tools of a Temporal version are built, building them now if no
+# one else is (build-tools.sh takes a per-version lock, so this also waits for a build
+# that up.sh started in the background).
+wait_tools() {
+  "$SERVICES_HOME/build-tools.sh" "$1" >/dev/null || exit 1
+}

@@ -1,0 +1,239 @@
+# shellcheck shell=bash
+# Apache Cassandra 5.0, single node, from Maven Central jars (cassandra-all and its runtime
+# dependencies: what the binary distribution has in lib/), run by CassandraDaemon with a
+# cassandra.yaml and JVM flags written here. Sourced by up.sh and down.sh after lib.sh.
+
+CASSANDRA_LIB="$VISMIG_SERVICES_CACHE/cassandra-$CASSANDRA_VERSION/lib"
+CASSANDRA_HOME="$VISMIG_SERVICES_DIR/cassandra"
+CASSANDRA_CONF="$CASSANDRA_HOME/conf"
+CASSANDRA_PIDFILE="$RUN_DIR/cassandra.pid"
+CASSANDRA_LOG="$LOG_DIR/cassandra.log"          # logback: the server's own log
+CASSANDRA_STDOUT="$LOG_DIR/cassandra.stdout.log" # JVM stdout/stderr
+CASSANDRA_KEYSPACE=temporal_visibility
+# Marker inside the data directory: the schema was applied to this data (purge removes both).
+CASSANDRA_SCHEMA_MARKER="$CASSANDRA_HOME/schema-$CASSANDRA_KEYSPACE-$TEMPORAL_STANDARD_VERSION"
+
+# maven-dependency-plugin pinned: Maven 3.8's default binding is 2.8, from 2013.
+MAVEN_DEPENDENCY_PLUGIN="org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
+
+# Resolves a pom's runtime dependencies into a lib directory of the cache, once.
+maven_fetch() {
+  local service=$1 pom=$2 dest=$3
+  shift 3
+  [ -f "$dest/.complete" ] && return 0
+  command -v mvn >/dev/null || ensure_debian_packages maven
+  local log="$LOG_DIR/maven-$service.log"
+  rm -rf "$dest"
+  mvn -B -q -Dmaven.repo.local="$VISMIG_SERVICES_CACHE/m2" -f "$pom" "$@" \
+    "$MAVEN_DEPENDENCY_PLUGIN:copy-dependencies" -DincludeScope=runtime -DoutputDirectory="$dest" \
+    >"$log" 2>&1 || fail "$service" "mvn could not resolve the jars from $(basename "$pom")" "$log"
+  touch "$dest/.complete"
+}
+
+java_bin() {
+  if [ -n "${JAVA_HOME:-}" ] && [ -x "$JAVA_HOME/bin/java" ]; then echo "$JAVA_HOME/bin/java"; else command -v java; fi
+}
+
+ensure_java() {
+  local service=$1 java major
+  java=$(java_bin || true)
+  if [ -z "$java" ] || ! command -v javac >/dev/null; then
+    ensure_debian_packages openjdk-17-jdk-headless
+    java=$(java_bin)
+  fi
+  major=$("$java" -XshowSettings:properties -version 2>&1 | awk -F' = ' '/java.specification.version/ {print $2}')
+  [ "${major%%.*}" -ge 17 ] 2>/dev/null || fail "$service" "needs Java 17 or newer, $java is $major"
+}
+
+cassandra_prepare() {
+  ensure_java cassandra
+  maven_fetch cassandra "$SERVICES_HOME/maven/cassandra-pom.xml" "$CASSANDRA_LIB" -Dcassandra.version="$CASSANDRA_VERSION"
+}
+
+cassandra_running() { live_pid "$CASSANDRA_PIDFILE" >/dev/null; }
+
+cassandra_healthy() {
+  cassandra_running && port_open "$SERVICES_HOST" "$CASSANDRA_PORT" &&
+    { [ ! -x "$CASSANDRA_TOOL" ] || cassandra_tool validate-health >/dev/null 2>&1; }
+}
+
+cassandra_write_config() {
+  mkdir -p "$CASSANDRA_CONF"
+  # Small caches and memtables: a 1 GiB heap on a test machine shared with three other servers.
+  cat >"$CASSANDRA_CONF/cassandra.yaml" <<EOF
+# Written by vismig tests/services/up.sh on every start; edit svc/cassandra.sh instead.
+cluster_name: vismig-test
+num_tokens: 1
+initial_token: 0
+partitioner: org.apache.cassandra.dht.Murmur3Partitioner
+endpoint_snitch: SimpleSnitch
+seed_provider:
+  - class_name: org.apache.cassandra.locator.SimpleSeedProvider
+    parameters:
+      - seeds: "$SERVICES_HOST:$CASSANDRA_STORAGE_PORT"
+listen_address: $SERVICES_HOST
+rpc_address: $SERVICES_HOST
+storage_port: $CASSANDRA_STORAGE_PORT
+start_native_transport: true
+native_transport_port: $CASSANDRA_PORT
+authenticator: AllowAllAuthenticator
+authorizer: AllowAllAuthorizer
+data_file_directories:
+  - $CASSANDRA_HOME/data
+commitlog_directory: $CASSANDRA_HOME/commitlog
+saved_caches_directory: $CASSANDRA_HOME/saved_caches
+hints_directory: $CASSANDRA_HOME/hints
+cdc_raw_directory: $CASSANDRA_HOME/cdc_raw
+commitlog_sync: periodic
+commitlog_sync_period: 10000ms
+storage_compatibility_mode: NONE
+memtable_heap_space: 128MiB
+memtable_offheap_space: 128MiB
+key_cache_size: 16MiB
+file_cache_size: 64MiB
+concurrent_reads: 16
+concurrent_writes: 16
+concurrent_compactors: 1
+compaction_throughput: 64MiB/s
+# Tests drop keyspaces and tables often; snapshots of them would only fill the disk.
+auto_snapshot: false
+EOF
+  cat >"$CASSANDRA_CONF/logback.xml" <<EOF
+<configuration scan="false">
+  <appender name="FILE" class="ch.qos.logback.core.FileAppender">
+    <file>$CASSANDRA_LOG</file>
+    <encoder><pattern>%-5level [%thread] %date{ISO8601} %F:%L - %msg%n</pattern></encoder>
+  </appender>
+  <root level="INFO"><appender-ref ref="FILE"/></root>
+</configuration>
+EOF
+}
+
+cassandra_start() {
+  if cassandra_healthy; then
+    SERVICE_STATE[cassandra]=reused
+    return 0
+  fi
+  if cassandra_running; then
+    fail cassandra "a Cassandra process from an earlier run is alive but not answering on $SERVICES_HOST:$CASSANDRA_PORT" "$CASSANDRA_LOG"
+  fi
+  port_open "$SERVICES_HOST" "$CASSANDRA_PORT" &&
+    fail cassandra "port $SERVICES_HOST:$CASSANDRA_PORT is taken by a process up.sh did not start"
+  port_open "$SERVICES_HOST" "$CASSANDRA_STORAGE_PORT" &&
+    fail cassandra "port $SERVICES_HOST:$CASSANDRA_STORAGE_PORT (storage) is taken by a process up.sh did not start"
+  mkdir -p "$CASSANDRA_HOME"
+  cassandra_write_config
+  local java
+  java=$(java_bin)
+  local opts=(
+    # heap: at most 1 GiB (memory budget of the test machine). Cassandra mlockall()s the
+    # memory it has at startup when run as root, so a full -Xms would be resident at once.
+    -Xms256m -Xmx1G -Xss256k
+    # GC settings of Cassandra's conf/jvm17-server.options
+    -XX:+UseG1GC -XX:+ParallelRefProcEnabled -XX:MaxTenuringThreshold=1 -XX:G1HeapRegionSize=16m
+    -XX:G1RSetUpdatingPauseTimePercent=5 -XX:MaxGCPauseMillis=300 -XX:InitiatingHeapOccupancyPercent=70
+    -XX:+HeapDumpOnOutOfMemoryError -XX:HeapDumpPath="$CASSANDRA_HOME" -XX:+CrashOnOutOfMemoryError
+    -XX:+PerfDisableSharedMem -Djava.net.preferIPv4Stack=true
+    # JPMS: the --add-exports/--add-opens of conf/jvm17-server.options (Cassandra 5 on Java 17)
+    -Djdk.attach.allowAttachSelf=true
+    --add-exports java.base/jdk.internal.misc=ALL-UNNAMED
+    --add-exports java.management.rmi/com.sun.jmx.remote.internal.rmi=ALL-UNNAMED
+    --add-exports java.rmi/sun.rmi.registry=ALL-UNNAMED
+    --add-exports java.rmi/sun.rmi.server=ALL-UNNAMED
+    --add-exports java.sql/java.sql=ALL-UNNAMED
+    --add-exports java.base/java.lang.ref=ALL-UNNAMED
+    --add-exports jdk.unsupported/sun.misc=ALL-UNNAMED
+    --add-exports jdk.compiler/com.sun.tools.javac.file=ALL-UNNAMED
+    --add-exports jdk.attach/sun.tools.attach=ALL-UNNAMED
+    --add-opens java.base/java.lang.module=ALL-UNNAMED
+    --add-opens java.base/jdk.internal.loader=ALL-UNNAMED
+    --add-opens java.base/jdk.internal.ref=ALL-UNNAMED
+    --add-opens java.base/jdk.internal.reflect=ALL-UNNAMED
+    --add-opens java.base/jdk.internal.math=ALL-UNNAMED
+    --add-opens java.base/jdk.internal.module=ALL-UNNAMED
+    --add-opens java.base/jdk.internal.util.jar=ALL-UNNAMED
+    --add-opens jdk.management/com.sun.management.internal=ALL-UNNAMED
+    --add-opens java.base/sun.nio.ch=ALL-UNNAMED
+    --add-opens java.base/java.io=ALL-UNNAMED
+    --add-opens java.base/java.lang.reflect=ALL-UNNAMED
+    --add-opens jdk.compiler/com.sun.tools.javac=ALL-UNNAMED
+    --add-opens java.base/java.lang=ALL-UNNAMED
+    --add-opens java.base/java.util=ALL-UNNAMED
+    # Netty options of jvm17-server.options
+    -Dio.netty.tryReflectionSetAccessible=true
+    -Dio.netty.allocator.useCacheForAllThreads=true -Dio.netty.allocator.maxOrder=11
+    # jamm measures memtable sizes (cassandra-env.sh adds this agent)
+    -javaagent:"$CASSANDRA_LIB/jamm-0.4.0.jar"
+    # what bin/cassandra sets
+    -Dcassandra.config="file://$CASSANDRA_CONF/cassandra.yaml"
+    -Dlogback.configurationFile="$CASSANDRA_CONF/logback.xml"
+    -Dcassandra.logdir="$LOG_DIR" -Dcassandra.storagedir="$CASSANDRA_HOME"
+    -Dcassandra-foreground=yes -Dcassandra.triggers_dir="$CASSANDRA_CONF/triggers"
+    # a lone test node: no need to wait for gossip to settle with peers it does not have
+    -Dcassandra.skip_wait_for_gossip_to_settle=0 -Dcassandra.ring_delay_ms=1000
+    -Dcassandra.superuser_setup_delay_ms=0
+    -cp "$CASSANDRA_CONF:$CASSANDRA_LIB/*"
+    org.apache.cassandra.service.CassandraDaemon
+  )
+  [ -f "$CASSANDRA_LIB/jamm-0.4.0.jar" ] || fail cassandra "jamm-0.4.0.jar is not among the resolved jars; update the -javaagent in svc/cassandra.sh" "$CASSANDRA_LIB"
+  mkdir -p "$CASSANDRA_CONF/triggers"
+  # CassandraDaemon does not write the pid file itself (bin/cassandra does, from $!).
+  # setsid execs java in place here (a background job of a non-interactive shell is not
+  # a process-group leader), so $! is the JVM; live_pid verifies that.
+  setsid "$java" "${opts[@]}" </dev/null >>"$CASSANDRA_STDOUT" 2>&1 &
+  echo $! >"$CASSANDRA_PIDFILE"
+  SERVICE_STATE[cassandra]=started
+}
+
+cassandra_wait() {
+  # First boot on 2 cores (while Go builds the schema tools) takes about a minute.
+  wait_for 300 cassandra_cql_ready ||
+    fail cassandra "CQL port $SERVICES_HOST:$CASSANDRA_PORT not open within 300s" "$CASSANDRA_LOG"
+}
+
+cassandra_cql_ready() {
+  cassandra_running || return 1
+  port_open "$SERVICES_HOST" "$CASSANDRA_PORT"
+}
+
+cassandra_version() {
+  local v
+  v=$(grep -m1 -o 'Cassandra version: [0-9.]*' "$CASSANDRA_LOG" 2>/dev/null | awk '{print $3}')
+  printf 'Apache Cassandra %s' "${v:-$CASSANDRA_VERSION}"
+}
+
+cassandra_tool() {
+  "$CASSANDRA_TOOL" --ep "$SERVICES_HOST" -p "$CASSANDRA_PORT" "$@"
+}
+
+# Applies Temporal's standard visibility schema with temporal-cassandra-tool, once per
+# data directory (the marker file); later calls only run update-schema, which applies
+# nothing when the schema is current.
+cassandra_schema() {
+  local log="$LOG_DIR/schema-cassandra-$CASSANDRA_KEYSPACE.log" dir
+  wait_tools "$TEMPORAL_STANDARD_VERSION"
+  dir="$(temporal_module_dir "$TEMPORAL_STANDARD_VERSION")/schema/cassandra/visibility/versioned"
+  wait_for 120 cassandra_tool validate-health ||
+    fail cassandra "temporal-cassandra-tool validate-health failed for 120s" "$CASSANDRA_LOG"
+  if [ -f "$CASSANDRA_SCHEMA_MARKER" ]; then
+    cassandra_tool -k "$CASSANDRA_KEYSPACE" update-schema -d "$dir" >>"$log" 2>&1 ||
+      fail cassandra "update-schema of keyspace $CASSANDRA_KEYSPACE failed" "$log"
+    return 0
+  fi
+  : >"$log"
+  {
+    cassandra_tool drop-keyspace -k "$CASSANDRA_KEYSPACE" -f &&
+      cassandra_tool create-keyspace -k "$CASSANDRA_KEYSPACE" --rf 1 &&
+      cassandra_tool -k "$CASSANDRA_KEYSPACE" setup-schema -v 0.0 &&
+      cassandra_tool -k "$CASSANDRA_KEYSPACE" update-schema -d "$dir"
+  } >>"$log" 2>&1 || fail cassandra "temporal-cassandra-tool could not create keyspace $CASSANDRA_KEYSPACE" "$log"
+  touch "$CASSANDRA_SCHEMA_MARKER"
+}
+
+cassandra_stop() {
+  # SIGTERM runs Cassandra's shutdown hook (drains and flushes memtables).
+  stop_pidfile cassandra "$CASSANDRA_PIDFILE" 60
+}
+
+cassandra_rss_pid() { live_pid "$CASSANDRA_PIDFILE"; }
+cassandra_address() { echo "$SERVICES_HOST:$CASSANDRA_PORT"; }

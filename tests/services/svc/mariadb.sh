@@ -1,0 +1,165 @@
+# shellcheck shell=bash
+# MariaDB standing in for MySQL 8: Debian's mariadb-server binaries, our own datadir
+# (mariadb-install-db) and our own mariadbd process, which drops to the mysql user.
+# Sourced by up.sh, down.sh and reset-db.sh after lib.sh.
+
+MARIADB_HOME="$VISMIG_SERVICES_DIR/mariadb"
+MARIADB_DATA="$MARIADB_HOME/data"
+MARIADB_CNF="$MARIADB_HOME/my.cnf"
+MARIADB_SOCKET_DIR="$RUN_DIR/mariadb"
+MARIADB_SOCKET="$MARIADB_SOCKET_DIR/mariadb.sock"
+# mariadbd writes its own pid file here (the server may be wrapped by setsid).
+MARIADB_PIDFILE="$MARIADB_SOCKET_DIR/mariadb.pid"
+MARIADB_LOG="$LOG_DIR/mariadb.log"
+MARIADB_DBS="temporal_visibility temporal_visibility_secondary"
+# The derived schema (see mariadb-schema.py), regenerated from the module on every up.sh.
+MARIADB_SCHEMA_DIR="$VISMIG_SERVICES_CACHE/derived/mariadb-visibility-$TEMPORAL_ADVANCED_VERSION/versioned"
+# temporal-sql-tool's mysql8 plugin sets `transaction_isolation` on connect, a variable
+# MariaDB 10.11 does not know; naming the legacy `tx_isolation` (same meaning) instead is
+# a connect attribute the plugin supports for exactly this.
+MARIADB_TOOL_ATTRS="tx_isolation=READ-COMMITTED"
+
+mariadb_root() { mariadb --no-defaults --protocol=socket -S "$MARIADB_SOCKET" -u root "$@"; }
+mariadb_user() {
+  MYSQL_PWD="$DB_PASSWORD" mariadb --no-defaults --protocol=tcp -h "$SERVICES_HOST" -P "$MYSQL_PORT" \
+    -u "$DB_USER" --connect-timeout=5 "$@"
+}
+
+mariadb_prepare() {
+  command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] ||
+    ensure_debian_packages mariadb-server mariadb-client
+  command -v mariadb >/dev/null || ensure_debian_packages mariadb-client
+  [ -x /usr/sbin/mariadbd ] || fail mariadb "/usr/sbin/mariadbd not found after installing mariadb-server"
+  command -v python3 >/dev/null || ensure_debian_packages python3
+}
+
+mariadb_running() { live_pid "$MARIADB_PIDFILE" >/dev/null; }
+
+mariadb_healthy() {
+  mariadb_running && mariadb_user -N -e 'SELECT 1' >/dev/null 2>&1
+}
+
+# A dedicated server of this size, and MySQL 8's defaults where MariaDB's differ
+# (sql_mode, utf8mb4, explicit_defaults_for_timestamp). Listed in README.md.
+mariadb_write_config() {
+  cat >"$MARIADB_CNF" <<EOF
+# Written by vismig tests/services/up.sh on every start; edit svc/mariadb.sh instead.
+[mariadbd]
+user = mysql
+datadir = $MARIADB_DATA
+socket = $MARIADB_SOCKET
+pid-file = $MARIADB_PIDFILE
+log-error = $MARIADB_LOG
+bind-address = $SERVICES_HOST
+port = $MYSQL_PORT
+skip-name-resolve
+max_connections = 300
+character-set-server = utf8mb4
+collation-server = utf8mb4_unicode_ci
+sql_mode = ONLY_FULL_GROUP_BY,STRICT_TRANS_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION
+explicit_defaults_for_timestamp = ON
+default-time-zone = '+00:00'
+innodb_buffer_pool_size = 1G
+innodb_log_file_size = 1G
+innodb_log_buffer_size = 64M
+innodb_flush_log_at_trx_commit = 1
+innodb_flush_method = O_DIRECT
+innodb_io_capacity = 2000
+max_allowed_packet = 64M
+performance_schema = OFF
+EOF
+}
+
+mariadb_start() {
+  if mariadb_healthy; then
+    SERVICE_STATE[mariadb]=reused
+    return 0
+  fi
+  if mariadb_running; then
+    fail mariadb "a mariadbd process from an earlier run is alive but not answering on $SERVICES_HOST:$MYSQL_PORT" "$MARIADB_LOG"
+  fi
+  port_open "$SERVICES_HOST" "$MYSQL_PORT" &&
+    fail mariadb "port $SERVICES_HOST:$MYSQL_PORT is taken by a process up.sh did not start"
+  mkdir -p "$MARIADB_HOME" "$MARIADB_SOCKET_DIR"
+  chown mysql: "$MARIADB_SOCKET_DIR"
+  touch "$MARIADB_LOG" && chown mysql: "$MARIADB_LOG"
+  mariadb_write_config
+  if [ ! -d "$MARIADB_DATA/mysql" ]; then
+    rm -rf "$MARIADB_DATA"
+    mariadb-install-db --defaults-file="$MARIADB_CNF" --auth-root-authentication-method=socket \
+      --skip-test-db >>"$MARIADB_LOG" 2>&1 || fail mariadb "mariadb-install-db failed" "$MARIADB_LOG"
+  fi
+  setsid /usr/sbin/mariadbd --defaults-file="$MARIADB_CNF" </dev/null >>"$MARIADB_LOG" 2>&1 &
+  SERVICE_STATE[mariadb]=started
+}
+
+mariadb_wait() {
+  wait_for 60 mariadb_root -N -e 'SELECT 1' || fail mariadb "server did not start within 60s" "$MARIADB_LOG"
+  # The test user: all privileges, so the schema tool can create and drop databases.
+  mariadb_root -e "CREATE USER IF NOT EXISTS '$DB_USER'@'%' IDENTIFIED BY '$DB_PASSWORD';
+    GRANT ALL PRIVILEGES ON *.* TO '$DB_USER'@'%' WITH GRANT OPTION;" >>"$MARIADB_LOG" 2>&1 ||
+    fail mariadb "creating user $DB_USER failed" "$MARIADB_LOG"
+  wait_for 30 mariadb_healthy || fail mariadb "$DB_USER cannot log in on $SERVICES_HOST:$MYSQL_PORT" "$MARIADB_LOG"
+}
+
+mariadb_version() {
+  printf 'MariaDB %s' "$(mariadb_user -N -e 'SELECT VERSION()' 2>/dev/null)"
+}
+
+# Regenerates the MariaDB variant of the MySQL 8 schema from Temporal's own files.
+mariadb_derive_schema() {
+  local src log="$LOG_DIR/schema-mariadb-derive.log"
+  src="$(temporal_module_dir "$TEMPORAL_ADVANCED_VERSION")/schema/mysql/v8/visibility/versioned"
+  mkdir -p "$(dirname "$MARIADB_SCHEMA_DIR")"
+  python3 "$SERVICES_HOME/mariadb-schema.py" "$src" "$MARIADB_SCHEMA_DIR" >"$log" 2>&1 ||
+    fail mariadb "deriving the MariaDB schema from $src failed" "$log"
+  cp "$log" "$(dirname "$MARIADB_SCHEMA_DIR")/changes.txt"
+}
+
+mariadb_tool() {
+  local db=$1
+  shift
+  "$SQL_TOOL" --ep "$SERVICES_HOST" -p "$MYSQL_PORT" -u "$DB_USER" --pw "$DB_PASSWORD" \
+    --pl mysql8 --ca "$MARIADB_TOOL_ATTRS" --db "$db" "$@"
+}
+
+mariadb_schema() {
+  local db
+  wait_tools "$TEMPORAL_ADVANCED_VERSION"
+  mariadb_derive_schema
+  for db in $MARIADB_DBS; do mariadb_ensure_db "$db"; done
+}
+
+mariadb_ensure_db() {
+  local db=$1 log="$LOG_DIR/schema-mariadb-$1.log" current target
+  target=$(latest_schema_version "$MARIADB_SCHEMA_DIR")
+  current=$(mariadb_user -N -D "$db" -e "SELECT curr_version FROM schema_version WHERE db_name = '$db'" 2>/dev/null || true)
+  [ "$current" = "$target" ] && return 0
+  if [ -n "$current" ]; then
+    mariadb_tool "$db" update-schema -d "$MARIADB_SCHEMA_DIR" >>"$log" 2>&1 ||
+      fail mariadb "update-schema of $db failed" "$log"
+    return 0
+  fi
+  mariadb_reset_db "$db"
+}
+
+# Drops and recreates one database with the derived schema, through Temporal's tool.
+mariadb_reset_db() {
+  local db=$1 log="$LOG_DIR/schema-mariadb-$1.log"
+  [ -d "$MARIADB_SCHEMA_DIR" ] || mariadb_derive_schema
+  : >"$log"
+  {
+    mariadb_tool "$db" drop-database &&
+      mariadb_tool "$db" create-database &&
+      mariadb_tool "$db" setup-schema -v 0.0 &&
+      mariadb_tool "$db" update-schema -d "$MARIADB_SCHEMA_DIR"
+  } >>"$log" 2>&1 || fail mariadb "temporal-sql-tool (mysql8) could not create $db with the derived schema" "$log"
+}
+
+mariadb_stop() {
+  # SIGTERM is mariadbd's clean shutdown.
+  stop_pidfile mariadb "$MARIADB_PIDFILE" 120
+}
+
+mariadb_rss_pid() { live_pid "$MARIADB_PIDFILE"; }
+mariadb_address() { echo "$SERVICES_HOST:$MYSQL_PORT"; }

@@ -1,0 +1,207 @@
+# shellcheck shell=bash
+# PostgreSQL: Debian's server binaries, our own cluster (initdb into VISMIG_SERVICES_DIR),
+# run as the postgres user because PostgreSQL refuses to run as root. Sourced by up.sh,
+# down.sh and reset-db.sh after lib.sh.
+
+PG_DATA="$VISMIG_SERVICES_DIR/postgres/data"
+PG_SOCKET_DIR="$RUN_DIR/postgres"
+PG_LOG="$LOG_DIR/postgres.log"
+PG_PIDFILE="$RUN_DIR/postgres.pid"
+# Databases and the schema each gets.
+PG_ADVANCED_DBS="temporal_visibility temporal_visibility_secondary"
+PG_STANDARD_DBS="temporal_visibility_standard"
+
+pg_as_postgres() { runuser -u postgres -- "$@"; }
+
+# psql as the test user over TCP, the way the tests connect.
+pg_psql() {
+  PGPASSWORD="$DB_PASSWORD" PGCONNECT_TIMEOUT=5 "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 \
+    -h "$SERVICES_HOST" -p "$PG_PORT" -U "$DB_USER" "$@"
+}
+
+postgres_prepare() {
+  [ -x "$PG_BIN/postgres" ] || ensure_debian_packages "postgresql-$PG_MAJOR"
+  [ -x "$PG_BIN/postgres" ] || fail postgres "$PG_BIN/postgres not found after installing postgresql-$PG_MAJOR"
+}
+
+postgres_running() {
+  # postmaster.pid's first line is the postmaster's pid.
+  local pid
+  pid=$(live_pid "$PG_DATA/postmaster.pid") || return 1
+  echo "$pid" >"$PG_PIDFILE"
+}
+
+postgres_healthy() {
+  postgres_running && pg_psql -d postgres -Atc 'SELECT 1' >/dev/null 2>&1
+}
+
+# The settings an operator would give a dedicated PostgreSQL server of this size
+# (2 cores, 24 GiB, SSD). Listed in tests/services/README.md.
+postgres_write_config() {
+  cat >"$PG_DATA/vismig.conf" <<EOF
+# Written by vismig tests/services/up.sh on every start; edit svc/postgres.sh instead.
+listen_addresses = '$SERVICES_HOST'
+port = $PG_PORT
+unix_socket_directories = '$PG_SOCKET_DIR'
+max_connections = 200
+password_encryption = scram-sha-256
+timezone = 'UTC'
+log_timezone = 'UTC'
+
+# memory
+shared_buffers = 4GB
+huge_pages = try
+effective_cache_size = 12GB
+maintenance_work_mem = 1GB
+work_mem = 16MB
+wal_buffers = 64MB
+
+# WAL and checkpoints: few, spread-out checkpoints; full-page images compressed
+wal_compression = lz4
+max_wal_size = 16GB
+min_wal_size = 2GB
+checkpoint_timeout = 30min
+checkpoint_completion_target = 0.9
+synchronous_commit = on
+
+# planner and I/O for SSD storage
+random_page_cost = 1.1
+effective_io_concurrency = 200
+default_statistics_target = 100
+
+# parallelism for 2 cores
+max_worker_processes = 4
+max_parallel_workers = 2
+max_parallel_workers_per_gather = 1
+max_parallel_maintenance_workers = 1
+
+# logging
+log_checkpoints = on
+log_line_prefix = '%m [%p] %q%u@%d '
+log_min_duration_statement = 5s
+log_autovacuum_min_duration = 10s
+EOF
+  chown postgres: "$PG_DATA/vismig.conf"
+  grep -q "^include_if_exists = 'vismig.conf'" "$PG_DATA/postgresql.conf" ||
+    echo "include_if_exists = 'vismig.conf'" >>"$PG_DATA/postgresql.conf"
+}
+
+postgres_start() {
+  if postgres_healthy; then
+    SERVICE_STATE[postgres]=reused
+    return 0
+  fi
+  if postgres_running; then
+    fail postgres "a postgres process from an earlier run is alive but not answering on $SERVICES_HOST:$PG_PORT" "$PG_LOG"
+  fi
+  port_open "$SERVICES_HOST" "$PG_PORT" &&
+    fail postgres "port $SERVICES_HOST:$PG_PORT is taken by a process up.sh did not start (Debian's own cluster? pg_lsclusters)"
+  mkdir -p "$VISMIG_SERVICES_DIR/postgres" "$PG_SOCKET_DIR"
+  chown postgres: "$VISMIG_SERVICES_DIR/postgres" "$PG_SOCKET_DIR"
+  touch "$PG_LOG" && chown postgres: "$PG_LOG"
+  if [ ! -s "$PG_DATA/PG_VERSION" ]; then
+    rm -rf "$PG_DATA"
+    # Password auth over TCP; peer auth on the private socket for up.sh's own setup.
+    pg_as_postgres "$PG_BIN/initdb" -D "$PG_DATA" -U postgres -E UTF8 --locale=C.UTF-8 \
+      --auth-local=peer --auth-host=scram-sha-256 >>"$PG_LOG" 2>&1 ||
+      fail postgres "initdb failed" "$PG_LOG"
+  fi
+  postgres_write_config
+  # setsid: the server must not share the caller's process group or terminal.
+  setsid runuser -u postgres -- "$PG_BIN/pg_ctl" start -D "$PG_DATA" -l "$PG_LOG" -w -t 60 \
+    </dev/null >>"$PG_LOG" 2>&1 || fail postgres "pg_ctl start failed" "$PG_LOG"
+  SERVICE_STATE[postgres]=started
+}
+
+postgres_wait() {
+  wait_for 60 postgres_running || fail postgres "server did not start within 60s" "$PG_LOG"
+  # The test role: superuser, so the schema tool can create and drop databases.
+  local exists
+  exists=$(pg_as_postgres "$PG_BIN/psql" -X -h "$PG_SOCKET_DIR" -p "$PG_PORT" -d postgres -Atc \
+    "SELECT 1 FROM pg_roles WHERE rolname = '$DB_USER'" 2>>"$PG_LOG") ||
+    fail postgres "cannot connect through $PG_SOCKET_DIR" "$PG_LOG"
+  if [ "$exists" != 1 ]; then
+    pg_as_postgres "$PG_BIN/psql" -X -q -h "$PG_SOCKET_DIR" -p "$PG_PORT" -d postgres -c \
+      "CREATE ROLE $DB_USER LOGIN SUPERUSER PASSWORD '$DB_PASSWORD'" >>"$PG_LOG" 2>&1 ||
+      fail postgres "creating role $DB_USER failed" "$PG_LOG"
+  fi
+  wait_for 30 postgres_healthy || fail postgres "$DB_USER cannot log in on $SERVICES_HOST:$PG_PORT" "$PG_LOG"
+}
+
+postgres_version() {
+  printf 'PostgreSQL %s' "$(pg_psql -d postgres -Atc 'SHOW server_version' 2>/dev/null)"
+}
+
+postgres_schema() {
+  local db
+  for db in $PG_ADVANCED_DBS; do pg_ensure_db "$db" advanced; done
+  for db in $PG_STANDARD_DBS; do pg_ensure_db "$db" standard; done
+}
+
+# Tool, plugin and versioned-schema directory for a schema flavour.
+pg_flavour() {
+  case $1 in
+    advanced)
+      PG_FLAVOUR_TOOL=$SQL_TOOL PG_FLAVOUR_PLUGIN=postgres12
+      PG_FLAVOUR_DIR="$(temporal_module_dir "$TEMPORAL_ADVANCED_VERSION")/schema/postgresql/v12/visibility/versioned"
+      PG_FLAVOUR_TOOLS_VERSION=$TEMPORAL_ADVANCED_VERSION ;;
+    standard)
+      PG_FLAVOUR_TOOL=$SQL_TOOL_STANDARD PG_FLAVOUR_PLUGIN=postgres
+      PG_FLAVOUR_DIR="$(temporal_module_dir "$TEMPORAL_STANDARD_VERSION")/schema/postgresql/v96/visibility/versioned"
+      PG_FLAVOUR_TOOLS_VERSION=$TEMPORAL_STANDARD_VERSION ;;
+    *) fail postgres "unknown schema flavour '$1' (advanced or standard)" ;;
+  esac
+}
+
+pg_tool() {
+  local db=$1
+  shift
+  "$PG_FLAVOUR_TOOL" --ep "$SERVICES_HOST" -p "$PG_PORT" -u "$DB_USER" --pw "$DB_PASSWORD" \
+    --pl "$PG_FLAVOUR_PLUGIN" --db "$db" "$@"
+}
+
+# Brings one database to the latest schema version, keeping its data when the schema
+# is already there (warm start); creates it from scratch otherwise.
+pg_ensure_db() {
+  local db=$1 flavour=$2 log="$LOG_DIR/schema-postgres-$1.log" current target
+  pg_flavour "$flavour"
+  wait_tools "$PG_FLAVOUR_TOOLS_VERSION"
+  target=$(latest_schema_version "$PG_FLAVOUR_DIR")
+  current=$(pg_psql -d "$db" -Atc "SELECT curr_version FROM schema_version WHERE db_name = '$db'" 2>/dev/null || true)
+  if [ "$current" = "$target" ]; then
+    return 0
+  fi
+  if [ -n "$current" ]; then
+    # An older schema: upgrade it as an operator would.
+    pg_tool "$db" update-schema -d "$PG_FLAVOUR_DIR" >>"$log" 2>&1 ||
+      fail postgres "update-schema of $db ($flavour) failed" "$log"
+    return 0
+  fi
+  pg_reset_db "$db" "$flavour"
+}
+
+# Drops and recreates one database with Temporal's schema, through Temporal's tool.
+pg_reset_db() {
+  local db=$1 flavour=$2 log="$LOG_DIR/schema-postgres-$1.log"
+  pg_flavour "$flavour"
+  : >"$log"
+  # WITH (FORCE) ends sessions a test left open; the tool's drop-database would fail on them.
+  pg_psql -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >>"$log" 2>&1 ||
+    fail postgres "dropping $db failed" "$log"
+  {
+    pg_tool "$db" create-database &&
+      pg_tool "$db" setup-schema -v 0.0 &&
+      pg_tool "$db" update-schema -d "$PG_FLAVOUR_DIR"
+  } >>"$log" 2>&1 || fail postgres "temporal-sql-tool ($PG_FLAVOUR_PLUGIN) could not create $db with the $flavour schema" "$log"
+}
+
+postgres_stop() {
+  if postgres_running; then
+    runuser -u postgres -- "$PG_BIN/pg_ctl" stop -D "$PG_DATA" -m fast -w -t 60 >>"$PG_LOG" 2>&1 ||
+      stop_pidfile postgres "$PG_PIDFILE" 10
+  fi
+  rm -f "$PG_PIDFILE"
+}
+
+postgres_rss_pid() { postgres_running && cat "$PG_PIDFILE"; }
+postgres_address() { echo "$SERVICES_HOST:$PG_PORT"; }
