@@ -120,12 +120,14 @@ wait_for() {
   done
 }
 
-# Resident memory of a process and all its descendants, in KiB.
-tree_rss_kib() {
-  local pid=$1 total=0 p rss
+# Memory of a process and all its descendants, in KiB: the sum of their proportional set
+# sizes (PSS), so pages they share (PostgreSQL's shared buffers) are counted once, unlike
+# a sum of RSS.
+tree_pss_kib() {
+  local pid=$1 total=0 p kib
   for p in $pid $(descendants "$pid"); do
-    rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null || true)
-    total=$((total + ${rss:-0}))
+    kib=$(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup" 2>/dev/null || true)
+    total=$((total + ${kib:-0}))
   done
   printf '%s\n' "$total"
 }
@@ -169,4 +171,37 @@ latest_schema_version() {
 # that up.sh started in the background).
 wait_tools() {
   "$SERVICES_HOME/build-tools.sh" "$1" >/dev/null || exit 1
+}
+
+# Prints `export NAME=value` lines for env.sh (run in a subshell so that sourcing env.sh
+# leaves none of lib.sh's variables or functions behind in the caller's shell).
+print_test_env() {
+  local services=""
+  [ -s "$STATE_FILE" ] && services=$(head -n1 "$STATE_FILE")
+  if [ -n "$services" ]; then
+    printf 'export VISMIG_TEST_SERVICES=%q\n' "$services"
+  else
+    # Tests skip when this is unset, and fail for every service it lists.
+    printf 'unset VISMIG_TEST_SERVICES\n'
+    printf 'echo "env.sh: no services are up (run tests/services/up.sh); VISMIG_TEST_SERVICES is unset" >&2\n'
+  fi
+  printf 'export %s=%q\n' \
+    VISMIG_TEST_PG_HOST "$SERVICES_HOST" \
+    VISMIG_TEST_PG_PORT "$PG_PORT" \
+    VISMIG_TEST_PG_USER "$DB_USER" \
+    VISMIG_TEST_PG_PASSWORD "$DB_PASSWORD" \
+    VISMIG_TEST_MYSQL_HOST "$SERVICES_HOST" \
+    VISMIG_TEST_MYSQL_PORT "$MYSQL_PORT" \
+    VISMIG_TEST_MYSQL_USER "$DB_USER" \
+    VISMIG_TEST_MYSQL_PASSWORD "$DB_PASSWORD" \
+    VISMIG_TEST_CASSANDRA_HOSTS "$SERVICES_HOST" \
+    VISMIG_TEST_CASSANDRA_PORT "$CASSANDRA_PORT" \
+    VISMIG_TEST_OPENSEARCH_URL "http://$SERVICES_HOST:$OPENSEARCH_PORT" \
+    VISMIG_TEST_SQL_TOOL "$SQL_TOOL" \
+    VISMIG_TEST_SQL_TOOL_STANDARD "$SQL_TOOL_STANDARD" \
+    VISMIG_TEST_CASSANDRA_TOOL "$CASSANDRA_TOOL" \
+    VISMIG_TEST_TEMPORAL_MODULE "$(temporal_module_dir "$TEMPORAL_ADVANCED_VERSION" 2>/dev/null)" \
+    VISMIG_TEST_TEMPORAL_MODULE_STANDARD "$(temporal_module_dir "$TEMPORAL_STANDARD_VERSION" 2>/dev/null)" \
+    VISMIG_SERVICES_DIR "$VISMIG_SERVICES_DIR" \
+    VISMIG_SERVICES_LOG_DIR "$LOG_DIR"
 }

@@ -49,7 +49,7 @@ for svc in $selected; do SERVICE_T0[$svc]=$SECONDS; done
 # --- Temporal's schema tools, built in the background while servers boot -------------
 needed_versions=""
 case " $selected " in *" postgres "* | *" mariadb "*) needed_versions="$TEMPORAL_ADVANCED_VERSION" ;; esac
-case " $selected " in *" postgres "* | *" cassandra "*) needed_versions="$needed_versions $TEMPORAL_STANDARD_VERSION" ;; esac
+case " $selected " in *" postgres "* | *" mariadb "* | *" cassandra "*) needed_versions="$needed_versions $TEMPORAL_STANDARD_VERSION" ;; esac
 tools_bg_pid=""
 missing_tools=""
 for v in $needed_versions; do
@@ -96,10 +96,10 @@ total_kib=0
 for svc in $selected; do
   pid=$("${svc}_rss_pid" 2>/dev/null || true)
   rss=0
-  [ -n "$pid" ] && rss=$(tree_rss_kib "$pid")
+  [ -n "$pid" ] && rss=$(tree_pss_kib "$pid")
   total_kib=$((total_kib + rss))
-  printf '%-10s %-22s %-44s %4ss %-8s rss %4s MiB\n' "$svc" "$("${svc}_address")" "$("${svc}_version")" \
+  printf '%-10s %-16s %-44s ready after %3ss (%s), memory %4s MiB\n' "$svc" "$("${svc}_address")" "$("${svc}_version")" \
     "$((SERVICE_T1[$svc] - SERVICE_T0[$svc]))" "${SERVICE_STATE[$svc]:-}" "$((rss / 1024))"
 done
-printf 'all up in %ss, resident memory %s MiB; logs in %s; next: source %s/env.sh\n' \
+printf 'all up in %ss, memory (PSS) %s MiB; logs in %s; next: source %s/env.sh\n' \
   "$((SECONDS - up_t0))" "$((total_kib / 1024))" "$LOG_DIR" "$SERVICES_HOME"

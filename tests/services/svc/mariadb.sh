@@ -12,9 +12,11 @@ MARIADB_SOCKET="$MARIADB_SOCKET_DIR/mariadb.sock"
 MARIADB_PIDFILE="$MARIADB_SOCKET_DIR/mariadb.pid"
 MARIADB_LOG="$LOG_DIR/mariadb.log"
 MARIADB_DBS="temporal_visibility temporal_visibility_secondary"
+# MySQL 5.7's standard schema (Temporal <= v1.23), which MariaDB runs as written.
+MARIADB_STANDARD_DBS="temporal_visibility_standard"
 # The derived schema (see mariadb-schema.py), regenerated from the module on every up.sh.
 MARIADB_SCHEMA_DIR="$VISMIG_SERVICES_CACHE/derived/mariadb-visibility-$TEMPORAL_ADVANCED_VERSION/versioned"
-# temporal-sql-tool's mysql8 plugin sets `transaction_isolation` on connect, a variable
+# temporal-sql-tool's mysql plugins set `transaction_isolation` on connect, a variable
 # MariaDB 10.11 does not know; naming the legacy `tx_isolation` (same meaning) instead is
 # a connect attribute the plugin supports for exactly this.
 MARIADB_TOOL_ATTRS="tx_isolation=READ-COMMITTED"
@@ -116,44 +118,67 @@ mariadb_derive_schema() {
   cp "$log" "$(dirname "$MARIADB_SCHEMA_DIR")/changes.txt"
 }
 
+# Tool, plugin and versioned-schema directory for a schema flavour:
+#   advanced  MySQL 8 schema, derived for MariaDB; tool v1.32.0, plugin mysql8
+#   standard  MySQL 5.7 standard schema, applied as Temporal wrote it (MariaDB runs it
+#             unchanged); tool v1.23.1, plugin mysql
+mariadb_flavour() {
+  case $1 in
+    advanced)
+      MARIADB_FLAVOUR_TOOL=$SQL_TOOL MARIADB_FLAVOUR_PLUGIN=mysql8
+      MARIADB_FLAVOUR_DIR=$MARIADB_SCHEMA_DIR
+      MARIADB_FLAVOUR_TOOLS_VERSION=$TEMPORAL_ADVANCED_VERSION ;;
+    standard)
+      MARIADB_FLAVOUR_TOOL=$SQL_TOOL_STANDARD MARIADB_FLAVOUR_PLUGIN=mysql
+      MARIADB_FLAVOUR_DIR="$(temporal_module_dir "$TEMPORAL_STANDARD_VERSION")/schema/mysql/v57/visibility/versioned"
+      MARIADB_FLAVOUR_TOOLS_VERSION=$TEMPORAL_STANDARD_VERSION ;;
+    *) fail mariadb "unknown schema flavour '$1' (advanced or standard)" ;;
+  esac
+}
+
 mariadb_tool() {
   local db=$1
   shift
-  "$SQL_TOOL" --ep "$SERVICES_HOST" -p "$MYSQL_PORT" -u "$DB_USER" --pw "$DB_PASSWORD" \
-    --pl mysql8 --ca "$MARIADB_TOOL_ATTRS" --db "$db" "$@"
+  "$MARIADB_FLAVOUR_TOOL" --ep "$SERVICES_HOST" -p "$MYSQL_PORT" -u "$DB_USER" --pw "$DB_PASSWORD" \
+    --pl "$MARIADB_FLAVOUR_PLUGIN" --ca "$MARIADB_TOOL_ATTRS" --db "$db" "$@"
 }
 
 mariadb_schema() {
   local db
-  wait_tools "$TEMPORAL_ADVANCED_VERSION"
   mariadb_derive_schema
-  for db in $MARIADB_DBS; do mariadb_ensure_db "$db"; done
+  for db in $MARIADB_DBS; do mariadb_ensure_db "$db" advanced; done
+  for db in $MARIADB_STANDARD_DBS; do mariadb_ensure_db "$db" standard; done
 }
 
+# Brings one database to the latest schema version, keeping its data when the schema
+# is already there (warm start); creates it from scratch otherwise.
 mariadb_ensure_db() {
-  local db=$1 log="$LOG_DIR/schema-mariadb-$1.log" current target
-  target=$(latest_schema_version "$MARIADB_SCHEMA_DIR")
+  local db=$1 flavour=$2 log="$LOG_DIR/schema-mariadb-$1.log" current target
+  mariadb_flavour "$flavour"
+  wait_tools "$MARIADB_FLAVOUR_TOOLS_VERSION"
+  target=$(latest_schema_version "$MARIADB_FLAVOUR_DIR")
   current=$(mariadb_user -N -D "$db" -e "SELECT curr_version FROM schema_version WHERE db_name = '$db'" 2>/dev/null || true)
   [ "$current" = "$target" ] && return 0
   if [ -n "$current" ]; then
-    mariadb_tool "$db" update-schema -d "$MARIADB_SCHEMA_DIR" >>"$log" 2>&1 ||
-      fail mariadb "update-schema of $db failed" "$log"
+    mariadb_tool "$db" update-schema -d "$MARIADB_FLAVOUR_DIR" >>"$log" 2>&1 ||
+      fail mariadb "update-schema of $db ($flavour) failed" "$log"
     return 0
   fi
-  mariadb_reset_db "$db"
+  mariadb_reset_db "$db" "$flavour"
 }
 
-# Drops and recreates one database with the derived schema, through Temporal's tool.
+# Drops and recreates one database with its schema, through Temporal's tool.
 mariadb_reset_db() {
-  local db=$1 log="$LOG_DIR/schema-mariadb-$1.log"
-  [ -d "$MARIADB_SCHEMA_DIR" ] || mariadb_derive_schema
+  local db=$1 flavour=$2 log="$LOG_DIR/schema-mariadb-$1.log"
+  [ "$flavour" != advanced ] || [ -d "$MARIADB_SCHEMA_DIR" ] || mariadb_derive_schema
+  mariadb_flavour "$flavour"
   : >"$log"
   {
     mariadb_tool "$db" drop-database &&
       mariadb_tool "$db" create-database &&
       mariadb_tool "$db" setup-schema -v 0.0 &&
-      mariadb_tool "$db" update-schema -d "$MARIADB_SCHEMA_DIR"
-  } >>"$log" 2>&1 || fail mariadb "temporal-sql-tool (mysql8) could not create $db with the derived schema" "$log"
+      mariadb_tool "$db" update-schema -d "$MARIADB_FLAVOUR_DIR"
+  } >>"$log" 2>&1 || fail mariadb "temporal-sql-tool ($MARIADB_FLAVOUR_PLUGIN) could not create $db with the $flavour schema" "$log"
 }
 
 mariadb_stop() {
