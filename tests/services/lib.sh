@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# shellcheck disable=SC2034 # the variables here are used by the scripts that source this file
 # Shared settings and helpers for tests/services/*.sh. Sourced, never run.
 #
 # Every path that up.sh writes to is derived here, so up.sh, down.sh, env.sh and
@@ -57,6 +58,10 @@ temporal_module_dir() {
     "$SERVICES_HOME/temporal-module.sh" "$version"
   fi
 }
+
+# How each service came up in this run (started or reused), for up.sh's summary.
+declare -A SERVICE_STATE=()
+set_state() { SERVICE_STATE[$1]=$2; }
 
 # --- output -------------------------------------------------------------------------
 
@@ -133,6 +138,7 @@ tree_pss_kib() {
 }
 descendants() {
   local c
+  # shellcheck disable=SC2013 # the children files hold space-separated pids
   for c in $(cat "/proc/$1/task/"*/children 2>/dev/null); do
     printf '%s\n' "$c"
     descendants "$c"

@@ -12,7 +12,7 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() { echo "usage: reset-db.sh <postgres|mariadb> <dbname> [advanced|standard]" >&2; exit 2; }
-[ $# -ge 2 ] && [ $# -le 3 ] || usage
+if [ $# -lt 2 ] || [ $# -gt 3 ]; then usage; fi
 service=$1 db=$2 flavour=${3:-advanced}
 # The name goes into SQL statements unquoted, as in Temporal's tool.
 [[ $db =~ ^[A-Za-z_][A-Za-z0-9_]{0,62}$ ]] || fail reset-db.sh "invalid database name '$db'"

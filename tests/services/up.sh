@@ -30,7 +30,7 @@ elif [ -n "${VISMIG_SERVICES:-}" ]; then
 else
   selected="$ALL_SERVICES"
 fi
-selected=$(tr ', ' '\n\n' <<<"$selected" | awk 'NF' | awk '!seen[$0]++' | tr '\n' ' ')
+selected=$(tr -s ', ' '\n' <<<"$selected" | awk 'NF' | awk '!seen[$0]++' | tr '\n' ' ')
 for svc in $selected; do
   case " $ALL_SERVICES " in
     *" $svc "*) ;;
@@ -42,7 +42,7 @@ selected=${selected% }
 mkdir -p "$VISMIG_SERVICES_CACHE" "$VISMIG_SERVICES_DIR" "$LOG_DIR" "$RUN_DIR"
 chmod 755 "$VISMIG_SERVICES_DIR" "$LOG_DIR" "$RUN_DIR"
 
-declare -A SERVICE_STATE=() SERVICE_T0=() SERVICE_T1=()
+declare -A SERVICE_T0=() SERVICE_T1=()
 up_t0=$SECONDS
 for svc in $selected; do SERVICE_T0[$svc]=$SECONDS; done
 

@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# shellcheck disable=SC2034 # variables are used by the scripts that source this file
 # Apache Cassandra 5.0, single node, from Maven Central jars (cassandra-all and its runtime
 # dependencies: what the binary distribution has in lib/), run by CassandraDaemon with a
 # cassandra.yaml and JVM flags written here. Sourced by up.sh and down.sh after lib.sh.
@@ -111,7 +112,7 @@ EOF
 
 cassandra_start() {
   if cassandra_healthy; then
-    SERVICE_STATE[cassandra]=reused
+    set_state cassandra reused
     return 0
   fi
   if cassandra_running; then
@@ -182,7 +183,7 @@ cassandra_start() {
   # a process-group leader), so $! is the JVM; live_pid verifies that.
   setsid "$java" "${opts[@]}" </dev/null >>"$CASSANDRA_STDOUT" 2>&1 &
   echo $! >"$CASSANDRA_PIDFILE"
-  SERVICE_STATE[cassandra]=started
+  set_state cassandra started
 }
 
 cassandra_wait() {

@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# shellcheck disable=SC2034 # variables are used by the scripts that source this file
 # MariaDB standing in for MySQL 8: Debian's mariadb-server binaries, our own datadir
 # (mariadb-install-db) and our own mariadbd process, which drops to the mysql user.
 # Sourced by up.sh, down.sh and reset-db.sh after lib.sh.
@@ -74,7 +75,7 @@ EOF
 
 mariadb_start() {
   if mariadb_healthy; then
-    SERVICE_STATE[mariadb]=reused
+    set_state mariadb reused
     return 0
   fi
   if mariadb_running; then
@@ -92,7 +93,7 @@ mariadb_start() {
       --skip-test-db >>"$MARIADB_LOG" 2>&1 || fail mariadb "mariadb-install-db failed" "$MARIADB_LOG"
   fi
   setsid /usr/sbin/mariadbd --defaults-file="$MARIADB_CNF" </dev/null >>"$MARIADB_LOG" 2>&1 &
-  SERVICE_STATE[mariadb]=started
+  set_state mariadb started
 }
 
 mariadb_wait() {

@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# shellcheck disable=SC2034 # variables are used by the scripts that source this file
 # OpenSearch 2.19, single node, security off: the server jar and its module jars from
 # Maven Central, booted by our launcher opensearch/VismigOpenSearch.java (compiled into
 # the cache) with the modules as classpath plugins. Then Temporal's cluster settings and
@@ -18,11 +19,13 @@ OPENSEARCH_INDICES="temporal_visibility_v1 temporal_visibility_v1_new"
 #   transport-netty4 (HTTP and transport), reindex (_reindex, _update_by_query,
 #   _delete_by_query), mapper-extras (scaled_float, used by Temporal's template),
 #   analysis-common (common analyzers), lang-painless (scripts).
-OPENSEARCH_PLUGINS="org.opensearch.transport.Netty4Plugin
-org.opensearch.index.reindex.ReindexPlugin
-org.opensearch.index.mapper.MapperExtrasPlugin
-org.opensearch.analysis.common.CommonAnalysisPlugin
-org.opensearch.painless.PainlessPlugin"
+OPENSEARCH_PLUGINS=(
+  org.opensearch.transport.Netty4Plugin
+  org.opensearch.index.reindex.ReindexPlugin
+  org.opensearch.index.mapper.MapperExtrasPlugin
+  org.opensearch.analysis.common.CommonAnalysisPlugin
+  org.opensearch.painless.PainlessPlugin
+)
 
 opensearch_prepare() {
   ensure_java opensearch
@@ -76,7 +79,7 @@ EOF
 
 opensearch_start() {
   if opensearch_healthy; then
-    SERVICE_STATE[opensearch]=reused
+    set_state opensearch reused
     return 0
   fi
   if opensearch_running; then
@@ -87,10 +90,9 @@ opensearch_start() {
   port_open "$SERVICES_HOST" "$OPENSEARCH_TRANSPORT_PORT" &&
     fail opensearch "port $SERVICES_HOST:$OPENSEARCH_TRANSPORT_PORT (transport) is taken by a process up.sh did not start"
   opensearch_write_config
-  local java plugins
+  local java
   java=$(java_bin)
-  # shellcheck disable=SC2086 # one class name per word
-  plugins=$(echo $OPENSEARCH_PLUGINS)
+  # shellcheck disable=SC2054 # -Djava.locale.providers=SPI,COMPAT is one argument
   local opts=(
     # heap: at most 1 GiB (memory budget of the test machine)
     -Xms512m -Xmx1g
@@ -104,13 +106,12 @@ opensearch_start() {
     -Dopensearch.networkaddress.cache.ttl=60
     -Dvismig.pidfile="$OPENSEARCH_PIDFILE"
     -cp "$OPENSEARCH_LIB/*:$OPENSEARCH_LAUNCHER_CLASSES"
-    vismig.services.VismigOpenSearch "$OPENSEARCH_HOME"
+    vismig.services.VismigOpenSearch "$OPENSEARCH_HOME" "${OPENSEARCH_PLUGINS[@]}"
   )
   mkdir -p "$OPENSEARCH_HOME/tmp"
   rm -f "$OPENSEARCH_PIDFILE"
-  # shellcheck disable=SC2086 # plugin class names are separate arguments
-  setsid "$java" "${opts[@]}" $plugins </dev/null >>"$OPENSEARCH_STDOUT" 2>&1 &
-  SERVICE_STATE[opensearch]=started
+  setsid "$java" "${opts[@]}" </dev/null >>"$OPENSEARCH_STDOUT" 2>&1 &
+  set_state opensearch started
 }
 
 opensearch_wait() {

@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# shellcheck disable=SC2034 # variables are used by the scripts that source this file
 # PostgreSQL: Debian's server binaries, our own cluster (initdb into VISMIG_SERVICES_DIR),
 # run as the postgres user because PostgreSQL refuses to run as root. Sourced by up.sh,
 # down.sh and reset-db.sh after lib.sh.
@@ -88,7 +89,7 @@ EOF
 
 postgres_start() {
   if postgres_healthy; then
-    SERVICE_STATE[postgres]=reused
+    set_state postgres reused
     return 0
   fi
   if postgres_running; then
@@ -108,9 +109,10 @@ postgres_start() {
   fi
   postgres_write_config
   # setsid: the server must not share the caller's process group or terminal.
+  # shellcheck disable=SC2094 # pg_ctl appends the server's output to the same log
   setsid runuser -u postgres -- "$PG_BIN/pg_ctl" start -D "$PG_DATA" -l "$PG_LOG" -w -t 60 \
     </dev/null >>"$PG_LOG" 2>&1 || fail postgres "pg_ctl start failed" "$PG_LOG"
-  SERVICE_STATE[postgres]=started
+  set_state postgres started
 }
 
 postgres_wait() {
