@@ -59,6 +59,13 @@ pub struct Expanded {
     pub substituted: Vec<String>,
 }
 
+// Hand-written: the text and the values may hold secrets.
+impl std::fmt::Debug for Expanded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Expanded {{ {} bytes, {} substitutions }}", self.text.len(), self.substituted.len())
+    }
+}
+
 impl Expanded {
     pub fn scrub(&self, message: &str) -> String {
         let mut out = message.to_string();

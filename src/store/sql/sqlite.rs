@@ -135,7 +135,7 @@ impl SqliteStore {
                 sep.push_unseparated(")");
             }
             q.push(")");
-            for row in q.build().fetch_all(&mut *conn).await? {
+            for row in q.build().persistent(false).fetch_all(&mut *conn).await? {
                 found.insert((row.get::<String, _>(0), row.get::<String, _>(1)), row.get::<i64, _>(2));
             }
         }
@@ -259,7 +259,10 @@ impl Source for SqliteStore {
 #[async_trait]
 impl Sink for SqliteStore {
     fn max_batch(&self) -> usize {
-        MAX_BINDS / BASE_COLUMNS.len()
+        // One transaction per batch, split into statements under the bind limit: with
+        // Temporal's ~60 indexes, every commit rewrites the index pages it touched, so
+        // larger transactions write far less.
+        10_000
     }
 
     async fn write(&self, records: &[VisibilityRecord]) -> StoreResult<Vec<WriteOutcome>> {
@@ -276,7 +279,7 @@ impl Sink for SqliteStore {
 
         let columns: Vec<&str> =
             BASE_COLUMNS.iter().copied().filter(|c| *c != "_version" || schema.has_version).collect();
-        for chunk in encoded.chunks(self.max_batch()) {
+        for chunk in encoded.chunks(MAX_BINDS / BASE_COLUMNS.len()) {
             let mut q: QueryBuilder<Sqlite> =
                 QueryBuilder::new(format!("INSERT INTO executions_visibility ({}) ", columns.join(", ")));
             q.push_values(chunk, |mut b, row| {
@@ -319,7 +322,7 @@ impl Sink for SqliteStore {
             } else {
                 q.push(" ON CONFLICT (namespace_id, run_id) DO NOTHING");
             }
-            q.build().execute(&mut *tx).await.map_err(|e| classify(&ctx(), e))?;
+            q.build().persistent(false).execute(&mut *tx).await.map_err(|e| classify(&ctx(), e))?;
         }
         tx.commit().await.map_err(|e| classify(&ctx(), e))?;
 

@@ -1,0 +1,161 @@
+//! Config errors: each broken config gives exactly one line naming the field.
+
+use super::*;
+
+const GOOD: &str = r#"
+persistence:
+  visibilityStore: primary
+  secondaryVisibilityStore: secondary
+  datastores:
+    primary:
+      sql: { pluginName: sqlite, databaseName: /tmp/p.db, connectAddr: localhost }
+    secondary:
+      sql: { pluginName: sqlite, databaseName: /tmp/s.db, connectAddr: localhost, password: "${SECRET_PWD}" }
+migration:
+  batchSize: 500
+  concurrency: 4
+"#;
+
+fn env(name: &str) -> Option<String> {
+    (name == "SECRET_PWD").then(|| "hunter2-secret".to_string())
+}
+
+fn error_of(text: &str) -> String {
+    Config::parse(text, env).expect_err("config must be refused").to_string()
+}
+
+#[test]
+fn a_good_config_loads_with_defaults_and_hides_the_password() {
+    let c = Config::parse(GOOD, env).unwrap();
+    assert_eq!(c.migration.batch_size, 500);
+    assert_eq!(c.migration.rate.records_per_second, 5000);
+    assert_eq!(c.migration.metrics.listen, "127.0.0.1:9090");
+    assert_eq!(c.primary().datastore, "primary");
+    assert_eq!(c.secondary().datastore, "secondary");
+    let sql = c.persistence.datastores["secondary"].sql.as_ref().unwrap();
+    assert_eq!(sql.password.as_ref().unwrap().expose(), "hunter2-secret");
+    let debug = format!("{c:?}");
+    assert!(!debug.contains("hunter2"), "Debug must redact passwords: {debug}");
+    assert!(debug.contains("***"));
+}
+
+#[test]
+fn temporals_own_server_config_is_accepted_with_its_other_keys() {
+    let text = r#"
+log: { stdout: true, level: info }
+persistence:
+  defaultStore: default
+  visibilityStore: es-visibility
+  numHistoryShards: 4
+  datastores:
+    default:
+      sql: { pluginName: postgres12, databaseName: temporal, connectAddr: "127.0.0.1:5432", connectProtocol: tcp, user: temporal, password: temporal, maxConns: 20, maxIdleConns: 20, maxConnLifetime: 1h }
+    es-visibility:
+      elasticsearch:
+        version: v7
+        logLevel: error
+        url: { scheme: http, host: "127.0.0.1:9200" }
+        indices: { visibility: temporal_visibility_v1, secondary_visibility: temporal_visibility_v1_new }
+global: { membership: { maxJoinDuration: 30s } }
+services: {}
+"#;
+    let c = Config::parse(text, env).unwrap();
+    assert_eq!(c.primary(), StoreRef { datastore: "es-visibility".into(), es_index_key: Some("visibility".into()) });
+    assert_eq!(
+        c.secondary(),
+        StoreRef { datastore: "es-visibility".into(), es_index_key: Some("secondary_visibility".into()) }
+    );
+}
+
+#[test]
+fn each_broken_config_names_its_field() {
+    let cases: Vec<(String, &str)> = vec![
+        (
+            GOOD.replace("  visibilityStore: primary\n", ""),
+            "config error: persistence.visibilityStore: missing (name the primary visibility store, a key of persistence.datastores)",
+        ),
+        (
+            GOOD.replace("visibilityStore: primary", "visibilityStore: nope"),
+            "config error: persistence.visibilityStore: store \"nope\" is not in persistence.datastores (known: primary, secondary)",
+        ),
+        (
+            GOOD.replace("secondaryVisibilityStore: secondary", "secondaryVisibilityStore: other"),
+            "config error: persistence.secondaryVisibilityStore: store \"other\" is not in persistence.datastores (known: primary, secondary)",
+        ),
+        (
+            GOOD.replace("  secondaryVisibilityStore: secondary\n", ""),
+            "config error: persistence.secondaryVisibilityStore: missing (name the secondary visibility store, or set indices.secondary_visibility on an Elasticsearch primary)",
+        ),
+        (
+            GOOD.replace("secondaryVisibilityStore: secondary", "secondaryVisibilityStore: primary"),
+            "config error: persistence.secondaryVisibilityStore: \"primary\" is also the visibilityStore; the secondary must be another store",
+        ),
+        (
+            GOOD.replacen("pluginName: sqlite", "pluginName: oracle", 1),
+            "config error: persistence.datastores.primary.sql.pluginName: unsupported \"oracle\" (supported: sqlite, postgres12, postgres12_pgx, mysql8, postgres, postgres_pgx, mysql)",
+        ),
+        (
+            GOOD.replacen("databaseName: /tmp/p.db, ", "", 1),
+            "config error: persistence.datastores.primary.sql.databaseName: missing",
+        ),
+        (
+            GOOD.replace("pluginName: sqlite, databaseName: /tmp/s.db", "pluginName: postgres, databaseName: v"),
+            "config error: persistence.secondaryVisibilityStore: \"secondary\" uses pluginName \"postgres\", a standard visibility schema, which can only be read; use an advanced plugin (postgres12, mysql8, sqlite)",
+        ),
+        (
+            GOOD.replace("batchSize: 500", "batchSize: 0"),
+            "config error: migration.batchSize: 0 is out of range (1 to 10000)",
+        ),
+        (
+            GOOD.replace("batchSize: 500", "batchSize: 20000"),
+            "config error: migration.batchSize: 20000 is out of range (1 to 10000)",
+        ),
+        (
+            GOOD.replace("concurrency: 4", "concurrency: 65"),
+            "config error: migration.concurrency: 65 is out of range (1 to 64)",
+        ),
+        (
+            format!("{GOOD}  rate: {{ recordsPerSecond: 20000000 }}\n"),
+            "config error: migration.rate.recordsPerSecond: 20000000 is out of range (0 = unlimited, up to 10000000)",
+        ),
+        (format!("{GOOD}  rate: {{ burst: 0 }}\n"), "config error: migration.rate.burst: must be at least 1"),
+        (
+            format!("{GOOD}  metrics: {{ listen: \"localhost\" }}\n"),
+            "config error: migration.metrics.listen: \"localhost\" is not an address like 127.0.0.1:9090",
+        ),
+        (
+            GOOD.replace("  password: \"${SECRET_PWD}\"", "").replace("${SECRET_PWD}", "${NOT_SET_ANYWHERE}"),
+            "config error: line 9: environment variable NOT_SET_ANYWHERE is not set (use ${NOT_SET_ANYWHERE:-default} for a default)",
+        ),
+    ];
+    for (text, want) in cases {
+        assert_eq!(error_of(&text), want, "config:\n{text}");
+    }
+}
+
+#[test]
+fn unknown_keys_in_the_migration_block_are_errors() {
+    let e = error_of(&GOOD.replace("concurrency: 4", "concurency: 4"));
+    assert!(e.starts_with("config error: migration: unknown field `concurency`"), "{e}");
+    assert_eq!(e.lines().count(), 1);
+    let e = error_of(&format!("{GOOD}  checkpoint: {{ type: file, paht: x }}\n"));
+    assert!(e.starts_with("config error: migration.checkpoint: unknown field `paht`"), "{e}");
+    let e = error_of(&format!("{GOOD}  checkpoint: {{ type: redis }}\n"));
+    assert!(e.contains("migration.checkpoint.type: unknown variant `redis`"), "{e}");
+}
+
+#[test]
+fn parse_errors_never_echo_expanded_secrets() {
+    // The secret lands where a number is expected: the error must not quote it.
+    let text = GOOD.replace("batchSize: 500", "batchSize: ${SECRET_PWD}");
+    let e = error_of(&text);
+    assert!(!e.contains("hunter2"), "{e}");
+    assert!(e.contains("batchSize"), "{e}");
+}
+
+#[test]
+fn several_problems_are_reported_one_per_line() {
+    let text = GOOD.replace("batchSize: 500", "batchSize: 0").replace("concurrency: 4", "concurrency: 0");
+    let e = error_of(&text);
+    assert_eq!(e.lines().count(), 2, "{e}");
+}
