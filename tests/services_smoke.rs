@@ -380,14 +380,14 @@ async fn cassandra_has_temporal_standard_visibility() {
     assert_eq!(version.as_deref(), Some(expected.as_str()), "cassandra {keyspace} schema version");
 }
 
-// --- OpenSearch -------------------------------------------------------------------------------
+// --- OpenSearch and Elasticsearch -------------------------------------------------------------------------------
 
 async fn get_json(client: &reqwest::Client, url: &str) -> Value {
-    let response = client.get(url).send().await.unwrap_or_else(|e| panic!("opensearch: GET {url}: {e}"));
+    let response = client.get(url).send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
     let status = response.status();
-    let body = response.text().await.unwrap_or_else(|e| panic!("opensearch: GET {url}: {e}"));
-    assert!(status.is_success(), "opensearch: GET {url}: HTTP {status}: {body}");
-    serde_json::from_str(&body).unwrap_or_else(|e| panic!("opensearch: GET {url}: not JSON ({e}): {body}"))
+    let body = response.text().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    assert!(status.is_success(), "GET {url}: HTTP {status}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {url}: not JSON ({e}): {body}"))
 }
 
 #[tokio::test]
@@ -395,18 +395,37 @@ async fn opensearch_has_temporal_visibility_indices() {
     if !service_enabled("opensearch") {
         return;
     }
-    let url = env("VISMIG_TEST_OPENSEARCH_URL");
+    check_search_store("opensearch", &env("VISMIG_TEST_OPENSEARCH_URL"), |root| {
+        root["version"]["distribution"] == "opensearch"
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn elasticsearch_has_temporal_visibility_indices() {
+    if !service_enabled("elasticsearch") {
+        return;
+    }
+    check_search_store("elasticsearch", &env("VISMIG_TEST_ELASTICSEARCH_URL"), |root| {
+        root["version"].get("distribution").is_none()
+            && root["version"]["number"].as_str().is_some_and(|v| v.starts_with("7.") || v.starts_with("8."))
+    })
+    .await;
+}
+
+/// Temporal's cluster settings, template and both indices with the template's mapping.
+async fn check_search_store(service: &str, url: &str, is_expected_server: impl Fn(&Value) -> bool) {
     let url = url.trim_end_matches('/');
     let client = reqwest::Client::new();
 
     let root = get_json(&client, &format!("{url}/")).await;
-    assert_eq!(root["version"]["distribution"], "opensearch", "GET / answered {root}");
+    assert!(is_expected_server(&root), "{service}: GET {url}/ answered {root}");
 
     // Temporal's cluster settings: writes to a missing index must fail.
     let settings = get_json(&client, &format!("{url}/_cluster/settings")).await;
-    assert_eq!(settings["persistent"]["action"]["auto_create_index"], "false", "cluster settings {settings}");
+    assert_eq!(settings["persistent"]["action"]["auto_create_index"], "false", "{service}: cluster settings {settings}");
     let template = get_json(&client, &format!("{url}/_template/temporal_visibility_v1_template")).await;
-    assert!(template.get("temporal_visibility_v1_template").is_some(), "template missing: {template}");
+    assert!(template.get("temporal_visibility_v1_template").is_some(), "{service}: template missing: {template}");
 
     let expected = [
         ("NamespaceId", "keyword"),
@@ -432,15 +451,15 @@ async fn opensearch_has_temporal_visibility_indices() {
     for index in ["temporal_visibility_v1", "temporal_visibility_v1_new"] {
         let mapping = get_json(&client, &format!("{url}/{index}/_mapping")).await;
         let mappings = &mapping[index]["mappings"];
-        assert_eq!(mappings["dynamic"], "false", "{index}: mapping {mappings}");
+        assert_eq!(mappings["dynamic"], "false", "{service} {index}: mapping {mappings}");
         for (field, ty) in expected {
-            assert_eq!(mappings["properties"][field]["type"], ty, "{index}: field {field} in mapping {mappings}");
+            assert_eq!(mappings["properties"][field]["type"], ty, "{service} {index}: field {field} in mapping {mappings}");
         }
         let settings = get_json(&client, &format!("{url}/{index}/_settings")).await;
         assert_eq!(
             settings[index]["settings"]["index"]["sort"]["field"],
             serde_json::json!(["CloseTime", "StartTime", "RunId"]),
-            "{index}: index sort from Temporal's template"
+            "{service} {index}: index sort from Temporal's template"
         );
     }
 }

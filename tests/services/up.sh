@@ -4,7 +4,7 @@
 # runs (started by an earlier up.sh) and answers is reused, a schema that is current is
 # kept with its data.
 #
-# Usage: tests/services/up.sh [postgres] [mariadb] [cassandra] [opensearch]
+# Usage: tests/services/up.sh [postgres] [mariadb] [cassandra] [opensearch] [elasticsearch]
 #        VISMIG_SERVICES="postgres opensearch" tests/services/up.sh
 # No selection = all. Then: source tests/services/env.sh
 #
@@ -98,7 +98,7 @@ for svc in $selected; do
   rss=0
   [ -n "$pid" ] && rss=$(tree_pss_kib "$pid")
   total_kib=$((total_kib + rss))
-  printf '%-10s %-16s %-44s ready after %3ss (%s), memory %4s MiB\n' "$svc" "$("${svc}_address")" "$("${svc}_version")" \
+  printf '%-13s %-15s %-42s ready after %3ss (%s), memory %4s MiB\n' "$svc" "$("${svc}_address")" "$("${svc}_version")" \
     "$((SERVICE_T1[$svc] - SERVICE_T0[$svc]))" "${SERVICE_STATE[$svc]:-}" "$((rss / 1024))"
 done
 printf 'all up in %ss, memory (PSS) %s MiB; logs in %s; next: source %s/env.sh\n' \
