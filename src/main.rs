@@ -2,7 +2,6 @@
 //! secondary one. The CLI maps each subcommand to one function; exit codes follow
 //! DESIGN.md: 0 done/equal, 1 failed, 2 bad config or usage, 3 verify found differences.
 
-
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -160,12 +159,16 @@ fn init_logging(format: LogFormat) {
 fn stop_signal() -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         let name = tokio::select! {
             _ = tokio::signal::ctrl_c() => "SIGINT",
             _ = term.recv() => "SIGTERM",
         };
-        tracing::warn!(signal = name, "stopping: no new reads; settling the batches in flight, then saving the checkpoint");
+        tracing::warn!(
+            signal = name,
+            "stopping: no new reads; settling the batches in flight, then saving the checkpoint"
+        );
         tx.send_replace(true);
     });
     rx

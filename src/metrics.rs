@@ -52,53 +52,77 @@ impl Metrics {
             }};
         }
         let m = Metrics {
-            records_scanned_total: reg!(IntCounter::new("records_scanned_total", "Records read from the primary store").unwrap()),
-            records_written_total: reg!(IntCounterVec::new(
-                Opts::new("records_written_total", "Records handed to the secondary store, by outcome"),
-                &["outcome"]
-            )
-            .unwrap()),
-            batch_write_seconds: reg!(Histogram::with_opts(
-                HistogramOpts::new("batch_write_seconds", "Time to write one batch to the secondary, retries included")
+            records_scanned_total: reg!(
+                IntCounter::new("records_scanned_total", "Records read from the primary store").unwrap()
+            ),
+            records_written_total: reg!(
+                IntCounterVec::new(
+                    Opts::new("records_written_total", "Records handed to the secondary store, by outcome"),
+                    &["outcome"]
+                )
+                .unwrap()
+            ),
+            batch_write_seconds: reg!(
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "batch_write_seconds",
+                        "Time to write one batch to the secondary, retries included"
+                    )
                     .buckets(latency_buckets.clone())
-            )
-            .unwrap()),
-            batch_scan_seconds: reg!(Histogram::with_opts(
-                HistogramOpts::new("batch_scan_seconds", "Time to read one page from the primary").buckets(latency_buckets)
-            )
-            .unwrap()),
-            rate_limit_records_per_second: reg!(IntGauge::new(
-                "rate_limit_records_per_second",
-                "Current rate limit in records per second (0 = unlimited)"
-            )
-            .unwrap()),
-            throttle_wait_seconds_total: reg!(prometheus::Counter::new(
-                "throttle_wait_seconds_total",
-                "Seconds spent waiting for the rate limiter or a pause"
-            )
-            .unwrap()),
+                )
+                .unwrap()
+            ),
+            batch_scan_seconds: reg!(
+                Histogram::with_opts(
+                    HistogramOpts::new("batch_scan_seconds", "Time to read one page from the primary")
+                        .buckets(latency_buckets)
+                )
+                .unwrap()
+            ),
+            rate_limit_records_per_second: reg!(
+                IntGauge::new(
+                    "rate_limit_records_per_second",
+                    "Current rate limit in records per second (0 = unlimited)"
+                )
+                .unwrap()
+            ),
+            throttle_wait_seconds_total: reg!(
+                prometheus::Counter::new(
+                    "throttle_wait_seconds_total",
+                    "Seconds spent waiting for the rate limiter or a pause"
+                )
+                .unwrap()
+            ),
             checkpoint_writes_total: reg!(IntCounter::new("checkpoint_writes_total", "Checkpoints saved").unwrap()),
-            checkpoint_age_seconds: reg!(Gauge::new("checkpoint_age_seconds", "Seconds since the last checkpoint save").unwrap()),
-            records_estimated_total: reg!(IntGauge::new(
-                "records_estimated_total",
-                "Estimated records to copy (this process's shards)"
-            )
-            .unwrap()),
+            checkpoint_age_seconds: reg!(
+                Gauge::new("checkpoint_age_seconds", "Seconds since the last checkpoint save").unwrap()
+            ),
+            records_estimated_total: reg!(
+                IntGauge::new("records_estimated_total", "Estimated records to copy (this process's shards)").unwrap()
+            ),
             progress_ratio: reg!(Gauge::new("progress_ratio", "Scanned records over the estimate, 0 to 1").unwrap()),
             eta_seconds: reg!(Gauge::new("eta_seconds", "Estimated seconds until the backfill is done").unwrap()),
             phase: reg!(IntGaugeVec::new(Opts::new("phase", "1 for the phase the process is in"), &["phase"]).unwrap()),
-            verify_records: reg!(IntGaugeVec::new(
-                Opts::new("verify_records", "Records counted by the last verify"),
-                &["namespace", "store", "status"]
-            )
-            .unwrap()),
-            verify_differences: reg!(IntGaugeVec::new(
-                Opts::new("verify_differences", "Differences found by the last verify"),
-                &["namespace", "kind"]
-            )
-            .unwrap()),
-            errors_total: reg!(IntCounterVec::new(Opts::new("errors_total", "Errors by stage and kind"), &["stage", "kind"]).unwrap()),
-            dead_letter_total: reg!(IntCounter::new("dead_letter_total", "Records written to the dead-letter file").unwrap()),
+            verify_records: reg!(
+                IntGaugeVec::new(
+                    Opts::new("verify_records", "Records counted by the last verify"),
+                    &["namespace", "store", "status"]
+                )
+                .unwrap()
+            ),
+            verify_differences: reg!(
+                IntGaugeVec::new(
+                    Opts::new("verify_differences", "Differences found by the last verify"),
+                    &["namespace", "kind"]
+                )
+                .unwrap()
+            ),
+            errors_total: reg!(
+                IntCounterVec::new(Opts::new("errors_total", "Errors by stage and kind"), &["stage", "kind"]).unwrap()
+            ),
+            dead_letter_total: reg!(
+                IntCounter::new("dead_letter_total", "Records written to the dead-letter file").unwrap()
+            ),
             registry,
         };
         #[cfg(target_os = "linux")]
@@ -170,7 +194,8 @@ struct AppState {
 
 /// Binds the listener (failing fast with a clear error) and serves it in the background.
 pub async fn serve(listen: &str, metrics: Arc<Metrics>, control: Arc<Control>) -> anyhow::Result<SocketAddr> {
-    let addr: SocketAddr = listen.parse().map_err(|_| anyhow::anyhow!("migration.metrics.listen: {listen:?} is not host:port"))?;
+    let addr: SocketAddr =
+        listen.parse().map_err(|_| anyhow::anyhow!("migration.metrics.listen: {listen:?} is not host:port"))?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (migration.metrics.listen): {e}"))?;

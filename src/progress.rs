@@ -33,8 +33,10 @@ impl Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::new(total.max(1)).with_position(done);
             bar.set_style(
-                ProgressStyle::with_template("{bar:40.cyan/blue} {human_pos}/{human_len} records  {per_sec}  ETA {eta}")
-                    .expect("valid template"),
+                ProgressStyle::with_template(
+                    "{bar:40.cyan/blue} {human_pos}/{human_len} records  {per_sec}  ETA {eta}",
+                )
+                .expect("valid template"),
             );
             *bar_slot().lock().unwrap() = Some(bar.clone());
             bar

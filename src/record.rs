@@ -112,9 +112,8 @@ impl SearchAttributes {
     /// Parses the JSON object Temporal writes into `search_attributes`.
     /// Null values and empty lists are dropped, as Temporal drops them.
     pub fn from_json(value: &serde_json::Value) -> Result<Self, String> {
-        let object = value
-            .as_object()
-            .ok_or_else(|| format!("search_attributes is not a JSON object: {}", short(value)))?;
+        let object =
+            value.as_object().ok_or_else(|| format!("search_attributes is not a JSON object: {}", short(value)))?;
         let mut map = BTreeMap::new();
         for (name, v) in object {
             let parsed = match v {
@@ -163,9 +162,9 @@ impl SearchAttributes {
             let v = match value {
                 SearchAttributeValue::String(s) => serde_json::Value::String(s.clone()),
                 SearchAttributeValue::Int(i) => serde_json::Value::from(*i),
-                SearchAttributeValue::Double(f) => serde_json::Number::from_f64(*f)
-                    .map(serde_json::Value::Number)
-                    .unwrap_or(serde_json::Value::Null),
+                SearchAttributeValue::Double(f) => {
+                    serde_json::Number::from_f64(*f).map(serde_json::Value::Number).unwrap_or(serde_json::Value::Null)
+                }
                 SearchAttributeValue::Bool(b) => serde_json::Value::Bool(*b),
                 SearchAttributeValue::KeywordList(list) => {
                     serde_json::Value::Array(list.iter().cloned().map(serde_json::Value::String).collect())
@@ -226,10 +225,7 @@ pub struct VisibilityRecord {
 
 impl VisibilityRecord {
     pub fn key(&self) -> RecordKey {
-        RecordKey {
-            namespace_id: self.namespace_id.clone(),
-            run_id: self.run_id.clone(),
-        }
+        RecordKey { namespace_id: self.namespace_id.clone(), run_id: self.run_id.clone() }
     }
 
     pub fn has_version(&self) -> bool {
@@ -271,55 +267,6 @@ impl VisibilityRecord {
 pub struct RecordKey {
     pub namespace_id: String,
     pub run_id: String,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn status_ints_and_names_round_trip() {
-        for s in ExecutionStatus::ALL {
-            assert_eq!(ExecutionStatus::from_i64(s as i64), Some(s));
-            assert_eq!(ExecutionStatus::from_name(s.name()), Some(s));
-        }
-        assert_eq!(ExecutionStatus::from_i64(0), None);
-        assert_eq!(ExecutionStatus::from_i64(9), None);
-        assert!(ExecutionStatus::Running.is_open());
-        assert!(ExecutionStatus::Paused.is_open());
-        assert!(!ExecutionStatus::TimedOut.is_open());
-    }
-
-    #[test]
-    fn search_attributes_keep_int64_exact_and_drop_nulls() {
-        let sa = SearchAttributes::from_json(&json!({
-            "Int01": 9007199254740993i64,
-            "Double01": 3.5,
-            "Double02": 3,
-            "Keyword01": "k",
-            "Bool01": true,
-            "KeywordList01": ["a", "b"],
-            "Empty": [],
-            "Gone": null
-        }))
-        .unwrap();
-        assert_eq!(sa.0["Int01"], SearchAttributeValue::Int(9007199254740993));
-        assert_eq!(sa.0["Double01"], SearchAttributeValue::Double(3.5));
-        // Go writes 3.0 as `3`: kept as the integer form so the JSON text is unchanged.
-        assert_eq!(sa.0["Double02"], SearchAttributeValue::Int(3));
-        assert!(!sa.0.contains_key("Empty"));
-        assert!(!sa.0.contains_key("Gone"));
-        assert_eq!(sa.to_json()["Int01"], json!(9007199254740993i64));
-        assert_eq!(sa.to_json()["KeywordList01"], json!(["a", "b"]));
-    }
-
-    #[test]
-    fn search_attributes_reject_non_objects_and_nested_values() {
-        assert!(SearchAttributes::from_json(&json!([1])).unwrap_err().contains("not a JSON object"));
-        assert!(SearchAttributes::from_json(&json!({"X": {"a": 1}})).unwrap_err().contains("X"));
-        assert!(SearchAttributes::from_json(&json!({"L": [1]})).unwrap_err().contains("not a string"));
-    }
 }
 
 /// Search attributes whose type Temporal fixes: the predefined system attributes and
@@ -385,8 +332,54 @@ pub fn known_search_attributes() -> Vec<KnownSearchAttribute> {
 pub fn known_search_attribute_type(name: &str) -> Option<SearchAttributeType> {
     use std::sync::OnceLock;
     static TYPES: OnceLock<BTreeMap<String, SearchAttributeType>> = OnceLock::new();
-    TYPES
-        .get_or_init(|| known_search_attributes().into_iter().map(|a| (a.name, a.kind)).collect())
-        .get(name)
-        .copied()
+    TYPES.get_or_init(|| known_search_attributes().into_iter().map(|a| (a.name, a.kind)).collect()).get(name).copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn status_ints_and_names_round_trip() {
+        for s in ExecutionStatus::ALL {
+            assert_eq!(ExecutionStatus::from_i64(s as i64), Some(s));
+            assert_eq!(ExecutionStatus::from_name(s.name()), Some(s));
+        }
+        assert_eq!(ExecutionStatus::from_i64(0), None);
+        assert_eq!(ExecutionStatus::from_i64(9), None);
+        assert!(ExecutionStatus::Running.is_open());
+        assert!(ExecutionStatus::Paused.is_open());
+        assert!(!ExecutionStatus::TimedOut.is_open());
+    }
+
+    #[test]
+    fn search_attributes_keep_int64_exact_and_drop_nulls() {
+        let sa = SearchAttributes::from_json(&json!({
+            "Int01": 9007199254740993i64,
+            "Double01": 3.5,
+            "Double02": 3,
+            "Keyword01": "k",
+            "Bool01": true,
+            "KeywordList01": ["a", "b"],
+            "Empty": [],
+            "Gone": null
+        }))
+        .unwrap();
+        assert_eq!(sa.0["Int01"], SearchAttributeValue::Int(9007199254740993));
+        assert_eq!(sa.0["Double01"], SearchAttributeValue::Double(3.5));
+        // Go writes 3.0 as `3`: kept as the integer form so the JSON text is unchanged.
+        assert_eq!(sa.0["Double02"], SearchAttributeValue::Int(3));
+        assert!(!sa.0.contains_key("Empty"));
+        assert!(!sa.0.contains_key("Gone"));
+        assert_eq!(sa.to_json()["Int01"], json!(9007199254740993i64));
+        assert_eq!(sa.to_json()["KeywordList01"], json!(["a", "b"]));
+    }
+
+    #[test]
+    fn search_attributes_reject_non_objects_and_nested_values() {
+        assert!(SearchAttributes::from_json(&json!([1])).unwrap_err().contains("not a JSON object"));
+        assert!(SearchAttributes::from_json(&json!({"X": {"a": 1}})).unwrap_err().contains("X"));
+        assert!(SearchAttributes::from_json(&json!({"L": [1]})).unwrap_err().contains("not a string"));
+    }
 }

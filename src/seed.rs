@@ -18,10 +18,26 @@ pub struct Generator {
 }
 
 const WORKFLOW_TYPES: [&str; 20] = [
-    "OrderWorkflow", "PaymentWorkflow", "ShipmentWorkflow", "RefundWorkflow", "InvoiceWorkflow",
-    "SignupWorkflow", "EmailCampaign", "ReportGeneration", "DataSync", "NightlyBatch",
-    "FraudCheck", "InventoryRebalance", "SubscriptionRenewal", "KycVerification", "LedgerClose",
-    "ImageResize", "SearchReindex", "CartAbandonment", "LoyaltyPoints", "Überweisung",
+    "OrderWorkflow",
+    "PaymentWorkflow",
+    "ShipmentWorkflow",
+    "RefundWorkflow",
+    "InvoiceWorkflow",
+    "SignupWorkflow",
+    "EmailCampaign",
+    "ReportGeneration",
+    "DataSync",
+    "NightlyBatch",
+    "FraudCheck",
+    "InventoryRebalance",
+    "SubscriptionRenewal",
+    "KycVerification",
+    "LedgerClose",
+    "ImageResize",
+    "SearchReindex",
+    "CartAbandonment",
+    "LoyaltyPoints",
+    "Überweisung",
 ];
 
 impl Generator {
@@ -53,7 +69,8 @@ impl Generator {
         };
         let start_time = self.now - Duration::seconds(3_600 + rng.random_range(0..30 * 86_400));
         let start_time = truncate_micros(start_time + Duration::microseconds(rng.random_range(0..1_000_000)));
-        let execution_time = if rng.random_bool(0.05) { start_time + Duration::seconds(rng.random_range(1..600)) } else { start_time };
+        let execution_time =
+            if rng.random_bool(0.05) { start_time + Duration::seconds(rng.random_range(1..600)) } else { start_time };
         let status = match rng.random_range(0..100) {
             0..=9 => ExecutionStatus::Running,
             10 => ExecutionStatus::Paused,
@@ -64,21 +81,22 @@ impl Generator {
             90..=94 => ExecutionStatus::ContinuedAsNew,
             _ => ExecutionStatus::TimedOut,
         };
-        let (close_time, history_length, history_size_bytes, execution_duration, state_transition_count) = if status.is_open() {
-            (None, None, None, None, None)
-        } else {
-            let max_run = (self.now - execution_time).num_seconds().clamp(1, 2_400);
-            let close = execution_time + Duration::milliseconds(rng.random_range(1..max_run * 1000));
-            let close = truncate_micros(close);
-            let length: i64 = rng.random_range(5..2_000);
-            (
-                Some(close),
-                Some(length),
-                Some(length * rng.random_range(200..900)),
-                Some((close - execution_time).num_nanoseconds().unwrap_or(0)),
-                Some(length / 2 + rng.random_range(1..10)),
-            )
-        };
+        let (close_time, history_length, history_size_bytes, execution_duration, state_transition_count) =
+            if status.is_open() {
+                (None, None, None, None, None)
+            } else {
+                let max_run = (self.now - execution_time).num_seconds().clamp(1, 2_400);
+                let close = execution_time + Duration::milliseconds(rng.random_range(1..max_run * 1000));
+                let close = truncate_micros(close);
+                let length: i64 = rng.random_range(5..2_000);
+                (
+                    Some(close),
+                    Some(length),
+                    Some(length * rng.random_range(200..900)),
+                    Some((close - execution_time).num_nanoseconds().unwrap_or(0)),
+                    Some(length / 2 + rng.random_range(1..10)),
+                )
+            };
         let (parent_workflow_id, parent_run_id, root_workflow_id, root_run_id) =
             if !self.recent_parents.is_empty() && rng.random_bool(0.2) {
                 let (pw, pr) = self.recent_parents[rng.random_range(0..self.recent_parents.len())].clone();
@@ -145,7 +163,7 @@ fn search_attributes(rng: &mut StdRng, i: u64, start: DateTime<Utc>) -> SearchAt
     }
     if rng.random_bool(0.4) {
         // Temporal keeps the offset the client gave.
-        let offset = if i % 2 == 0 { "Z" } else { "+02:00" };
+        let offset = if i.is_multiple_of(2) { "Z" } else { "+02:00" };
         let t = start + Duration::hours(if offset == "Z" { 0 } else { 2 });
         m.insert("Datetime01".into(), String(format!("{}{offset}", t.format("%Y-%m-%dT%H:%M:%S%.9f"))));
     }
@@ -176,7 +194,11 @@ fn memo(rng: &mut StdRng, i: u64) -> Vec<u8> {
     let fields = rng.random_range(1..3);
     for f in 0..fields {
         let key = if f == 0 { "note" } else { "owner" };
-        let data = if f == 0 { format!("\"order {i} for {}\"", rng.random_range(0..10_000)) } else { "\"team-payments\"".to_string() };
+        let data = if f == 0 {
+            format!("\"order {i} for {}\"", rng.random_range(0..10_000))
+        } else {
+            "\"team-payments\"".to_string()
+        };
         // Payload { metadata: {"encoding": "json/plain"}, data }
         let mut meta_entry = Vec::new();
         put_bytes(&mut meta_entry, 1, b"encoding");
@@ -214,8 +236,14 @@ mod tests {
     #[test]
     fn deterministic_and_varied() {
         let now = Utc::now();
-        let a: Vec<_> = { let mut g = Generator::new(1, now); (0..2000).map(|_| g.next_record()).collect() };
-        let b: Vec<_> = { let mut g = Generator::new(1, now); (0..2000).map(|_| g.next_record()).collect() };
+        let a: Vec<_> = {
+            let mut g = Generator::new(1, now);
+            (0..2000).map(|_| g.next_record()).collect()
+        };
+        let b: Vec<_> = {
+            let mut g = Generator::new(1, now);
+            (0..2000).map(|_| g.next_record()).collect()
+        };
         assert_eq!(a, b);
         for s in ExecutionStatus::ALL {
             assert!(a.iter().any(|r| r.status == s), "status {s} appears");

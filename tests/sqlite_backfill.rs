@@ -20,7 +20,12 @@ async fn wait_for(mut cond: impl FnMut() -> bool, what: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_mid_run_then_resume_copies_every_record_exactly() {
     let work = Work::seeded(10_000, "  batchSize: 200\n  concurrency: 2\n  rate: { recordsPerSecond: 2500 }\n").await;
-    let mut child = work.vismig(&["backfill"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut child = work
+        .vismig(&["backfill"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     wait_for(|| settled(&work) >= 2_000, "2000 settled records in the checkpoint").await;
     child.kill().unwrap(); // SIGKILL: no chance to save anything more
     child.wait().unwrap();
@@ -56,7 +61,10 @@ async fn a_second_run_inserts_nothing() {
     let out = work.run(&["backfill"]);
     let log = text(&out);
     assert!(out.status.success(), "{log}");
-    assert!(log.contains("0 inserted, 0 updated, 0 skipped (newer in secondary), 2000 skipped (already present)"), "{log}");
+    assert!(
+        log.contains("0 inserted, 0 updated, 0 skipped (newer in secondary), 2000 skipped (already present)"),
+        "{log}"
+    );
     assert_eq!(records(&work.primary()).await, records(&work.secondary()).await);
 }
 
@@ -80,10 +88,14 @@ async fn the_version_guard_keeps_newer_records_and_replaces_older_ones() {
     let out = work.run(&["backfill"]);
     let log = text(&out);
     assert!(out.status.success(), "{log}");
-    assert!(log.contains("998 inserted, 1 updated, 1 skipped (newer in secondary), 0 skipped (already present)"), "{log}");
+    assert!(
+        log.contains("998 inserted, 1 updated, 1 skipped (newer in secondary), 0 skipped (already present)"),
+        "{log}"
+    );
 
     let secondary = records(&work.secondary()).await;
-    let by_key = |rs: &[VisibilityRecord], r: &VisibilityRecord| rs.iter().find(|x| x.run_id == r.run_id).cloned().unwrap();
+    let by_key =
+        |rs: &[VisibilityRecord], r: &VisibilityRecord| rs.iter().find(|x| x.run_id == r.run_id).cloned().unwrap();
     assert_eq!(by_key(&secondary, &newer), newer, "the newer record keeps every value");
     assert_eq!(by_key(&secondary, &primary[1]), primary[1], "the older record was replaced");
     assert_eq!(secondary.len(), 1_000);
@@ -104,7 +116,11 @@ async fn records_without_a_version_are_only_inserted_where_absent() {
     write(&work.secondary(), std::slice::from_ref(&present)).await;
 
     let out = work.run(&["backfill"]);
-    assert!(text(&out).contains("49 inserted, 0 updated, 0 skipped (newer in secondary), 1 skipped (already present)"), "{}", text(&out));
+    assert!(
+        text(&out).contains("49 inserted, 0 updated, 0 skipped (newer in secondary), 1 skipped (already present)"),
+        "{}",
+        text(&out)
+    );
     let secondary = records(&work.secondary()).await;
     assert_eq!(secondary.iter().find(|r| r.run_id == present.run_id).unwrap().workflow_type_name, "WrittenByTemporal");
 }
@@ -139,14 +155,18 @@ async fn broken_rows_go_to_the_dead_letter_and_the_rest_is_copied() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(letters.len(), 5);
-    let reason = |run: &str| letters.iter().find(|l| l["runId"] == run).unwrap()["reason"].as_str().unwrap().to_string();
+    let reason =
+        |run: &str| letters.iter().find(|l| l["runId"] == run).unwrap()["reason"].as_str().unwrap().to_string();
     assert_eq!(reason("run-bad-json"), "search_attributes is not a JSON object: [1,2]");
     assert_eq!(reason("run-bad-value"), "search attribute Keyword01: value is a JSON object");
     assert_eq!(reason("run-bad-status"), "unknown status 42");
     assert_eq!(reason("run-bad-utf8"), "workflow_id is not valid UTF-8");
     assert!(reason("run-bad-time").contains("start_time: invalid timestamp \"yesterday\""));
     assert!(letters.iter().all(|l| l["stage"] == "scan" && l["namespaceId"] == "ns-broken"));
-    assert_eq!(letters.iter().find(|l| l["runId"] == "run-bad-utf8").unwrap()["record"]["workflow_id"]["invalidUtf8Hex"], "66ff6f");
+    assert_eq!(
+        letters.iter().find(|l| l["runId"] == "run-bad-utf8").unwrap()["record"]["workflow_id"]["invalidUtf8Hex"],
+        "66ff6f"
+    );
 
     let secondary = records(&work.secondary()).await;
     assert_eq!(secondary.len(), 1_001);
@@ -166,7 +186,12 @@ async fn the_rate_limit_holds() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_saves_the_checkpoint_and_exits_zero() {
     let work = Work::seeded(10_000, "  batchSize: 200\n  rate: { recordsPerSecond: 1500 }\n").await;
-    let child = work.vismig(&["backfill"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let child = work
+        .vismig(&["backfill"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     wait_for(|| settled(&work) >= 1_000, "1000 settled records").await;
     let pid = child.id().to_string();
     assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
@@ -207,7 +232,12 @@ async fn status_and_verify_report_progress_and_differences() {
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["result"], "different");
-    let ns = report["namespaces"].as_array().unwrap().iter().find(|n| n["namespace"] == victim.namespace_id.as_str()).unwrap();
+    let ns = report["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["namespace"] == victim.namespace_id.as_str())
+        .unwrap();
     let diff = &ns["countDifferences"][0];
     assert_eq!(diff["status"], "Completed");
     assert_eq!(diff["primary"].as_u64().unwrap(), diff["secondary"].as_u64().unwrap() + 1);
@@ -228,10 +258,10 @@ async fn metrics_and_live_control() {
     std::thread::spawn(move || {
         use std::io::BufRead;
         for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                if let Some(a) = v["address"].as_str() {
-                    let _ = addr_tx.send(a.to_string());
-                }
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                && let Some(a) = v["address"].as_str()
+            {
+                let _ = addr_tx.send(a.to_string());
             }
         }
     });
@@ -265,7 +295,16 @@ async fn metrics_and_live_control() {
     // Pause: nothing more is scanned.
     assert_eq!(http.post(format!("{base}/pause")).send().await.unwrap().status(), 200);
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let scanned = |m: &str| m.lines().find(|l| l.starts_with("vismig_records_scanned_total")).unwrap().split(' ').nth(1).unwrap().parse::<u64>().unwrap();
+    let scanned = |m: &str| {
+        m.lines()
+            .find(|l| l.starts_with("vismig_records_scanned_total"))
+            .unwrap()
+            .split(' ')
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    };
     let a = scanned(&http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap());
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let b = scanned(&http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap());
@@ -293,7 +332,8 @@ async fn bad_configs_exit_2_with_one_line_naming_the_field() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("migration.concurrency"));
 
-    let out = std::process::Command::new(bin()).args(["backfill", "--config", "/nonexistent/vismig.yaml"]).output().unwrap();
+    let out =
+        std::process::Command::new(bin()).args(["backfill", "--config", "/nonexistent/vismig.yaml"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/vismig.yaml"));
 }

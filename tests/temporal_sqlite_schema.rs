@@ -58,7 +58,10 @@ async fn our_ddl_has_temporals_columns_and_types() {
     assert!(t.len() >= 80, "Temporal's table has its generated columns ({})", t.len());
     let missing: Vec<_> = t.iter().filter(|c| !o.contains(c)).collect();
     let extra: Vec<_> = o.iter().filter(|c| !t.contains(c)).collect();
-    assert!(missing.is_empty() && extra.is_empty(), "differences:\n  only in Temporal's: {missing:?}\n  only in vismig's: {extra:?}");
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "differences:\n  only in Temporal's: {missing:?}\n  only in vismig's: {extra:?}"
+    );
     assert_eq!(t, o, "same columns in the same order");
 }
 
@@ -81,11 +84,12 @@ async fn backfill_between_databases_created_from_temporals_file() {
     // The generated columns and FTS tables Temporal queries see the copied values.
     let opts = sqlx::sqlite::SqliteConnectOptions::from_str("sqlite://").unwrap().filename(work.secondary());
     let mut conn = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
-    let keyword_lists: i64 = sqlx::query("SELECT COUNT(*) FROM executions_visibility WHERE KeywordList01 LIKE '%\u{2661}%'")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap()
-        .get(0);
+    let keyword_lists: i64 =
+        sqlx::query("SELECT COUNT(*) FROM executions_visibility WHERE KeywordList01 LIKE '%\u{2661}%'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+            .get(0);
     assert!(keyword_lists > 0, "multi-item KeywordLists are joined with U+2661");
     let fts: i64 = sqlx::query("SELECT COUNT(*) FROM executions_visibility_fts_keyword_list WHERE executions_visibility_fts_keyword_list MATCH 'KeywordList01:\"tag-3\"'")
         .fetch_one(&mut conn)

@@ -108,7 +108,11 @@ impl FileCheckpoint {
             )
         })?;
         if cp.format != FORMAT {
-            anyhow::bail!("checkpoint {} has format {}, this vismig reads format {FORMAT}", self.path.display(), cp.format);
+            anyhow::bail!(
+                "checkpoint {} has format {}, this vismig reads format {FORMAT}",
+                self.path.display(),
+                cp.format
+            );
         }
         Ok(Some(cp))
     }

@@ -88,10 +88,11 @@ impl Backfill {
     pub async fn preflight(&self) -> anyhow::Result<()> {
         self.metrics.set_phase("preflight");
         let (a, b) = tokio::join!(self.source.preflight(), self.sink.preflight());
-        let problems: Vec<String> = [a.err().map(|e| format!("primary: {e}")), b.err().map(|e| format!("secondary: {e}"))]
-            .into_iter()
-            .flatten()
-            .collect();
+        let problems: Vec<String> =
+            [a.err().map(|e| format!("primary: {e}")), b.err().map(|e| format!("secondary: {e}"))]
+                .into_iter()
+                .flatten()
+                .collect();
         if !problems.is_empty() {
             anyhow::bail!("preflight failed:\n{}", problems.join("\n"));
         }
@@ -128,7 +129,8 @@ impl Backfill {
                 let specs = self.source.plan_shards(&namespaces, &self.options.split).await?;
                 let estimate = self.source.estimate(&namespaces).await?;
                 let parts = self.options.split.parts() as u64;
-                let estimated_total = estimate * (parts / self.options.split.process_count.max(1) as u64) / parts.max(1);
+                let estimated_total =
+                    estimate * (parts / self.options.split.process_count.max(1) as u64) / parts.max(1);
                 let now = Utc::now();
                 let cp = Checkpoint {
                     format: checkpoint::FORMAT,
@@ -157,17 +159,18 @@ impl Backfill {
         self.metrics.records_estimated_total.set(checkpoint.estimated_total as i64);
         if checkpoint.is_complete() {
             tracing::info!(checkpoint = %store.path().display(), "the checkpoint says this backfill is already complete; nothing to do (move the checkpoint away to copy again)");
-            return Ok(Summary { totals: checkpoint.totals.clone(), elapsed: started.elapsed(), complete: true, checkpoint_path: store.path().to_path_buf() });
+            return Ok(Summary {
+                totals: checkpoint.totals.clone(),
+                elapsed: started.elapsed(),
+                complete: true,
+                checkpoint_path: store.path().to_path_buf(),
+            });
         }
         self.control.set_ready();
 
         let progress = Progress::new(checkpoint.estimated_total, checkpoint.totals.scanned);
-        let pending: Vec<(usize, crate::store::ShardSpec, Option<crate::store::Cursor>)> = checkpoint
-            .shards
-            .iter()
-            .filter(|s| !s.done)
-            .map(|s| (s.id, s.spec.clone(), s.cursor.clone()))
-            .collect();
+        let pending: Vec<(usize, crate::store::ShardSpec, Option<crate::store::Cursor>)> =
+            checkpoint.shards.iter().filter(|s| !s.done).map(|s| (s.id, s.spec.clone(), s.cursor.clone())).collect();
         let shared = Arc::new(Mutex::new(checkpoint));
         let queue = Arc::new(ShardQueue::new(pending.iter().map(|(id, _, _)| *id)));
         let pending = Arc::new(pending);
@@ -178,9 +181,14 @@ impl Backfill {
         // Writers get their own stop signal: on a graceful stop they first settle the
         // batches already read; on a fatal error everything stops at once.
         let (abort_tx, abort_rx) = watch::channel(false);
-        let throttle = Arc::new(Throttle::new(self.control.clone(), self.metrics.clone(), self.options.burst, batch_size));
+        let throttle =
+            Arc::new(Throttle::new(self.control.clone(), self.metrics.clone(), self.options.burst, batch_size));
         let dead_letter = Arc::new(DeadLetter::new(&self.config.migration.dead_letter.path));
-        let retrier = || Retrier { policy: self.options.retry.clone(), control: self.control.clone(), metrics: self.metrics.clone() };
+        let retrier = || Retrier {
+            policy: self.options.retry.clone(),
+            control: self.control.clone(),
+            metrics: self.metrics.clone(),
+        };
 
         let mut scanners = tokio::task::JoinSet::new();
         for _ in 0..self.options.concurrency {
@@ -198,7 +206,8 @@ impl Backfill {
             let mut abort = abort_rx.clone();
             scanners.spawn(async move {
                 while let Some(id) = queue.next() {
-                    let (_, spec, cursor) = pending.iter().find(|(i, _, _)| *i == id).expect("queued shard is pending").clone();
+                    let (_, spec, cursor) =
+                        pending.iter().find(|(i, _, _)| *i == id).expect("queued shard is pending").clone();
                     // Either signal stops the scan: a graceful stop or a fatal writer error.
                     let mut stop = merge(&mut cancel, &mut abort);
                     match scanner.scan_shard(id, &spec, cursor, &tx, &mut stop).await? {
@@ -232,8 +241,15 @@ impl Backfill {
                     }
                     match writer.write(&batch, &mut abort).await {
                         Ok(counts) => {
-                            let records = batch.len();
-                            let ack = Ack { shard: batch.shard, seq: batch.seq, cursor: batch.cursor, last: batch.last, records, counts };
+                            let records = batch.rows();
+                            let ack = Ack {
+                                shard: batch.shard,
+                                seq: batch.seq,
+                                cursor: batch.cursor,
+                                last: batch.last,
+                                records,
+                                counts,
+                            };
                             if acks.send(ack).await.is_err() {
                                 return Ok(());
                             }
@@ -279,7 +295,11 @@ impl Backfill {
                     }
                     metrics.checkpoint_age_seconds.set(last_save.elapsed().as_secs_f64());
                     if dirty && last_save.elapsed() >= interval {
-                        let snapshot = { let mut cp = shared.lock().unwrap(); cp.updated_at = Utc::now(); cp.clone() };
+                        let snapshot = {
+                            let mut cp = shared.lock().unwrap();
+                            cp.updated_at = Utc::now();
+                            cp.clone()
+                        };
                         store.save(&snapshot)?;
                         metrics.checkpoint_writes_total.inc();
                         last_save = Instant::now();
@@ -326,9 +346,17 @@ impl Backfill {
         self.metrics.checkpoint_age_seconds.set(0.0);
         if let Some(e) = failure {
             self.metrics.set_phase("failed");
-            return Err(e.context(format!("backfill stopped; checkpoint saved at {} (rerun the same command to resume)", store.path().display())));
+            return Err(e.context(format!(
+                "backfill stopped; checkpoint saved at {} (rerun the same command to resume)",
+                store.path().display()
+            )));
         }
-        Ok(Summary { totals: cp.totals, elapsed: started.elapsed(), complete, checkpoint_path: store.path().to_path_buf() })
+        Ok(Summary {
+            totals: cp.totals,
+            elapsed: started.elapsed(),
+            complete,
+            checkpoint_path: store.path().to_path_buf(),
+        })
     }
 }
 

@@ -20,7 +20,11 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self { first_delay: Duration::from_millis(200), max_delay: Duration::from_secs(15), max_elapsed: Duration::from_secs(600) }
+        Self {
+            first_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(15),
+            max_elapsed: Duration::from_secs(600),
+        }
     }
 }
 
@@ -40,7 +44,12 @@ pub struct Retrier {
 }
 
 impl Retrier {
-    pub async fn run<T, F, Fut>(&self, stage: &'static str, cancel: &mut watch::Receiver<bool>, mut op: F) -> Result<T, Gave>
+    pub async fn run<T, F, Fut>(
+        &self,
+        stage: &'static str,
+        cancel: &mut watch::Receiver<bool>,
+        mut op: F,
+    ) -> Result<T, Gave>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = StoreResult<T>>,

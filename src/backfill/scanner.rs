@@ -44,7 +44,11 @@ impl Scanner {
                 return Ok(ScanEnd::Cancelled);
             }
             let started = Instant::now();
-            let page = match self.retrier.run("scan", cancel, || self.source.scan(spec, cursor.as_ref(), self.batch_size)).await {
+            let page = match self
+                .retrier
+                .run("scan", cancel, || self.source.scan(spec, cursor.as_ref(), self.batch_size))
+                .await
+            {
                 Ok(page) => page,
                 Err(Gave::Cancelled) => return Ok(ScanEnd::Cancelled),
                 Err(Gave::Up(e)) => anyhow::bail!("reading shard {shard} of {}: {e}", self.source.describe()),

@@ -31,10 +31,10 @@ impl Throttle {
         self.metrics.rate_limit_records_per_second.set(i64::from(rate));
         let per_second = NonZeroU32::new(rate)?;
         let mut slot = self.limiter.lock().unwrap();
-        if let Some((r, limiter)) = slot.as_ref() {
-            if *r == rate {
-                return Some(limiter.clone());
-            }
+        if let Some((r, limiter)) = slot.as_ref()
+            && *r == rate
+        {
+            return Some(limiter.clone());
         }
         let burst = self.burst.unwrap_or_else(|| self.batch_size.max(rate / 10)).max(1);
         let quota = Quota::per_second(per_second).allow_burst(NonZeroU32::new(burst).expect("burst >= 1"));

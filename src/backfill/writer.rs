@@ -26,7 +26,7 @@ pub struct Batch {
 }
 
 impl Batch {
-    pub fn len(&self) -> u64 {
+    pub fn rows(&self) -> u64 {
         (self.records.len() + self.bad_rows.len()) as u64
     }
 }
@@ -94,10 +94,7 @@ impl Writer {
         if !letters.is_empty() {
             // Durable before the batch is acknowledged: a record is either copied,
             // skipped for a newer one, or in this file.
-            self.dead_letter
-                .append(&letters)
-                .await
-                .map_err(|e| WriteError::Fatal(format!("dead letter: {e}")))?;
+            self.dead_letter.append(&letters).await.map_err(|e| WriteError::Fatal(format!("dead letter: {e}")))?;
             counts.dead_letter = letters.len() as u64;
             self.metrics.dead_letter_total.inc_by(counts.dead_letter);
             for l in &letters {
@@ -120,7 +117,13 @@ impl Writer {
         for record in records {
             match self.retrier.run("write", cancel, || self.sink.write(std::slice::from_ref(record))).await {
                 Ok(mut o) if o.len() == 1 => outcomes.push(o.remove(0)),
-                Ok(o) => return Err(WriteError::Fatal(format!("{} returned {} outcomes for 1 record", self.sink.describe(), o.len()))),
+                Ok(o) => {
+                    return Err(WriteError::Fatal(format!(
+                        "{} returned {} outcomes for 1 record",
+                        self.sink.describe(),
+                        o.len()
+                    )));
+                }
                 Err(Gave::Cancelled) => return Err(WriteError::Cancelled),
                 Err(Gave::Up(StoreError::Permanent(msg))) => outcomes.push(WriteOutcome::Failed(msg)),
                 Err(Gave::Up(e)) => return Err(WriteError::Fatal(format!("writing to {}: {e}", self.sink.describe()))),
@@ -136,7 +139,8 @@ impl Writer {
     }
 
     fn scan_letter(&self, bad: &BadRow) -> DeadLetterEntry {
-        let mut e = DeadLetterEntry::now("scan", self.source_name.clone(), bad.namespace_id.clone(), bad.run_id.clone());
+        let mut e =
+            DeadLetterEntry::now("scan", self.source_name.clone(), bad.namespace_id.clone(), bad.run_id.clone());
         e.workflow_id = bad.workflow_id.clone();
         e.reason = bad.reason.clone();
         e.record = bad.raw.clone();
@@ -145,7 +149,8 @@ impl Writer {
     }
 
     fn write_letter(&self, record: &VisibilityRecord, reason: &str) -> DeadLetterEntry {
-        let mut e = DeadLetterEntry::now("write", self.sink.describe(), record.namespace_id.clone(), record.run_id.clone());
+        let mut e =
+            DeadLetterEntry::now("write", self.sink.describe(), record.namespace_id.clone(), record.run_id.clone());
         e.workflow_id = Some(record.workflow_id.clone());
         e.reason = reason.to_string();
         e.record = record.to_json();

@@ -10,9 +10,9 @@ pub fn expand(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Exp
     while let Some(pos) = rest.find('$') {
         out.push_str(&rest[..pos]);
         let after = &rest[pos..];
-        if after.starts_with("$${") {
+        if let Some(escaped) = after.strip_prefix("$${") {
             out.push_str("${");
-            rest = &after[3..];
+            rest = escaped;
             continue;
         }
         if !after.starts_with("${") {
@@ -21,9 +21,7 @@ pub fn expand(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Exp
             continue;
         }
         let line = text[..text.len() - rest.len() + pos].matches('\n').count() + 1;
-        let close = after
-            .find('}')
-            .ok_or_else(|| format!("line {line}: unterminated ${{ in the config text"))?;
+        let close = after.find('}').ok_or_else(|| format!("line {line}: unterminated ${{ in the config text"))?;
         let inner = &after[2..close];
         let (name, default) = match inner.find(":-") {
             Some(i) => (&inner[..i], Some(&inner[i + 2..])),

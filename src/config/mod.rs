@@ -109,8 +109,8 @@ impl Config {
 
     pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let expanded = env::expand(text, env).map_err(ConfigError::one)?;
-        let config: Config = yaml_serde::from_str(&expanded.text)
-            .map_err(|e| ConfigError::one(expanded.scrub(&yaml_error(&e))))?;
+        let config: Config =
+            yaml_serde::from_str(&expanded.text).map_err(|e| ConfigError::one(expanded.scrub(&yaml_error(&e))))?;
         config.validate()?;
         Ok(config)
     }
@@ -201,16 +201,16 @@ impl Config {
                         "persistence.secondaryVisibilityStore: {name:?} is Cassandra, which can only be read (Temporal does not write visibility to Cassandra any more)"
                     ));
                 }
-                if let Some(sql) = &ds.sql {
-                    if matches!(
+                if let Some(sql) = &ds.sql
+                    && matches!(
                         persistence::sql_family(&sql.plugin_name),
                         Some(SqlFamily::PostgresStandard | SqlFamily::MysqlStandard)
-                    ) {
-                        problems.push(format!(
-                            "persistence.secondaryVisibilityStore: {name:?} uses pluginName {:?}, a standard visibility schema, which can only be read; use an advanced plugin (postgres12, mysql8, sqlite)",
-                            sql.plugin_name
-                        ));
-                    }
+                    )
+                {
+                    problems.push(format!(
+                        "persistence.secondaryVisibilityStore: {name:?} uses pluginName {:?}, a standard visibility schema, which can only be read; use an advanced plugin (postgres12, mysql8, sqlite)",
+                        sql.plugin_name
+                    ));
                 }
             }
         }
@@ -222,10 +222,7 @@ impl Config {
 
 fn validate_datastore(name: &str, ds: &DataStore, problems: &mut Vec<String>) {
     let at = format!("persistence.datastores.{name}");
-    let kinds = [ds.sql.is_some(), ds.cassandra.is_some(), ds.elasticsearch.is_some()]
-        .iter()
-        .filter(|k| **k)
-        .count();
+    let kinds = [ds.sql.is_some(), ds.cassandra.is_some(), ds.elasticsearch.is_some()].iter().filter(|k| **k).count();
     if kinds != 1 {
         problems.push(format!("{at}: needs exactly one of sql, cassandra or elasticsearch (found {kinds})"));
         return;
@@ -265,18 +262,22 @@ fn validate_datastore(name: &str, ds: &DataStore, problems: &mut Vec<String>) {
         if es.url.as_ref().is_none_or(|u| u.host.is_empty()) {
             problems.push(format!("{at}.elasticsearch.url.host: missing (host:port)"));
         }
-        if let Some(u) = &es.url {
-            if !u.scheme.is_empty() && u.scheme != "http" && u.scheme != "https" {
-                problems.push(format!("{at}.elasticsearch.url.scheme: must be http or https, not {:?}", u.scheme));
-            }
+        if let Some(u) = &es.url
+            && !u.scheme.is_empty()
+            && u.scheme != "http"
+            && u.scheme != "https"
+        {
+            problems.push(format!("{at}.elasticsearch.url.scheme: must be http or https, not {:?}", u.scheme));
         }
         if !es.indices.contains_key("visibility") {
             problems.push(format!("{at}.elasticsearch.indices.visibility: missing"));
         }
-        if let Some(v) = &es.version {
-            if !v.is_empty() && v != "v7" && v != "v8" {
-                problems.push(format!("{at}.elasticsearch.version: must be v7 or v8 (or empty), not {v:?}"));
-            }
+        if let Some(v) = &es.version
+            && !v.is_empty()
+            && v != "v7"
+            && v != "v8"
+        {
+            problems.push(format!("{at}.elasticsearch.version: must be v7 or v8 (or empty), not {v:?}"));
         }
     }
 }
@@ -304,10 +305,8 @@ fn validate_migration(m: &Migration, problems: &mut Vec<String>) {
         problems.push("migration.deadLetter.path: missing".to_string());
     }
     if !m.metrics.listen.is_empty() && m.metrics.listen.parse::<std::net::SocketAddr>().is_err() {
-        problems.push(format!(
-            "migration.metrics.listen: {:?} is not an address like 127.0.0.1:9090",
-            m.metrics.listen
-        ));
+        problems
+            .push(format!("migration.metrics.listen: {:?} is not an address like 127.0.0.1:9090", m.metrics.listen));
     }
     for (i, ns) in m.namespaces.iter().enumerate() {
         if ns.trim().is_empty() {

@@ -55,7 +55,11 @@ impl Report {
     }
 
     pub fn text(&self) -> String {
-        let mut out = format!("verify: {} (records that started or closed after {} are not compared)\n", self.result, self.cutoff.to_rfc3339());
+        let mut out = format!(
+            "verify: {} (records that started or closed after {} are not compared)\n",
+            self.result,
+            self.cutoff.to_rfc3339()
+        );
         out.push_str(&format!("{:<38} {:<15} {:>12} {:>12}  {}\n", "namespace", "status", "primary", "secondary", ""));
         for ns in &self.namespaces {
             let statuses: BTreeSet<&String> = ns.primary.keys().chain(ns.secondary.keys()).collect();
@@ -107,7 +111,8 @@ pub fn compare(primary: &Counts, secondary: &Counts, cutoff: DateTime<Utc>) -> R
         let s = secondary.get(ns).unwrap_or(&empty);
         let mut count_differences = Vec::new();
         for status in ExecutionStatus::ALL {
-            let (a, b) = (p.by_status.get(&status).copied().unwrap_or(0), s.by_status.get(&status).copied().unwrap_or(0));
+            let (a, b) =
+                (p.by_status.get(&status).copied().unwrap_or(0), s.by_status.get(&status).copied().unwrap_or(0));
             if a != b {
                 count_differences.push(CountDifference { status: status.name().to_string(), primary: a, secondary: b });
             }
@@ -156,7 +161,10 @@ mod tests {
         let r = compare(&p, &s, Utc::now());
         assert!(!r.is_equal());
         assert_eq!(r.namespaces[0].count_differences[0].status, "Completed");
-        assert_eq!((r.namespaces[1].count_differences[0].primary, r.namespaces[1].count_differences[0].secondary), (1, 0));
+        assert_eq!(
+            (r.namespaces[1].count_differences[0].primary, r.namespaces[1].count_differences[0].secondary),
+            (1, 0)
+        );
         assert!(r.text().contains("DIFFERENT"));
     }
 }

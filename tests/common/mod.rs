@@ -70,7 +70,11 @@ impl Work {
             self.secondary().display(),
             self.checkpoint().display(),
             self.dead_letter().display(),
-            if extra_migration.contains("metrics") { extra_migration.to_string() } else { format!("  metrics: {{ listen: \"\" }}\n{extra_migration}") }
+            if extra_migration.contains("metrics") {
+                extra_migration.to_string()
+            } else {
+                format!("  metrics: {{ listen: \"\" }}\n{extra_migration}")
+            }
         );
         std::fs::write(self.config(), text).unwrap();
     }

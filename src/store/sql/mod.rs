@@ -85,6 +85,34 @@ pub fn cursor_run(cursor: &Cursor) -> Result<String, StoreError> {
         .ok_or_else(|| StoreError::Permanent(format!("checkpoint cursor {} is not a SQL run id", cursor.0)))
 }
 
+/// Classifies a sqlx error: connection trouble, timeouts and lock contention are worth
+/// a retry; anything else (bad SQL, schema, permissions) is not.
+pub fn classify(context: &str, e: sqlx::Error) -> StoreError {
+    use sqlx::Error as E;
+    let transient = match &e {
+        E::Io(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed | E::Protocol(_) => true,
+        E::Tls(_) => false,
+        E::Database(db) => {
+            let code = db.code().map(|c| c.to_string()).unwrap_or_default();
+            // SQLite: 5 BUSY, 6 LOCKED (and their extended codes, low byte).
+            // PostgreSQL: 40001 serialization, 40P01 deadlock, 53xxx resources, 57P0x shutdown, 08xxx connection.
+            // MySQL/MariaDB: 1205 lock wait timeout, 1213 deadlock, 2006/2013 gone away/lost.
+            let sqlite_busy =
+                code.parse::<i64>().map(|c| matches!(c & 0xff, 5 | 6)).unwrap_or(false) && !code.starts_with('0');
+            sqlite_busy
+                || code == "40001"
+                || code == "40P01"
+                || code.starts_with("53")
+                || code.starts_with("57P0")
+                || code.starts_with("08")
+                || matches!(code.as_str(), "1205" | "1213" | "2006" | "2013")
+        }
+        _ => false,
+    };
+    let message = format!("{context}: {e}");
+    if transient { StoreError::Transient(message) } else { StoreError::Permanent(message) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,32 +148,4 @@ mod tests {
         assert_eq!(cursor_run(&run_cursor("abc")).unwrap(), "abc");
         assert!(cursor_run(&Cursor(serde_json::json!({"slice": 1}))).is_err());
     }
-}
-
-/// Classifies a sqlx error: connection trouble, timeouts and lock contention are worth
-/// a retry; anything else (bad SQL, schema, permissions) is not.
-pub fn classify(context: &str, e: sqlx::Error) -> StoreError {
-    use sqlx::Error as E;
-    let transient = match &e {
-        E::Io(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed | E::Protocol(_) => true,
-        E::Tls(_) => false,
-        E::Database(db) => {
-            let code = db.code().map(|c| c.to_string()).unwrap_or_default();
-            // SQLite: 5 BUSY, 6 LOCKED (and their extended codes, low byte).
-            // PostgreSQL: 40001 serialization, 40P01 deadlock, 53xxx resources, 57P0x shutdown, 08xxx connection.
-            // MySQL/MariaDB: 1205 lock wait timeout, 1213 deadlock, 2006/2013 gone away/lost.
-            let sqlite_busy = code.parse::<i64>().map(|c| matches!(c & 0xff, 5 | 6)).unwrap_or(false)
-                && !code.starts_with('0');
-            sqlite_busy
-                || code == "40001"
-                || code == "40P01"
-                || code.starts_with("53")
-                || code.starts_with("57P0")
-                || code.starts_with("08")
-                || matches!(code.as_str(), "1205" | "1213" | "2006" | "2013")
-        }
-        _ => false,
-    };
-    let message = format!("{context}: {e}");
-    if transient { StoreError::Transient(message) } else { StoreError::Permanent(message) }
 }

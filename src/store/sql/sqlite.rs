@@ -80,10 +80,9 @@ impl SqliteStore {
 
     async fn inspect(&self) -> StoreResult<Schema> {
         if !self.path.exists() {
-            return Err(StoreError::Permanent(self.context(&format!(
-                "database file {} does not exist (sql.databaseName)",
-                self.path.display()
-            ))));
+            return Err(StoreError::Permanent(
+                self.context(&format!("database file {} does not exist (sql.databaseName)", self.path.display())),
+            ));
         }
         let rows = sqlx::query("SELECT name FROM pragma_table_xinfo('executions_visibility')")
             .fetch_all(&self.pool)
@@ -246,12 +245,8 @@ impl Source for SqliteStore {
     async fn estimate(&self, namespaces: &[String]) -> StoreResult<u64> {
         let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT COUNT(*) FROM executions_visibility");
         push_namespace_filter(&mut q, namespaces, " WHERE ");
-        let n: i64 = q
-            .build()
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| classify(&self.context("counting rows"), e))?
-            .get(0);
+        let n: i64 =
+            q.build().fetch_one(&self.pool).await.map_err(|e| classify(&self.context("counting rows"), e))?.get(0);
         Ok(n as u64)
     }
 }
@@ -360,7 +355,11 @@ impl Sink for SqliteStore {
             let rows = q.build().fetch_all(&self.pool).await.map_err(|e| classify(&self.context("reading"), e))?;
             for row in &rows {
                 out.push(decode_row(row).map_err(|reason| {
-                    StoreError::Permanent(self.context(&format!("record {}/{}: {reason}", lossy(row, 0), lossy(row, 1))))
+                    StoreError::Permanent(self.context(&format!(
+                        "record {}/{}: {reason}",
+                        lossy(row, 0),
+                        lossy(row, 1)
+                    )))
                 })?);
             }
         }
@@ -455,7 +454,8 @@ pub fn decode_search_attributes(text: &str) -> Result<SearchAttributes, String> 
     for (name, value) in sa.0.iter_mut() {
         if let SearchAttributeValue::String(s) = value {
             if s.contains(KEYWORD_LIST_SEPARATOR) {
-                *value = SearchAttributeValue::KeywordList(s.split(KEYWORD_LIST_SEPARATOR).map(str::to_string).collect());
+                *value =
+                    SearchAttributeValue::KeywordList(s.split(KEYWORD_LIST_SEPARATOR).map(str::to_string).collect());
             } else if known_search_attribute_type(name) == Some(SearchAttributeType::KeywordList) {
                 *value = SearchAttributeValue::KeywordList(vec![s.clone()]);
             }
@@ -488,7 +488,8 @@ pub fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
         return Err(bad());
     }
     let (date_time, rest) = s.split_at(19);
-    let naive = NaiveDateTime::parse_from_str(&date_time.replacen('T', " ", 1), "%Y-%m-%d %H:%M:%S").map_err(|_| bad())?;
+    let naive =
+        NaiveDateTime::parse_from_str(&date_time.replacen('T', " ", 1), "%Y-%m-%d %H:%M:%S").map_err(|_| bad())?;
     let mut rest = rest;
     let mut nanos: u32 = 0;
     if let Some(frac) = rest.strip_prefix('.') {
@@ -579,9 +580,7 @@ fn int(row: &SqliteRow, index: usize) -> Result<Option<i64>, String> {
 }
 
 fn time(row: &SqliteRow, index: usize) -> Result<Option<DateTime<Utc>>, String> {
-    text(row, index)?
-        .map(|t| parse_time(&t).map_err(|e| format!("{}: {e}", BASE_COLUMNS[index])))
-        .transpose()
+    text(row, index)?.map(|t| parse_time(&t).map_err(|e| format!("{}: {e}", BASE_COLUMNS[index]))).transpose()
 }
 
 fn required_time(row: &SqliteRow, index: usize) -> Result<DateTime<Utc>, String> {
@@ -617,6 +616,20 @@ fn decode_row(row: &SqliteRow) -> Result<VisibilityRecord, String> {
         root_run_id: text(row, 19)?.unwrap_or_default(),
         version: int(row, 20)?.unwrap_or(0),
     })
+}
+
+/// Creates a SQLite visibility database with vismig's copy of Temporal's schema (for
+/// the demo and the tests). WAL mode lets the scanner read while the writer writes.
+pub async fn create_database(path: &std::path::Path) -> anyhow::Result<()> {
+    use sqlx::Connection;
+    let options = SqliteConnectOptions::from_str("sqlite://")?
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
+    let mut conn = sqlx::SqliteConnection::connect_with(&options).await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(super::sqlite_schema::ddl())).execute(&mut conn).await?;
+    conn.close().await?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -676,18 +689,4 @@ mod tests {
         assert!(decode_search_attributes("{not json").unwrap_err().contains("not valid JSON"));
         assert!(decode_search_attributes("[]").unwrap_err().contains("not a JSON object"));
     }
-}
-
-/// Creates a SQLite visibility database with vismig's copy of Temporal's schema (for
-/// the demo and the tests). WAL mode lets the scanner read while the writer writes.
-pub async fn create_database(path: &std::path::Path) -> anyhow::Result<()> {
-    use sqlx::Connection;
-    let options = SqliteConnectOptions::from_str("sqlite://")?
-        .filename(path)
-        .create_if_missing(true)
-        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
-    let mut conn = sqlx::SqliteConnection::connect_with(&options).await?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(super::sqlite_schema::ddl())).execute(&mut conn).await?;
-    conn.close().await?;
-    Ok(())
 }

@@ -95,7 +95,10 @@ pub fn ddl() -> String {
     sql.push_str("  PRIMARY KEY (namespace_id, run_id)\n);\n");
 
     sql.push_str(&format!("CREATE INDEX default_idx ON executions_visibility (namespace_id, {CLOSE_ORDER});\n"));
-    let indexed = INDEXED_BASE.iter().map(|c| c.to_string()).chain(generated.iter().filter(|g| !g.stored).map(|g| g.name.clone()));
+    let indexed = INDEXED_BASE
+        .iter()
+        .map(|c| c.to_string())
+        .chain(generated.iter().filter(|g| !g.stored).map(|g| g.name.clone()));
     for column in indexed {
         sql.push_str(&format!(
             "CREATE INDEX by_{} ON executions_visibility (namespace_id, {column}, {CLOSE_ORDER});\n",
@@ -103,7 +106,8 @@ pub fn ddl() -> String {
         ));
     }
 
-    let text: Vec<&str> = generated.iter().filter(|g| g.kind == SearchAttributeType::Text).map(|g| g.name.as_str()).collect();
+    let text: Vec<&str> =
+        generated.iter().filter(|g| g.kind == SearchAttributeType::Text).map(|g| g.name.as_str()).collect();
     let lists: Vec<&str> =
         generated.iter().filter(|g| g.kind == SearchAttributeType::KeywordList).map(|g| g.name.as_str()).collect();
     sql.push_str(&format!(
@@ -122,7 +126,11 @@ pub fn ddl() -> String {
         fts.iter()
             .map(|(table, cols)| {
                 let values: Vec<String> = cols.iter().map(|c| format!("{prefix}.{c}")).collect();
-                format!("  INSERT INTO {table} (rowid, {}) VALUES ({prefix}.rowid, {});\n", cols.join(", "), values.join(", "))
+                format!(
+                    "  INSERT INTO {table} (rowid, {}) VALUES ({prefix}.rowid, {});\n",
+                    cols.join(", "),
+                    values.join(", ")
+                )
             })
             .collect()
     };
@@ -138,8 +146,14 @@ pub fn ddl() -> String {
             })
             .collect()
     };
-    sql.push_str(&format!("CREATE TRIGGER executions_visibility_ai AFTER INSERT ON executions_visibility BEGIN\n{}END;\n", add("NEW")));
-    sql.push_str(&format!("CREATE TRIGGER executions_visibility_ad AFTER DELETE ON executions_visibility BEGIN\n{}END;\n", remove()));
+    sql.push_str(&format!(
+        "CREATE TRIGGER executions_visibility_ai AFTER INSERT ON executions_visibility BEGIN\n{}END;\n",
+        add("NEW")
+    ));
+    sql.push_str(&format!(
+        "CREATE TRIGGER executions_visibility_ad AFTER DELETE ON executions_visibility BEGIN\n{}END;\n",
+        remove()
+    ));
     sql.push_str(&format!(
         "CREATE TRIGGER executions_visibility_au AFTER UPDATE ON executions_visibility BEGIN\n{}{}END;\n",
         remove(),
