@@ -348,3 +348,15 @@ async fn a_missing_database_fails_preflight_with_one_clear_line() {
     assert!(log.contains("secondary: store \"secondary\""), "{log}");
     assert!(log.contains("does not exist (sql.databaseName)"), "{log}");
 }
+
+#[test]
+fn the_example_configs_are_valid() {
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/config")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            if let Err(e) = vismig::config::Config::load(&path) {
+                panic!("{}: {e}", path.display());
+            }
+        }
+    }
+}
