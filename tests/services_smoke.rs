@@ -45,8 +45,7 @@ fn env_port(name: &str) -> u16 {
 /// The newest `vX.Y` directory of one of Temporal's versioned schema directories, as
 /// "X.Y": the version the schema tool leaves in `schema_version`.
 fn latest_schema_version(versioned: &Path) -> String {
-    let entries = std::fs::read_dir(versioned)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", versioned.display()));
+    let entries = std::fs::read_dir(versioned).unwrap_or_else(|e| panic!("cannot read {}: {e}", versioned.display()));
     entries
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter_map(|name| {
@@ -162,10 +161,8 @@ async fn postgres_has_temporal_visibility_schemas() {
     if !service_enabled("postgres") {
         return;
     }
-    let advanced = latest_schema_version(&module_schema_dir(
-        "VISMIG_TEST_TEMPORAL_MODULE",
-        "postgresql/v12/visibility/versioned",
-    ));
+    let advanced =
+        latest_schema_version(&module_schema_dir("VISMIG_TEST_TEMPORAL_MODULE", "postgresql/v12/visibility/versioned"));
     for database in ["temporal_visibility", "temporal_visibility_secondary"] {
         let mut conn = pg_connect(database).await;
         let columns = pg_columns(&mut conn, "executions_visibility").await;
@@ -177,7 +174,11 @@ async fn postgres_has_temporal_visibility_schemas() {
         // Generated search-attribute columns live on the same table in PostgreSQL
         // (unquoted in Temporal's DDL, so folded to lower case).
         assert_has_columns(&what, &columns, &["keyword01", "temporalnamespacedivision", "temporalkeyword01"]);
-        assert_eq!(pg_primary_key(&mut conn, "executions_visibility").await, ["namespace_id", "run_id"], "{what} primary key");
+        assert_eq!(
+            pg_primary_key(&mut conn, "executions_visibility").await,
+            ["namespace_id", "run_id"],
+            "{what} primary key"
+        );
         assert_eq!(pg_schema_version(&mut conn, database).await, advanced, "postgres {database} schema version");
         conn.close().await.ok();
     }
@@ -193,7 +194,11 @@ async fn postgres_has_temporal_visibility_schemas() {
     assert_has_columns(&what, &columns, STANDARD_COLUMNS);
     assert!(!columns.contains_key("_version"), "{what}: standard schema must not have _version");
     assert!(!columns.contains_key("search_attributes"), "{what}: standard schema must not have search_attributes");
-    assert_eq!(pg_primary_key(&mut conn, "executions_visibility").await, ["namespace_id", "run_id"], "{what} primary key");
+    assert_eq!(
+        pg_primary_key(&mut conn, "executions_visibility").await,
+        ["namespace_id", "run_id"],
+        "{what} primary key"
+    );
     assert_eq!(pg_schema_version(&mut conn, database).await, standard, "postgres {database} schema version");
     conn.close().await.ok();
 }
@@ -254,10 +259,8 @@ async fn mariadb_has_temporal_visibility_schemas() {
         return;
     }
     // The MariaDB variant is derived from mysql/v8 and keeps its versions.
-    let advanced = latest_schema_version(&module_schema_dir(
-        "VISMIG_TEST_TEMPORAL_MODULE",
-        "mysql/v8/visibility/versioned",
-    ));
+    let advanced =
+        latest_schema_version(&module_schema_dir("VISMIG_TEST_TEMPORAL_MODULE", "mysql/v8/visibility/versioned"));
     for database in ["temporal_visibility", "temporal_visibility_secondary"] {
         let mut conn = mysql_connect(database).await;
         let columns = mysql_columns(&mut conn, database, "executions_visibility").await;
@@ -265,8 +268,16 @@ async fn mariadb_has_temporal_visibility_schemas() {
         assert_has_columns(&what, &columns, ADVANCED_BASE_COLUMNS);
         assert_eq!(columns["start_time"], "datetime", "{what}.start_time");
         // MariaDB's JSON is LONGTEXT with a JSON_VALID check; MySQL 8 reports "json".
-        assert!(["json", "longtext"].contains(&columns["search_attributes"].as_str()), "{what}.search_attributes is {}", columns["search_attributes"]);
-        assert_eq!(mysql_primary_key(&mut conn, database, "executions_visibility").await, ["namespace_id", "run_id"], "{what} primary key");
+        assert!(
+            ["json", "longtext"].contains(&columns["search_attributes"].as_str()),
+            "{what}.search_attributes is {}",
+            columns["search_attributes"]
+        );
+        assert_eq!(
+            mysql_primary_key(&mut conn, database, "executions_visibility").await,
+            ["namespace_id", "run_id"],
+            "{what} primary key"
+        );
         // MySQL keeps the custom and CHASM search attributes in side tables, written in
         // the same transaction with the same JSON and version.
         for table in ["custom_search_attributes", "chasm_search_attributes"] {
@@ -274,7 +285,11 @@ async fn mariadb_has_temporal_visibility_schemas() {
             let what = format!("mariadb {database}.{table}");
             assert_has_columns(&what, &columns, &["namespace_id", "run_id", "_version", "search_attributes"]);
             assert_eq!(columns["_version"], "bigint", "{what}._version");
-            assert_eq!(mysql_primary_key(&mut conn, database, table).await, ["namespace_id", "run_id"], "{what} primary key");
+            assert_eq!(
+                mysql_primary_key(&mut conn, database, table).await,
+                ["namespace_id", "run_id"],
+                "{what} primary key"
+            );
         }
         assert_eq!(mysql_schema_version(&mut conn, database).await, advanced, "mariadb {database} schema version");
         conn.close().await.ok();
@@ -326,7 +341,8 @@ async fn cassandra_has_temporal_standard_visibility() {
             .rows::<(String, String, String, String)>()
             .unwrap_or_else(|e| panic!("cassandra: columns of {keyspace}.{table}: {e}"))
             .map(|row| {
-                let (name, kind, ty, order) = row.unwrap_or_else(|e| panic!("cassandra: columns of {keyspace}.{table}: {e}"));
+                let (name, kind, ty, order) =
+                    row.unwrap_or_else(|e| panic!("cassandra: columns of {keyspace}.{table}: {e}"));
                 (name, (kind, ty, order))
             })
             .collect()
@@ -348,24 +364,35 @@ async fn cassandra_has_temporal_standard_visibility() {
         (
             "closed_executions",
             "close_time",
-            &[("start_time", "regular", "timestamp"), ("status", "regular", "int"), ("history_length", "regular", "bigint")][..],
+            &[
+                ("start_time", "regular", "timestamp"),
+                ("status", "regular", "int"),
+                ("history_length", "regular", "bigint"),
+            ][..],
         ),
     ] {
         let cols = columns(&session, keyspace, table).await;
         assert!(!cols.is_empty(), "cassandra: table {keyspace}.{table} does not exist");
         for (name, kind, ty) in common.iter().chain(extra.iter()) {
-            let (have_kind, have_ty, _) = cols
-                .get(*name)
-                .unwrap_or_else(|| panic!("cassandra {keyspace}.{table}: missing column {name}; has {:?}", cols.keys()));
+            let (have_kind, have_ty, _) = cols.get(*name).unwrap_or_else(|| {
+                panic!("cassandra {keyspace}.{table}: missing column {name}; has {:?}", cols.keys())
+            });
             assert_eq!((have_kind.as_str(), have_ty.as_str()), (*kind, *ty), "cassandra {keyspace}.{table}.{name}");
         }
         // Rows of a namespace are ordered newest first by the time column.
         let (kind, ty, order) = &cols[time_column];
-        assert_eq!((kind.as_str(), ty.as_str(), order.as_str()), ("clustering", "timestamp", "desc"), "cassandra {keyspace}.{table}.{time_column}");
+        assert_eq!(
+            (kind.as_str(), ty.as_str(), order.as_str()),
+            ("clustering", "timestamp", "desc"),
+            "cassandra {keyspace}.{table}.{time_column}"
+        );
     }
 
     let version = session
-        .query_unpaged("SELECT curr_version FROM temporal_visibility.schema_version WHERE keyspace_name = ?", (keyspace,))
+        .query_unpaged(
+            "SELECT curr_version FROM temporal_visibility.schema_version WHERE keyspace_name = ?",
+            (keyspace,),
+        )
         .await
         .unwrap_or_else(|e| panic!("cassandra: reading schema_version: {e}"))
         .into_rows_result()
@@ -423,7 +450,10 @@ async fn check_search_store(service: &str, url: &str, is_expected_server: impl F
 
     // Temporal's cluster settings: writes to a missing index must fail.
     let settings = get_json(&client, &format!("{url}/_cluster/settings")).await;
-    assert_eq!(settings["persistent"]["action"]["auto_create_index"], "false", "{service}: cluster settings {settings}");
+    assert_eq!(
+        settings["persistent"]["action"]["auto_create_index"], "false",
+        "{service}: cluster settings {settings}"
+    );
     let template = get_json(&client, &format!("{url}/_template/temporal_visibility_v1_template")).await;
     assert!(template.get("temporal_visibility_v1_template").is_some(), "{service}: template missing: {template}");
 
@@ -453,7 +483,10 @@ async fn check_search_store(service: &str, url: &str, is_expected_server: impl F
         let mappings = &mapping[index]["mappings"];
         assert_eq!(mappings["dynamic"], "false", "{service} {index}: mapping {mappings}");
         for (field, ty) in expected {
-            assert_eq!(mappings["properties"][field]["type"], ty, "{service} {index}: field {field} in mapping {mappings}");
+            assert_eq!(
+                mappings["properties"][field]["type"], ty,
+                "{service} {index}: field {field} in mapping {mappings}"
+            );
         }
         let settings = get_json(&client, &format!("{url}/{index}/_settings")).await;
         assert_eq!(
