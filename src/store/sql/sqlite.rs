@@ -34,7 +34,11 @@ const KEYWORD_LIST_SEPARATOR: char = '\u{2661}';
 pub struct SqliteStore {
     name: String,
     path: PathBuf,
+    /// Reads (scans, counts) run in parallel on this pool.
     pool: SqlitePool,
+    /// SQLite has one writer at a time: writes share one connection rather than queue
+    /// in SQLite's busy handler, each holding a connection and its page cache.
+    writer: SqlitePool,
     schema: OnceCell<Schema>,
 }
 
@@ -66,8 +70,13 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(cfg.max_conns.unwrap_or(4).max(1))
             .acquire_timeout(Duration::from_secs(60))
+            .connect_lazy_with(options.clone());
+        // Pools connect lazily: a store used only for reading never opens the writer.
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(600))
             .connect_lazy_with(options);
-        Ok(Self { name: name.to_string(), path, pool, schema: OnceCell::new() })
+        Ok(Self { name: name.to_string(), path, pool, writer, schema: OnceCell::new() })
     }
 
     fn context(&self, what: &str) -> String {
@@ -269,7 +278,7 @@ impl Sink for SqliteStore {
         let ctx = || self.context("writing a batch");
         // IMMEDIATE takes the write lock up front, so the versions read below cannot
         // change before the upsert: the per-record outcomes are exact.
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(|e| classify(&ctx(), e))?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(|e| classify(&ctx(), e))?;
         let existing = Self::existing_versions(&mut tx, records, schema).await.map_err(|e| classify(&ctx(), e))?;
 
         let columns: Vec<&str> =
