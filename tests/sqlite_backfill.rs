@@ -353,10 +353,10 @@ async fn a_missing_database_fails_preflight_with_one_clear_line() {
 fn the_example_configs_are_valid() {
     for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/config")).unwrap() {
         let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "yaml") {
-            if let Err(e) = vismig::config::Config::load(&path) {
-                panic!("{}: {e}", path.display());
-            }
+        if path.extension().is_some_and(|e| e == "yaml")
+            && let Err(e) = vismig::config::Config::load(&path)
+        {
+            panic!("{}: {e}", path.display());
         }
     }
 }
