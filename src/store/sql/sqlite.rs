@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, TimeZone, Timelike, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::{ConnectOptions, QueryBuilder, Row, Sqlite};
 use tokio::sync::OnceCell;
 
 use super::{BASE_COLUMNS, RunRange, classify, cursor_run, run_cursor};
@@ -66,7 +66,9 @@ impl SqliteStore {
             // lock rather than failing the batch.
             .busy_timeout(Duration::from_secs(30))
             // A batch is acknowledged (and its checkpoint saved) only once durable.
-            .synchronous(SqliteSynchronous::Full);
+            .synchronous(SqliteSynchronous::Full)
+            // Multi-row statements are long: never log their text.
+            .disable_statement_logging();
         let pool = SqlitePoolOptions::new()
             .max_connections(cfg.max_conns.unwrap_or(4).max(1))
             .acquire_timeout(Duration::from_secs(60))
