@@ -68,7 +68,7 @@ async fn our_ddl_has_temporals_columns_and_types() {
 #[tokio::test(flavor = "multi_thread")]
 async fn backfill_between_databases_created_from_temporals_file() {
     let schema = temporal_schema();
-    let work = Work { dir: tempfile::tempdir().unwrap() };
+    let work = Work { dir: tempfile::tempdir().unwrap(), stores: None };
     create_from(&schema, &work.primary()).await;
     create_from(&schema, &work.secondary()).await;
     work.write_config("  batchSize: 300\n");

@@ -169,6 +169,9 @@ pub async fn open_source(config: &Config, store: &StoreRef) -> anyhow::Result<Ar
     if let Some(sql) = &ds.sql {
         return match persistence::sql_family(&sql.plugin_name) {
             Some(SqlFamily::Sqlite) => Ok(Arc::new(sql::sqlite::SqliteStore::open(&store.datastore, sql).await?)),
+            Some(family @ (SqlFamily::Postgres | SqlFamily::PostgresStandard)) => {
+                Ok(Arc::new(sql::postgres::PostgresStore::open(&store.datastore, sql, family).await?))
+            }
             _ => Err(not_built(store, &format!("sql/{}", sql.plugin_name))),
         };
     }
@@ -181,6 +184,9 @@ pub async fn open_sink(config: &Config, store: &StoreRef) -> anyhow::Result<Arc<
     if let Some(sql) = &ds.sql {
         return match persistence::sql_family(&sql.plugin_name) {
             Some(SqlFamily::Sqlite) => Ok(Arc::new(sql::sqlite::SqliteStore::open(&store.datastore, sql).await?)),
+            Some(family @ SqlFamily::Postgres) => {
+                Ok(Arc::new(sql::postgres::PostgresStore::open(&store.datastore, sql, family).await?))
+            }
             _ => Err(not_built(store, &format!("sql/{}", sql.plugin_name))),
         };
     }
@@ -199,7 +205,7 @@ fn kind(ds: &crate::config::DataStore) -> &'static str {
 
 fn not_built(store: &StoreRef, kind: &str) -> anyhow::Error {
     anyhow::anyhow!(
-        "store {:?}: {kind} is not supported by this version of vismig yet (supported: sql/sqlite)",
+        "store {:?}: {kind} is not supported by this version of vismig yet (supported: sql/sqlite, sql/postgres12, sql/postgres12_pgx, and sql/postgres or sql/postgres_pgx as a source)",
         store.datastore
     )
 }

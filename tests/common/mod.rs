@@ -21,15 +21,34 @@ pub fn bin() -> &'static str {
 
 pub struct Work {
     pub dir: tempfile::TempDir,
+    /// The `sql:` blocks of the two datastores; SQLite files in `dir` unless set.
+    pub stores: Option<(String, String)>,
 }
 
 impl Work {
     /// A directory with an empty primary and secondary (vismig's copy of Temporal's
     /// SQLite schema) and a config pointing at them.
     pub async fn new(extra_migration: &str) -> Work {
-        let work = Work { dir: tempfile::tempdir().unwrap() };
+        let work = Work { dir: tempfile::tempdir().unwrap(), stores: None };
         create_database(&work.primary()).await.unwrap();
         create_database(&work.secondary()).await.unwrap();
+        work.write_config(extra_migration);
+        work
+    }
+
+    /// A work directory whose stores are given as `sql:` flow maps (e.g. from `pg_store`),
+    /// or None for a SQLite file in the directory.
+    pub async fn with_stores(primary: Option<String>, secondary: Option<String>, extra_migration: &str) -> Work {
+        let mut work = Work { dir: tempfile::tempdir().unwrap(), stores: None };
+        if primary.is_none() {
+            create_database(&work.primary()).await.unwrap();
+        }
+        if secondary.is_none() {
+            create_database(&work.secondary()).await.unwrap();
+        }
+        let p = primary.unwrap_or_else(|| sqlite_store(&work.primary()));
+        let s = secondary.unwrap_or_else(|| sqlite_store(&work.secondary()));
+        work.stores = Some((p, s));
         work.write_config(extra_migration);
         work
     }
@@ -37,7 +56,7 @@ impl Work {
     /// Like `new`, with the primary holding `records` seeded records (seed 1).
     pub async fn seeded(records: u64, extra_migration: &str) -> Work {
         let template = template(records).await;
-        let work = Work { dir: tempfile::tempdir().unwrap() };
+        let work = Work { dir: tempfile::tempdir().unwrap(), stores: None };
         std::fs::copy(template, work.primary()).unwrap();
         create_database(&work.secondary()).await.unwrap();
         work.write_config(extra_migration);
@@ -64,10 +83,10 @@ impl Work {
     }
 
     pub fn write_config(&self, extra_migration: &str) {
+        let (p, s) =
+            self.stores.clone().unwrap_or_else(|| (sqlite_store(&self.primary()), sqlite_store(&self.secondary())));
         let text = format!(
-            "persistence:\n  visibilityStore: primary\n  secondaryVisibilityStore: secondary\n  datastores:\n    primary:\n      sql: {{ pluginName: sqlite, databaseName: \"{}\", connectAddr: localhost }}\n    secondary:\n      sql: {{ pluginName: sqlite, databaseName: \"{}\", connectAddr: localhost }}\nmigration:\n  checkpoint: {{ type: file, path: \"{}\" }}\n  deadLetter: {{ path: \"{}\" }}\n{}",
-            self.primary().display(),
-            self.secondary().display(),
+            "persistence:\n  visibilityStore: primary\n  secondaryVisibilityStore: secondary\n  datastores:\n    primary:\n      sql: {p}\n    secondary:\n      sql: {s}\nmigration:\n  checkpoint: {{ type: file, path: \"{}\" }}\n  deadLetter: {{ path: \"{}\" }}\n{}",
             self.checkpoint().display(),
             self.dead_letter().display(),
             if extra_migration.contains("metrics") {
@@ -90,21 +109,63 @@ impl Work {
     }
 }
 
-pub fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+pub fn sqlite_store(path: &Path) -> String {
+    format!("{{ pluginName: sqlite, databaseName: \"{}\", connectAddr: localhost }}", path.display())
 }
 
-pub fn sqlite_config(path: &Path) -> SqlStore {
-    SqlStore { plugin_name: "sqlite".into(), database_name: path.display().to_string(), ..Default::default() }
+/// Whether the integration tests of `service` run: VISMIG_TEST_SERVICES (from
+/// tests/services/env.sh) lists it. Unset: skipped with a line saying so. Listed but
+/// unreachable: the test itself fails when it connects.
+pub fn service_up(service: &str) -> bool {
+    match std::env::var("VISMIG_TEST_SERVICES") {
+        Ok(list) if list.split_whitespace().any(|s| s == service) => true,
+        Ok(list) => panic!("VISMIG_TEST_SERVICES={list:?} does not list {service}: tests/services/up.sh must start it"),
+        Err(_) => {
+            eprintln!(
+                "skipped: VISMIG_TEST_SERVICES is unset (run tests/services/up.sh and source tests/services/env.sh)"
+            );
+            false
+        }
+    }
 }
 
-pub async fn open(path: &Path) -> Arc<SqliteStore> {
-    Arc::new(SqliteStore::open("test", &sqlite_config(path)).await.unwrap())
+/// A fresh database on a service of tests/services, with Temporal's schema applied by
+/// Temporal's own tool (`advanced` or `standard`).
+pub fn reset_db(service: &str, database: &str, schema: &str) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/services/reset-db.sh");
+    let out = Command::new("bash").arg(script).args([service, database, schema]).output().unwrap();
+    assert!(out.status.success(), "reset-db.sh {service} {database} {schema}: {}", text(&out));
 }
 
-/// Every record of a SQLite store, in key order, read through vismig's own source.
-pub async fn records(path: &Path) -> Vec<VisibilityRecord> {
-    let store = open(path).await;
+/// A unique database name for one test.
+pub fn db_name(test: &str) -> String {
+    format!("vt_{}_{}", test, std::process::id())
+}
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+/// The `sql:` block of a PostgreSQL datastore on the test server.
+pub fn pg_store(database: &str, plugin: &str) -> String {
+    format!(
+        "{{ pluginName: {plugin}, databaseName: {database}, connectAddr: \"{}:{}\", user: {}, password: \"{}\" }}",
+        env_or("VISMIG_TEST_PG_HOST", "127.0.0.1"),
+        env_or("VISMIG_TEST_PG_PORT", "5432"),
+        env_or("VISMIG_TEST_PG_USER", "temporal"),
+        env_or("VISMIG_TEST_PG_PASSWORD", "temporal"),
+    )
+}
+
+/// Opens a store of a work directory's config through vismig's factory.
+pub async fn source_of(work: &Work, primary: bool) -> Arc<dyn Source> {
+    let config = vismig::config::Config::load(&work.config()).unwrap();
+    let store = if primary { config.primary() } else { config.secondary() };
+    vismig::store::open_source(&config, &store).await.unwrap()
+}
+
+/// Every record of any store, in key order, read through vismig's own source.
+pub async fn all_records(store: Arc<dyn Source>) -> Vec<VisibilityRecord> {
     let split = Split { per_process: 1, process_index: 0, process_count: 1 };
     let mut out = Vec::new();
     for shard in store.plan_shards(&[], &split).await.unwrap() {
@@ -121,6 +182,23 @@ pub async fn records(path: &Path) -> Vec<VisibilityRecord> {
     }
     out.sort_by(|a, b| (&a.namespace_id, &a.run_id).cmp(&(&b.namespace_id, &b.run_id)));
     out
+}
+
+pub fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+pub fn sqlite_config(path: &Path) -> SqlStore {
+    SqlStore { plugin_name: "sqlite".into(), database_name: path.display().to_string(), ..Default::default() }
+}
+
+pub async fn open(path: &Path) -> Arc<SqliteStore> {
+    Arc::new(SqliteStore::open("test", &sqlite_config(path)).await.unwrap())
+}
+
+/// Every record of a SQLite store, in key order, read through vismig's own source.
+pub async fn records(path: &Path) -> Vec<VisibilityRecord> {
+    all_records(open(path).await).await
 }
 
 pub async fn write(path: &Path, records: &[VisibilityRecord]) {
@@ -144,7 +222,7 @@ async fn template(records: u64) -> PathBuf {
     }
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("template-{}-{records}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let work = Work { dir: tempfile::tempdir_in(&dir).unwrap() };
+    let work = Work { dir: tempfile::tempdir_in(&dir).unwrap(), stores: None };
     create_database(&work.primary()).await.unwrap();
     create_database(&work.secondary()).await.unwrap();
     work.write_config("");

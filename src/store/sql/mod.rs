@@ -2,12 +2,14 @@
 //! writes, the key-range shards over the primary key `(namespace_id, run_id)`, and the
 //! cursor format. Each dialect lives in its own file.
 
+pub mod postgres;
 pub mod sqlite;
 pub mod sqlite_schema;
 
 use serde::{Deserialize, Serialize};
 
 use super::{Cursor, ShardSpec, Split, StoreError};
+use crate::record::{SearchAttributeType, SearchAttributeValue, VisibilityRecord, known_search_attribute_type};
 
 /// The columns Temporal writes (`sqlplugin.DbFields`), in its order; `_version` is last
 /// because MySQL applies ON DUPLICATE KEY UPDATE assignments left to right.
@@ -83,6 +85,55 @@ pub fn cursor_run(cursor: &Cursor) -> Result<String, StoreError> {
         .as_str()
         .map(str::to_string)
         .ok_or_else(|| StoreError::Permanent(format!("checkpoint cursor {} is not a SQL run id", cursor.0)))
+}
+
+/// Checks a record against the column limits of Temporal's PostgreSQL and MySQL
+/// schemas, so that a value the target cannot hold is refused for this record alone,
+/// with the reason, instead of failing the batch or being truncated.
+pub fn check_limits(r: &VisibilityRecord) -> Result<(), String> {
+    let fields: [(&str, Option<&str>, usize); 10] = [
+        ("namespace_id", Some(&r.namespace_id), 64),
+        ("run_id", Some(&r.run_id), 64),
+        ("workflow_id", Some(&r.workflow_id), 255),
+        ("workflow_type_name", Some(&r.workflow_type_name), 255),
+        ("task_queue", Some(&r.task_queue), 255),
+        ("encoding", Some(&r.encoding), 64),
+        ("parent_workflow_id", r.parent_workflow_id.as_deref(), 255),
+        ("parent_run_id", r.parent_run_id.as_deref(), 255),
+        ("root_workflow_id", Some(&r.root_workflow_id), 255),
+        ("root_run_id", Some(&r.root_run_id), 255),
+    ];
+    for (name, value, max) in fields {
+        let Some(value) = value else { continue };
+        let chars = value.chars().count();
+        if chars > max {
+            return Err(format!("{name} has {chars} characters; the column holds at most {max}"));
+        }
+        if value.contains('\0') {
+            return Err(format!("{name} contains a NUL character, which SQL text columns cannot hold"));
+        }
+    }
+    if let Some(sa) = &r.search_attributes {
+        for (name, value) in &sa.0 {
+            let strings: Vec<&str> = match value {
+                SearchAttributeValue::String(s) => vec![s.as_str()],
+                SearchAttributeValue::KeywordList(items) => items.iter().map(String::as_str).collect(),
+                _ => continue,
+            };
+            for s in strings {
+                if s.contains('\0') {
+                    return Err(format!("search attribute {name} contains a NUL character"));
+                }
+                if known_search_attribute_type(name) == Some(SearchAttributeType::Keyword) && s.chars().count() > 255 {
+                    return Err(format!(
+                        "search attribute {name} (Keyword) has {} characters; its column holds at most 255",
+                        s.chars().count()
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Classifies a sqlx error: connection trouble, timeouts and lock contention are worth

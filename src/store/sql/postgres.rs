@@ -1,0 +1,590 @@
+//! PostgreSQL visibility: the advanced schema (`postgresql/v12`, plugins `postgres12`,
+//! `postgres12_pgx`) as source and sink, the standard schema (`postgresql/v96`, plugins
+//! `postgres`, `postgres_pgx`, Temporal up to v1.23) as source.
+//!
+//! Writes are one multi-row `INSERT … ON CONFLICT … DO UPDATE … WHERE _version <
+//! excluded._version` per batch, Temporal's own guard; `RETURNING (xmax = 0)` tells
+//! inserted rows from updated ones in the same round trip.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgSslMode};
+use sqlx::{ConnectOptions, Postgres, QueryBuilder, Row};
+use tokio::sync::OnceCell;
+
+use super::{BASE_COLUMNS, RunRange, check_limits, classify, cursor_run, run_cursor};
+use crate::config::SqlFamily;
+use crate::config::persistence::SqlStore;
+use crate::record::{ExecutionStatus, RecordKey, SearchAttributes, VisibilityRecord};
+use crate::store::{
+    BadRow, CountQuery, Counts, Cursor, ScanPage, ShardSpec, Sink, Source, Split, Store, StoreError, StoreResult,
+    WriteOutcome,
+};
+
+/// PostgreSQL's limit on bind parameters per statement (a u16 in the protocol).
+const MAX_BINDS: usize = 65_535;
+
+pub struct PostgresStore {
+    name: String,
+    address: String,
+    database: String,
+    standard: bool,
+    pool: PgPool,
+    schema: OnceCell<Schema>,
+}
+
+#[derive(Clone, Debug)]
+struct Schema {
+    /// Columns of `executions_visibility` that exist (schemas before v1.27 lack
+    /// `_version`; the standard schema lacks everything added for advanced visibility).
+    columns: HashSet<String>,
+}
+
+impl Schema {
+    fn has(&self, column: &str) -> bool {
+        self.columns.contains(column)
+    }
+}
+
+/// Columns of the standard (v96) schema; everything else in BASE_COLUMNS is advanced-only.
+const STANDARD_COLUMNS: [&str; 12] = [
+    "namespace_id",
+    "run_id",
+    "start_time",
+    "execution_time",
+    "workflow_id",
+    "workflow_type_name",
+    "status",
+    "close_time",
+    "history_length",
+    "memo",
+    "encoding",
+    "task_queue",
+];
+
+impl PostgresStore {
+    pub async fn open(name: &str, cfg: &SqlStore, family: SqlFamily) -> anyhow::Result<Self> {
+        let (host, port) = split_addr(&cfg.connect_addr, 5432).ok_or_else(|| {
+            anyhow::anyhow!("store {name:?}: sql.connectAddr {:?} is not host:port", cfg.connect_addr)
+        })?;
+        let mut options = PgConnectOptions::new_without_pgpass()
+            .host(&host)
+            .port(port)
+            .database(&cfg.database_name)
+            .application_name("vismig")
+            .disable_statement_logging();
+        if let Some(user) = &cfg.user {
+            options = options.username(user);
+        }
+        if let Some(password) = &cfg.password {
+            options = options.password(password.expose());
+        }
+        options = match &cfg.tls {
+            Some(tls) if tls.enabled => {
+                let verify = tls.enable_host_verification.unwrap_or(false);
+                let mut o = options.ssl_mode(if verify { PgSslMode::VerifyFull } else { PgSslMode::Require });
+                if let Some(ca) = &tls.ca_file {
+                    o = o.ssl_root_cert(ca);
+                    if !verify {
+                        o = o.ssl_mode(PgSslMode::VerifyCa);
+                    }
+                }
+                if let Some(cert) = &tls.cert_file {
+                    o = o.ssl_client_cert(cert);
+                }
+                if let Some(key) = &tls.key_file {
+                    o = o.ssl_client_key(key);
+                }
+                o
+            }
+            _ => options.ssl_mode(PgSslMode::Prefer),
+        };
+        // Temporal passes connectAttributes as connection parameters; sslmode is the
+        // one that changes how we connect, the others are session settings.
+        for (key, value) in &cfg.connect_attributes {
+            if key == "sslmode" {
+                options = options.ssl_mode(value.parse().map_err(|_| {
+                    anyhow::anyhow!(
+                        "store {name:?}: sql.connectAttributes.sslmode {value:?} is not a PostgreSQL sslmode"
+                    )
+                })?);
+            } else {
+                options = options.options([(key.as_str(), value.as_str())]);
+            }
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(cfg.max_conns.unwrap_or(8).max(1))
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_lazy_with(options);
+        Ok(Self {
+            name: name.to_string(),
+            address: format!("{host}:{port}"),
+            database: cfg.database_name.clone(),
+            standard: family == SqlFamily::PostgresStandard,
+            pool,
+            schema: OnceCell::new(),
+        })
+    }
+
+    fn context(&self, what: &str) -> String {
+        format!("store {:?} ({}): {what}", self.name, self.describe())
+    }
+
+    async fn schema(&self) -> StoreResult<&Schema> {
+        self.schema.get_or_try_init(|| self.inspect()).await
+    }
+
+    async fn inspect(&self) -> StoreResult<Schema> {
+        let rows = sqlx::query(
+            "SELECT column_name::text FROM information_schema.columns \
+             WHERE table_schema = current_schema() AND table_name = 'executions_visibility'",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| classify(&self.context("connecting and reading the schema"), e))?;
+        let columns: HashSet<String> = rows.iter().map(|r| r.get::<String, _>(0)).collect();
+        if columns.is_empty() {
+            return Err(StoreError::Permanent(self.context(&format!(
+                "table executions_visibility does not exist in database {:?}: create it with temporal-sql-tool (schema {})",
+                self.database,
+                if self.standard { "postgresql/v96/visibility" } else { "postgresql/v12/visibility" }
+            ))));
+        }
+        let required: Vec<&str> = if self.standard {
+            STANDARD_COLUMNS.to_vec()
+        } else {
+            BASE_COLUMNS.iter().copied().filter(|c| *c != "_version").collect()
+        };
+        for column in required {
+            if !columns.contains(column) {
+                let hint = if !self.standard && !columns.contains("search_attributes") {
+                    " (this looks like the standard schema: use pluginName postgres)"
+                } else {
+                    ""
+                };
+                return Err(StoreError::Permanent(
+                    self.context(&format!("table executions_visibility has no column {column}{hint}")),
+                ));
+            }
+        }
+        Ok(Schema { columns })
+    }
+
+    /// The select list in BASE_COLUMNS order, with typed stand-ins for columns this
+    /// schema does not have.
+    fn select_list(schema: &Schema) -> String {
+        BASE_COLUMNS
+            .iter()
+            .map(|c| {
+                if schema.has(c) {
+                    return c.to_string();
+                }
+                let stand_in = match *c {
+                    "_version" => "0::bigint",
+                    "search_attributes" => "NULL::jsonb",
+                    "root_workflow_id" | "root_run_id" => "''::varchar",
+                    "parent_workflow_id" | "parent_run_id" => "NULL::varchar",
+                    _ => "NULL::bigint",
+                };
+                format!("{stand_in} AS {c}")
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn ensure_writable(&self, schema: &Schema) -> StoreResult<()> {
+        if self.standard || !schema.has("search_attributes") {
+            return Err(StoreError::Permanent(self.context(
+                "the standard visibility schema can only be read; write to an advanced schema (postgresql/v12)",
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn split_addr(addr: &str, default_port: u16) -> Option<(String, u16)> {
+    match addr.rsplit_once(':') {
+        Some((host, port)) => Some((host.trim_matches(['[', ']']).to_string(), port.parse().ok()?)),
+        None if !addr.is_empty() => Some((addr.to_string(), default_port)),
+        None => None,
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn describe(&self) -> String {
+        format!("postgres {}/{}", self.address, self.database)
+    }
+
+    async fn preflight(&self) -> StoreResult<()> {
+        self.schema().await.map(|_| ())
+    }
+
+    async fn count(&self, query: &CountQuery) -> StoreResult<Counts> {
+        self.schema().await?;
+        let cutoff = query.cutoff.naive_utc();
+        let mut q: QueryBuilder<Postgres> =
+            QueryBuilder::new("SELECT namespace_id::text, status, COUNT(*), COUNT(*) FILTER (WHERE start_time >= ");
+        q.push_bind(cutoff).push(" OR close_time >= ").push_bind(cutoff).push(") FROM executions_visibility");
+        if !query.namespaces.is_empty() {
+            q.push(" WHERE namespace_id = ANY(").push_bind(query.namespaces.clone()).push(")");
+        }
+        q.push(" GROUP BY 1, 2");
+        let rows = q.build().fetch_all(&self.pool).await.map_err(|e| classify(&self.context("counting"), e))?;
+        let mut counts = Counts::new();
+        for row in rows {
+            let ns: String = row.get(0);
+            let status: i32 = row.get(1);
+            let total: i64 = row.get(2);
+            let recent: i64 = row.get(3);
+            let Some(status) = ExecutionStatus::from_i64(i64::from(status)) else {
+                tracing::warn!(store = %self.describe(), namespace_id = %ns.trim_end(), status, rows = total, "rows with an unknown status are not counted");
+                continue;
+            };
+            let entry = counts.entry(ns.trim_end().to_string()).or_default();
+            entry.recent += recent as u64;
+            if total > recent {
+                *entry.by_status.entry(status).or_default() += (total - recent) as u64;
+            }
+        }
+        Ok(counts)
+    }
+}
+
+#[async_trait]
+impl Source for PostgresStore {
+    async fn plan_shards(&self, namespaces: &[String], split: &Split) -> StoreResult<Vec<ShardSpec>> {
+        self.schema().await?;
+        let namespaces = if namespaces.is_empty() {
+            // A loose index scan over the primary key: one probe per namespace instead
+            // of reading every row.
+            sqlx::query(
+                "WITH RECURSIVE ns AS ( \
+                   (SELECT namespace_id FROM executions_visibility ORDER BY namespace_id LIMIT 1) \
+                   UNION ALL \
+                   SELECT (SELECT e.namespace_id FROM executions_visibility e WHERE e.namespace_id > ns.namespace_id ORDER BY e.namespace_id LIMIT 1) \
+                   FROM ns WHERE ns.namespace_id IS NOT NULL) \
+                 SELECT namespace_id::text FROM ns WHERE namespace_id IS NOT NULL",
+            )
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| classify(&self.context("listing namespaces"), e))?
+            .iter()
+            .map(|r| r.get::<String, _>(0).trim_end().to_string())
+            .collect()
+        } else {
+            namespaces.to_vec()
+        };
+        Ok(RunRange::plan(&namespaces, split).iter().map(RunRange::to_spec).collect())
+    }
+
+    async fn scan(&self, shard: &ShardSpec, after: Option<&Cursor>, limit: usize) -> StoreResult<ScanPage> {
+        let schema = self.schema().await?;
+        let range = RunRange::from_spec(shard)?;
+        let after = after.map(cursor_run).transpose()?;
+        let mut q: QueryBuilder<Postgres> = QueryBuilder::new(format!(
+            "SELECT {} FROM executions_visibility WHERE namespace_id = ",
+            Self::select_list(schema)
+        ));
+        q.push_bind(range.namespace_id.clone());
+        match (&after, &range.start) {
+            (Some(run), _) => {
+                q.push(" AND run_id > ").push_bind(run.clone());
+            }
+            (None, Some(start)) => {
+                q.push(" AND run_id >= ").push_bind(start.clone());
+            }
+            (None, None) => {}
+        }
+        if let Some(end) = &range.end {
+            q.push(" AND run_id < ").push_bind(end.clone());
+        }
+        q.push(" ORDER BY run_id LIMIT ").push_bind(limit as i64);
+        let rows = q.build().fetch_all(&self.pool).await.map_err(|e| classify(&self.context("scanning"), e))?;
+        let done = rows.len() < limit;
+        let mut page = ScanPage { records: Vec::with_capacity(rows.len()), bad_rows: Vec::new(), cursor: None, done };
+        for row in &rows {
+            let run_id: String = row.try_get(1).unwrap_or_default();
+            match decode_row(row) {
+                Ok(record) => page.records.push(record),
+                Err(reason) => page.bad_rows.push(bad_row(row, reason)),
+            }
+            page.cursor = Some(run_cursor(run_id.trim_end()));
+        }
+        Ok(page)
+    }
+
+    async fn estimate(&self, namespaces: &[String]) -> StoreResult<u64> {
+        if namespaces.is_empty() {
+            // The planner's estimate is free; -1 means the table was never analyzed.
+            let n: f32 = sqlx::query("SELECT reltuples FROM pg_class WHERE oid = 'executions_visibility'::regclass")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| classify(&self.context("estimating rows"), e))?
+                .get(0);
+            if n >= 0.0 {
+                return Ok(n as u64);
+            }
+        }
+        let mut q: QueryBuilder<Postgres> = QueryBuilder::new("SELECT COUNT(*) FROM executions_visibility");
+        if !namespaces.is_empty() {
+            q.push(" WHERE namespace_id = ANY(").push_bind(namespaces.to_vec()).push(")");
+        }
+        let n: i64 =
+            q.build().fetch_one(&self.pool).await.map_err(|e| classify(&self.context("counting rows"), e))?.get(0);
+        Ok(n as u64)
+    }
+}
+
+#[async_trait]
+impl Sink for PostgresStore {
+    fn max_batch(&self) -> usize {
+        MAX_BINDS / BASE_COLUMNS.len()
+    }
+
+    async fn write(&self, records: &[VisibilityRecord]) -> StoreResult<Vec<WriteOutcome>> {
+        let schema = self.schema().await?;
+        self.ensure_writable(schema)?;
+        let versioned = schema.has("_version");
+        let mut outcomes: Vec<Option<WriteOutcome>> = vec![None; records.len()];
+        let mut rows: Vec<(usize, &VisibilityRecord)> = Vec::with_capacity(records.len());
+        for (i, r) in records.iter().enumerate() {
+            match check_limits(r) {
+                Ok(()) => rows.push((i, r)),
+                Err(reason) => outcomes[i] = Some(WriteOutcome::Failed(reason)),
+            }
+        }
+        let columns: Vec<&str> = BASE_COLUMNS.iter().copied().filter(|c| *c != "_version" || versioned).collect();
+        let ctx = || self.context("writing a batch");
+        for chunk in rows.chunks(self.max_batch()) {
+            let mut q: QueryBuilder<Postgres> =
+                QueryBuilder::new(format!("INSERT INTO executions_visibility ({}) ", columns.join(", ")));
+            q.push_values(chunk, |mut b, (_, r)| {
+                b.push_bind(&r.namespace_id)
+                    .push_bind(&r.run_id)
+                    .push_bind(&r.workflow_type_name)
+                    .push_bind(&r.workflow_id)
+                    .push_bind(micros(r.start_time))
+                    .push_bind(micros(r.execution_time))
+                    .push_bind(r.status.as_i32())
+                    .push_bind(r.close_time.map(micros))
+                    .push_bind(r.history_length)
+                    .push_bind(r.history_size_bytes)
+                    .push_bind(r.execution_duration)
+                    .push_bind(r.state_transition_count)
+                    .push_bind(r.memo.as_deref())
+                    .push_bind(&r.encoding)
+                    .push_bind(&r.task_queue)
+                    .push_bind(r.search_attributes.as_ref().map(SearchAttributes::to_json))
+                    .push_bind(r.parent_workflow_id.as_deref())
+                    .push_bind(r.parent_run_id.as_deref())
+                    .push_bind(&r.root_workflow_id)
+                    .push_bind(&r.root_run_id);
+                if versioned {
+                    b.push_bind(r.version);
+                }
+            });
+            if versioned {
+                let set: Vec<String> = columns
+                    .iter()
+                    .filter(|c| !matches!(**c, "namespace_id" | "run_id"))
+                    .map(|c| format!("{c} = excluded.{c}"))
+                    .collect();
+                q.push(format!(
+                    " ON CONFLICT (namespace_id, run_id) DO UPDATE SET {} WHERE executions_visibility._version < excluded._version",
+                    set.join(", ")
+                ));
+            } else {
+                q.push(" ON CONFLICT (namespace_id, run_id) DO NOTHING");
+            }
+            // xmax is 0 for a freshly inserted row and the locking transaction's id for
+            // an updated one; rows the guard skipped are not returned at all.
+            q.push(" RETURNING namespace_id::text, run_id::text, (xmax = 0) AS inserted");
+            let returned = q.build().persistent(false).fetch_all(&self.pool).await.map_err(|e| classify(&ctx(), e))?;
+            let mut written: HashMap<(String, String), bool> = HashMap::with_capacity(returned.len());
+            for row in returned {
+                let ns: String = row.get(0);
+                let run: String = row.get(1);
+                written.insert((ns.trim_end().to_string(), run.trim_end().to_string()), row.get::<bool, _>(2));
+            }
+            let mut skipped: Vec<(usize, &VisibilityRecord)> = Vec::new();
+            for (i, r) in chunk {
+                match written.get(&(r.namespace_id.clone(), r.run_id.clone())) {
+                    Some(true) => outcomes[*i] = Some(WriteOutcome::Inserted),
+                    Some(false) => outcomes[*i] = Some(WriteOutcome::Updated),
+                    None => skipped.push((*i, r)),
+                }
+            }
+            if !skipped.is_empty() {
+                let existing = self.versions(&skipped, versioned).await?;
+                for (i, r) in skipped {
+                    let mine = if versioned { r.version } else { 0 };
+                    let theirs = existing.get(&(r.namespace_id.clone(), r.run_id.clone())).copied().unwrap_or(0);
+                    outcomes[i] =
+                        Some(if theirs > mine { WriteOutcome::SkippedNewer } else { WriteOutcome::SkippedPresent });
+                }
+            }
+        }
+        Ok(outcomes.into_iter().map(|o| o.expect("every record has an outcome")).collect())
+    }
+
+    async fn read(&self, keys: &[RecordKey]) -> StoreResult<Vec<VisibilityRecord>> {
+        let schema = self.schema().await?;
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(MAX_BINDS / 2) {
+            let mut q: QueryBuilder<Postgres> = QueryBuilder::new(format!(
+                "SELECT {} FROM executions_visibility WHERE (namespace_id, run_id) IN (",
+                Self::select_list(schema)
+            ));
+            let mut sep = q.separated(", ");
+            for k in chunk {
+                sep.push("(");
+                sep.push_bind_unseparated(k.namespace_id.clone());
+                sep.push_unseparated("::bpchar, ");
+                sep.push_bind_unseparated(k.run_id.clone());
+                sep.push_unseparated("::bpchar)");
+            }
+            q.push(") ORDER BY namespace_id, run_id");
+            let rows = q.build().fetch_all(&self.pool).await.map_err(|e| classify(&self.context("reading"), e))?;
+            for row in &rows {
+                out.push(decode_row(row).map_err(|reason| StoreError::Permanent(self.context(&reason)))?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl PostgresStore {
+    /// Current `_version` of the given records (0 without the column).
+    async fn versions(
+        &self,
+        records: &[(usize, &VisibilityRecord)],
+        versioned: bool,
+    ) -> StoreResult<HashMap<(String, String), i64>> {
+        let mut q: QueryBuilder<Postgres> = QueryBuilder::new(format!(
+            "SELECT namespace_id::text, run_id::text, {} FROM executions_visibility WHERE (namespace_id, run_id) IN (",
+            if versioned { "_version" } else { "0::bigint" }
+        ));
+        let mut sep = q.separated(", ");
+        for (_, r) in records {
+            sep.push("(");
+            sep.push_bind_unseparated(&r.namespace_id);
+            sep.push_unseparated("::bpchar, ");
+            sep.push_bind_unseparated(&r.run_id);
+            sep.push_unseparated("::bpchar)");
+        }
+        q.push(")");
+        let rows = q
+            .build()
+            .persistent(false)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| classify(&self.context("reading versions"), e))?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let ns: String = r.get(0);
+                let run: String = r.get(1);
+                ((ns.trim_end().to_string(), run.trim_end().to_string()), r.get::<i64, _>(2))
+            })
+            .collect())
+    }
+}
+
+/// PostgreSQL keeps microseconds; truncate (as Temporal does) rather than let the
+/// server round.
+fn micros(t: DateTime<Utc>) -> NaiveDateTime {
+    DateTime::from_timestamp_micros(t.timestamp_micros()).expect("in range").naive_utc()
+}
+
+fn column_err(column: &str, e: sqlx::Error) -> String {
+    format!("{column}: {e}")
+}
+
+fn get<'r, T: sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>>(row: &'r PgRow, i: usize) -> Result<T, String> {
+    row.try_get::<T, _>(i).map_err(|e| column_err(BASE_COLUMNS[i], e))
+}
+
+fn required<'r, T: sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>>(row: &'r PgRow, i: usize) -> Result<T, String> {
+    get::<Option<T>>(row, i)?.ok_or_else(|| format!("{} is NULL", BASE_COLUMNS[i]))
+}
+
+fn decode_row(row: &PgRow) -> Result<VisibilityRecord, String> {
+    let status: i32 = required(row, 6)?;
+    let status = ExecutionStatus::from_i64(i64::from(status)).ok_or_else(|| format!("unknown status {status}"))?;
+    let search_attributes =
+        get::<Option<serde_json::Value>>(row, 15)?.map(|v| SearchAttributes::from_json(&v)).transpose()?;
+    let utc = |t: NaiveDateTime| t.and_utc();
+    Ok(VisibilityRecord {
+        namespace_id: required::<String>(row, 0)?.trim_end().to_string(),
+        run_id: required::<String>(row, 1)?.trim_end().to_string(),
+        workflow_type_name: required(row, 2)?,
+        workflow_id: required(row, 3)?,
+        start_time: utc(required(row, 4)?),
+        execution_time: utc(required(row, 5)?),
+        status,
+        close_time: get::<Option<NaiveDateTime>>(row, 7)?.map(utc),
+        history_length: get(row, 8)?,
+        history_size_bytes: get(row, 9)?,
+        execution_duration: get(row, 10)?,
+        state_transition_count: get(row, 11)?,
+        memo: get(row, 12)?,
+        encoding: required(row, 13)?,
+        task_queue: get::<Option<String>>(row, 14)?.unwrap_or_default(),
+        search_attributes,
+        parent_workflow_id: get(row, 16)?,
+        parent_run_id: get(row, 17)?,
+        root_workflow_id: get::<Option<String>>(row, 18)?.unwrap_or_default(),
+        root_run_id: get::<Option<String>>(row, 19)?.unwrap_or_default(),
+        version: get::<Option<i64>>(row, 20)?.unwrap_or(0),
+    })
+}
+
+fn bad_row(row: &PgRow, reason: String) -> BadRow {
+    let text = |i: usize| row.try_get::<Option<String>, _>(i).ok().flatten().map(|s| s.trim_end().to_string());
+    let mut raw = serde_json::Map::new();
+    for (i, column) in BASE_COLUMNS.iter().enumerate() {
+        let value = if let Ok(Some(n)) = row.try_get::<Option<i64>, _>(i) {
+            serde_json::Value::from(n)
+        } else if let Ok(Some(n)) = row.try_get::<Option<i32>, _>(i) {
+            serde_json::Value::from(n)
+        } else if let Ok(Some(t)) = row.try_get::<Option<NaiveDateTime>, _>(i) {
+            serde_json::Value::from(t.to_string())
+        } else if let Ok(Some(v)) = row.try_get::<Option<serde_json::Value>, _>(i) {
+            v
+        } else {
+            text(i).map(serde_json::Value::from).unwrap_or(serde_json::Value::Null)
+        };
+        raw.insert((*column).to_string(), value);
+    }
+    BadRow {
+        namespace_id: text(0).unwrap_or_default(),
+        run_id: text(1).unwrap_or_default(),
+        workflow_id: text(3),
+        reason,
+        raw: serde_json::Value::Object(raw),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_addresses() {
+        assert_eq!(split_addr("db:6432", 5432), Some(("db".into(), 6432)));
+        assert_eq!(split_addr("db", 5432), Some(("db".into(), 5432)));
+        assert_eq!(split_addr("[::1]:5432", 5432), Some(("::1".into(), 5432)));
+        assert_eq!(split_addr("db:port", 5432), None);
+        assert_eq!(split_addr("", 5432), None);
+    }
+
+    #[test]
+    fn times_are_truncated_to_microseconds() {
+        let t = DateTime::parse_from_rfc3339("2024-05-01T12:00:00.123456789Z").unwrap().with_timezone(&Utc);
+        assert_eq!(micros(t).to_string(), "2024-05-01 12:00:00.123456");
+    }
+}

@@ -1,0 +1,256 @@
+//! The PostgreSQL store against the real server of tests/services, with Temporal's
+//! schemas applied by temporal-sql-tool: every field of every record compared after
+//! SQLite->PG, PG->SQLite, PG->PG (with kill -9 and resume), standard (v96) -> advanced,
+//! plus the version guard and the column limits.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use vismig::record::{ExecutionStatus, VisibilityRecord};
+use vismig::store::Sink;
+
+async fn pg_sink(work: &Work) -> std::sync::Arc<dyn Sink> {
+    let config = vismig::config::Config::load(&work.config()).unwrap();
+    vismig::store::open_sink(&config, &config.secondary()).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_to_postgres_copies_every_field() {
+    if !service_up("postgres") {
+        return;
+    }
+    let db = db_name("sqlite_to_pg");
+    reset_db("postgres", &db, "advanced");
+    let seeded = Work::seeded(3_000, "").await;
+    let work = Work::with_stores(None, Some(pg_store(&db, "postgres12")), "  batchSize: 700\n").await;
+    std::fs::copy(seeded.primary(), work.primary()).unwrap();
+
+    let out = work.run(&["backfill"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("3000 inserted"), "{}", text(&out));
+    let (p, s) = (all_records(source_of(&work, true).await).await, all_records(source_of(&work, false).await).await);
+    assert_eq!(p.len(), 3_000);
+    assert_eq!(p, s, "every field of every record survives SQLite -> PostgreSQL");
+    let out = work.run(&["verify"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_to_sqlite_copies_every_field() {
+    if !service_up("postgres") {
+        return;
+    }
+    let db = db_name("pg_to_sqlite");
+    reset_db("postgres", &db, "advanced");
+    let work = Work::with_stores(Some(pg_store(&db, "postgres12_pgx")), None, "").await;
+    let out = work.run(&["seed", "--records", "2000", "--seed", "5"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = work.run(&["backfill"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let (p, s) = (all_records(source_of(&work, true).await).await, all_records(source_of(&work, false).await).await);
+    assert_eq!(p.len(), 2_000);
+    assert_eq!(p, s);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_to_postgres_resumes_after_kill_9() {
+    if !service_up("postgres") {
+        return;
+    }
+    let (a, b) = (db_name("pg_kill_a"), db_name("pg_kill_b"));
+    reset_db("postgres", &a, "advanced");
+    reset_db("postgres", &b, "advanced");
+    let work = Work::with_stores(
+        Some(pg_store(&a, "postgres12")),
+        Some(pg_store(&b, "postgres12")),
+        "  batchSize: 200\n  concurrency: 3\n  rate: { recordsPerSecond: 1500 }\n",
+    )
+    .await;
+    let out = work.run(&["seed", "--records", "5000", "--seed", "9"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let mut child = work
+        .vismig(&["backfill"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while settled(&work) < 1_000 {
+        assert!(Instant::now() < deadline, "no progress");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(settled(&work) < 5_000);
+
+    let out = work.run(&["backfill", "--rate", "0"]);
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("resuming shard after cursor"), "{log}");
+    let (p, s) = (all_records(source_of(&work, true).await).await, all_records(source_of(&work, false).await).await);
+    assert_eq!(p.len(), 5_000);
+    assert_eq!(p, s);
+    let out = work.run(&["verify", "--output", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_version_guard_holds_on_postgres() {
+    if !service_up("postgres") {
+        return;
+    }
+    let db = db_name("pg_guard");
+    reset_db("postgres", &db, "advanced");
+    let seeded = Work::seeded(1_000, "").await;
+    let work = Work::with_stores(None, Some(pg_store(&db, "postgres12")), "").await;
+    std::fs::copy(seeded.primary(), work.primary()).unwrap();
+    let primary = records(&work.primary()).await;
+
+    let mut newer = primary[0].clone();
+    newer.version += 100;
+    newer.status = ExecutionStatus::Terminated;
+    newer.close_time = Some(newer.start_time + chrono::Duration::seconds(5));
+    newer.workflow_type_name = "ChangedByLiveWrite".into();
+    let mut older = primary[1].clone();
+    older.version -= 1;
+    older.workflow_type_name = "Stale".into();
+    let sink = pg_sink(&work).await;
+    let outcomes = sink.write(&[newer.clone(), older]).await.unwrap();
+    assert_eq!(outcomes.iter().map(|o| o.label()).collect::<Vec<_>>(), ["inserted", "inserted"]);
+
+    let out = work.run(&["backfill"]);
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("998 inserted, 1 updated, 1 skipped (newer in secondary), 0 skipped (already present)"),
+        "{log}"
+    );
+    let s = all_records(source_of(&work, false).await).await;
+    assert_eq!(s.iter().find(|r| r.run_id == newer.run_id).unwrap(), &newer);
+    assert_eq!(s.iter().find(|r| r.run_id == primary[1].run_id).unwrap(), &primary[1]);
+
+    // Writing the same batch again changes nothing.
+    let again = sink.write(&primary[2..10]).await.unwrap();
+    assert!(again.iter().all(|o| o.label() == "skipped_present"), "{again:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn values_postgres_cannot_hold_go_to_the_dead_letter() {
+    if !service_up("postgres") {
+        return;
+    }
+    let db = db_name("pg_limits");
+    reset_db("postgres", &db, "advanced");
+    let work = Work::with_stores(None, Some(pg_store(&db, "postgres12")), "").await;
+    let mut g = vismig::seed::Generator::new(3, chrono::Utc::now());
+    let mut batch: Vec<VisibilityRecord> = (0..20).map(|_| g.next_record()).collect();
+    batch[4].workflow_id = "w".repeat(256);
+    batch[9].task_queue = "nul\0byte".into();
+    batch[12]
+        .search_attributes
+        .get_or_insert_with(Default::default)
+        .0
+        .insert("Keyword02".into(), vismig::record::SearchAttributeValue::String("k".repeat(300)));
+    // Temporal's PG schema casts Text to tsvector: a colon that is not a weight label cannot be held.
+    batch[15]
+        .search_attributes
+        .get_or_insert_with(Default::default)
+        .0
+        .insert("Text01".into(), vismig::record::SearchAttributeValue::String("note: retry".into()));
+    write(&work.primary(), &batch).await;
+
+    let out = work.run(&["backfill"]);
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("16 inserted"), "{log}");
+    assert!(log.contains("4 dead-lettered"), "{log}");
+    let letters = std::fs::read_to_string(work.dead_letter()).unwrap();
+    assert!(letters.contains("workflow_id has 256 characters; the column holds at most 255"), "{letters}");
+    assert!(letters.contains("task_queue contains a NUL character"), "{letters}");
+    assert!(letters.contains("search attribute Keyword02 (Keyword) has 300 characters"), "{letters}");
+    assert!(letters.contains("syntax error in tsvector"), "{letters}");
+    assert_eq!(all_records(source_of(&work, false).await).await.len(), 16);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn standard_postgres_rows_are_inserted_only_where_absent() {
+    if !service_up("postgres") {
+        return;
+    }
+    let (std_db, adv_db) = (db_name("pg_std"), db_name("pg_std_adv"));
+    reset_db("postgres", &std_db, "standard");
+    reset_db("postgres", &adv_db, "advanced");
+    let work = Work::with_stores(Some(pg_store(&std_db, "postgres")), Some(pg_store(&adv_db, "postgres12")), "").await;
+
+    // Rows as Temporal v1.23's standard store writes them: no search attributes, no version.
+    let url = format!(
+        "postgres://{}:{}@{}:{}/{std_db}",
+        std::env::var("VISMIG_TEST_PG_USER").unwrap_or("temporal".into()),
+        std::env::var("VISMIG_TEST_PG_PASSWORD").unwrap_or("temporal".into()),
+        std::env::var("VISMIG_TEST_PG_HOST").unwrap_or("127.0.0.1".into()),
+        std::env::var("VISMIG_TEST_PG_PORT").unwrap_or("5432".into()),
+    );
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO executions_visibility (namespace_id, run_id, start_time, execution_time, workflow_id, workflow_type_name, status, close_time, history_length, memo, encoding, task_queue)
+         SELECT 'ns-standard', md5(i::text), TIMESTAMP '2023-01-01 00:00:00' + i * INTERVAL '1 second', TIMESTAMP '2023-01-01 00:00:00' + i * INTERVAL '1 second',
+                'wf-' || i, 'LegacyWorkflow', CASE WHEN i % 4 = 0 THEN 1 ELSE 2 END,
+                CASE WHEN i % 4 = 0 THEN NULL ELSE TIMESTAMP '2023-01-01 01:00:00.123456' + i * INTERVAL '1 second' END,
+                CASE WHEN i % 4 = 0 THEN NULL ELSE 10 + i END, '\\x0a0b'::bytea, 'Proto3', 'legacy-queue'
+         FROM generate_series(1, 400) AS i",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    // One run the live dual writes already put into the secondary, with a version.
+    let mut live = all_records(source_of(&work, true).await).await[0].clone();
+    live.version = 77;
+    live.status = ExecutionStatus::Completed;
+    live.close_time = Some(live.start_time + chrono::Duration::seconds(1));
+    live.history_length = Some(3);
+    pg_sink(&work).await.write(std::slice::from_ref(&live)).await.unwrap();
+
+    let out = work.run(&["backfill"]);
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("399 inserted, 0 updated, 1 skipped (newer in secondary)"), "{log}");
+    let p = all_records(source_of(&work, true).await).await;
+    let s = all_records(source_of(&work, false).await).await;
+    assert_eq!(s.len(), 400);
+    assert!(p.iter().all(|r| r.version == 0 && r.search_attributes.is_none()));
+    assert_eq!(s.iter().find(|r| r.run_id == live.run_id).unwrap(), &live, "the live write is kept");
+    let copied: Vec<&VisibilityRecord> = s.iter().filter(|r| r.run_id != live.run_id).collect();
+    for r in copied {
+        assert_eq!(Some(r), p.iter().find(|x| x.run_id == r.run_id), "copied as read");
+    }
+    assert_eq!(p.iter().filter(|r| r.status == ExecutionStatus::Running).count(), 100);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn preflight_names_a_missing_table_and_a_wrong_password_stays_secret() {
+    if !service_up("postgres") {
+        return;
+    }
+    let db = db_name("pg_preflight");
+    reset_db("postgres", &db, "advanced");
+    let work = Work::with_stores(None, Some(pg_store("postgres", "postgres12")), "").await;
+    let out = work.run(&["backfill"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("table executions_visibility does not exist in database \"postgres\""),
+        "{}",
+        text(&out)
+    );
+
+    let wrong = pg_store(&db, "postgres12").replace("password: \"", "password: \"Wr0ngS3cret-");
+    let work = Work::with_stores(None, Some(wrong), "").await;
+    let out = work.run(&["backfill"]);
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(log.contains("password authentication failed"), "{log}");
+    assert!(!log.contains("Wr0ngS3cret"), "the password never appears: {log}");
+}
