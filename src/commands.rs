@@ -93,6 +93,17 @@ pub fn status_text(cp: &Checkpoint) -> String {
         "  inserted {}, updated {}, skipped_newer {}, skipped_present {}, dead-lettered {}\n",
         t.inserted, t.updated, t.skipped_newer, t.skipped_present, t.dead_letter
     ));
+    if !cp.deferred_indexes.is_empty() {
+        let dropped = cp.deferred_indexes.iter().filter(|d| d.dropped && !d.rebuilt).count();
+        let rebuilt = cp.deferred_indexes.iter().filter(|d| d.rebuilt).count();
+        out.push_str(&format!(
+            "  bulk load: {} secondary indexes deferred; {dropped} dropped now, {rebuilt} rebuilt\n",
+            cp.deferred_indexes.len()
+        ));
+        for d in cp.deferred_indexes.iter().filter(|d| d.dropped && !d.rebuilt) {
+            out.push_str(&format!("    dropped: {}\n", d.index.name));
+        }
+    }
     for s in &cp.shards {
         let cursor = s.cursor.as_ref().map(|c| c.0.to_string()).unwrap_or_else(|| "-".into());
         out.push_str(&format!(

@@ -6,6 +6,7 @@ pub mod backfill;
 pub mod commands;
 pub mod config;
 pub mod demo;
+pub mod flip;
 pub mod metrics;
 pub mod progress;
 pub mod record;

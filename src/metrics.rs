@@ -37,7 +37,7 @@ pub struct Metrics {
     pub dead_letter_total: IntCounter,
 }
 
-pub const PHASES: [&str; 5] = ["preflight", "backfill", "verify", "done", "failed"];
+pub const PHASES: [&str; 6] = ["preflight", "backfill", "indexes", "verify", "done", "failed"];
 pub const OUTCOMES: [&str; 5] = ["inserted", "updated", "skipped_newer", "skipped_present", "failed"];
 
 impl Metrics {

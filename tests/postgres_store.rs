@@ -254,3 +254,136 @@ async fn preflight_names_a_missing_table_and_a_wrong_password_stays_secret() {
     assert!(log.contains("password authentication failed"), "{log}");
     assert!(!log.contains("Wr0ngS3cret"), "the password never appears: {log}");
 }
+
+fn pg_url(db: &str) -> String {
+    format!(
+        "postgres://{}:{}@{}:{}/{db}",
+        std::env::var("VISMIG_TEST_PG_USER").unwrap_or("temporal".into()),
+        std::env::var("VISMIG_TEST_PG_PASSWORD").unwrap_or("temporal".into()),
+        std::env::var("VISMIG_TEST_PG_HOST").unwrap_or("127.0.0.1".into()),
+        std::env::var("VISMIG_TEST_PG_PORT").unwrap_or("5432".into()),
+    )
+}
+
+/// (indexes on executions_visibility, how many of them are valid)
+async fn index_count(db: &str) -> (i64, i64) {
+    let pool = sqlx::PgPool::connect(&pg_url(db)).await.unwrap();
+    let row: (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COUNT(*) FILTER (WHERE i.indisvalid) FROM pg_index i WHERE i.indrelid = 'executions_visibility'::regclass",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    row
+}
+
+fn dynamic_config(work: &Work, reads_secondary: bool) -> String {
+    let path = work.path("dynamicconfig.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "# Temporal dynamic config\nsystem.secondaryVisibilityWritingMode:\n  - value: \"dual\"\nsystem.enableReadFromSecondaryVisibility:\n  - value: {reads_secondary}\n    constraints: {{ namespace: \"orders\" }}\n"
+        ),
+    )
+    .unwrap();
+    format!("  bulkLoad: {{ deferIndexes: true }}\n  flip: {{ dynamicConfigFile: \"{}\" }}\n", path.display())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bulk_load_defers_the_indexes_and_rebuilds_them() {
+    if !service_up("postgres") {
+        return;
+    }
+    let db = db_name("pg_bulk");
+    reset_db("postgres", &db, "advanced");
+    let before = index_count(&db).await;
+    assert!(before.0 > 50, "Temporal's schema has its indexes: {before:?}");
+    let seeded = Work::seeded(2_000, "").await;
+    let work = Work::with_stores(None, Some(pg_store(&db, "postgres12")), "").await;
+    std::fs::copy(seeded.primary(), work.primary()).unwrap();
+    let extra = dynamic_config(&work, false);
+    work.write_config(&extra);
+
+    let out = work.run(&["backfill"]);
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("dropped the secondary's indexes other than the primary key"), "{log}");
+    assert!(log.contains("all deferred indexes rebuilt"), "{log}");
+    assert_eq!(index_count(&db).await, (before.0, before.0), "every index is back and valid");
+    let cp: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(work.checkpoint()).unwrap()).unwrap();
+    let deferred = cp["deferredIndexes"].as_array().unwrap();
+    assert_eq!(deferred.len() as i64, before.0 - 1, "all but the primary key were deferred");
+    assert!(
+        deferred.iter().all(|d| d["rebuilt"] == true && d["definition"].as_str().unwrap().starts_with("CREATE INDEX"))
+    );
+    assert_eq!(all_records(source_of(&work, true).await).await, all_records(source_of(&work, false).await).await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bulk_load_is_refused_while_a_namespace_reads_from_the_secondary() {
+    if !service_up("postgres") {
+        return;
+    }
+    let db = db_name("pg_bulk_refused");
+    reset_db("postgres", &db, "advanced");
+    let before = index_count(&db).await;
+    let seeded = Work::seeded(1_000, "").await;
+    let work = Work::with_stores(None, Some(pg_store(&db, "postgres12")), "").await;
+    std::fs::copy(seeded.primary(), work.primary()).unwrap();
+    work.write_config(&dynamic_config(&work, true));
+    let out = work.run(&["backfill"]);
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(log.contains("deferIndexes refused"), "{log}");
+    assert!(log.contains("(orders)"), "{log}");
+    assert_eq!(index_count(&db).await, before, "nothing was dropped");
+
+    work.write_config("  bulkLoad: { deferIndexes: true }\n");
+    let out = work.run(&["backfill"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("needs migration.flip.dynamicConfigFile"), "{}", text(&out));
+    assert_eq!(index_count(&db).await, before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn indexes_dropped_before_a_crash_are_rebuilt_on_the_next_start() {
+    if !service_up("postgres") {
+        return;
+    }
+    let db = db_name("pg_bulk_crash");
+    reset_db("postgres", &db, "advanced");
+    let before = index_count(&db).await;
+    let seeded = Work::seeded(3_000, "").await;
+    let work = Work::with_stores(None, Some(pg_store(&db, "postgres12")), "").await;
+    std::fs::copy(seeded.primary(), work.primary()).unwrap();
+    work.write_config(&format!(
+        "{}  rate: {{ recordsPerSecond: 1000 }}\n  batchSize: 200\n",
+        dynamic_config(&work, false)
+    ));
+    let mut child = work
+        .vismig(&["backfill"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while settled(&work) < 500 {
+        assert!(Instant::now() < deadline, "no progress");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(index_count(&db).await.0, 1, "only the primary key is left during the copy");
+    let out = work.run(&["status"]);
+    assert!(text(&out).contains("dropped now"), "{}", text(&out));
+
+    // Deferring is off now: the dropped indexes come back anyway, and the copy completes.
+    work.write_config("");
+    let out = work.run(&["backfill", "--rate", "0"]);
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("rebuilding the indexes the bulk load deferred"), "{log}");
+    assert_eq!(index_count(&db).await, (before.0, before.0));
+    assert_eq!(all_records(source_of(&work, true).await).await, all_records(source_of(&work, false).await).await);
+}

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::store::{Cursor, ShardSpec, Split};
+use crate::store::{Cursor, IndexDef, ShardSpec, Split};
 
 pub const FORMAT: u32 = 1;
 
@@ -28,6 +28,19 @@ pub struct Checkpoint {
     pub estimated_total: u64,
     pub totals: Totals,
     pub shards: Vec<ShardState>,
+    /// Indexes of the secondary dropped for a bulk load, saved before the drop so that a
+    /// crash can never lose them: rebuilt after the copy, or on the next start.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deferred_indexes: Vec<DeferredIndex>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeferredIndex {
+    #[serde(flatten)]
+    pub index: IndexDef,
+    pub dropped: bool,
+    pub rebuilt: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -167,6 +180,7 @@ mod tests {
                 done: false,
                 settled: 5,
             }],
+            deferred_indexes: vec![],
         }
     }
 

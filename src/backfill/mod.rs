@@ -3,6 +3,7 @@
 //! `concurrency * 2` batches wait between the stages, whatever the table's size.
 //! This module only orchestrates; each role lives in its own file.
 
+pub mod bulk_load;
 pub mod checkpoint;
 pub mod dead_letter;
 pub mod retry;
@@ -148,6 +149,7 @@ impl Backfill {
                         .enumerate()
                         .map(|(id, spec)| ShardState { id, spec, cursor: None, done: false, settled: 0 })
                         .collect(),
+                    deferred_indexes: Vec::new(),
                 };
                 store.save(&cp)?;
                 tracing::info!(checkpoint = %store.path().display(), shards = cp.shards.len(), estimated_records = estimated_total, "starting a new backfill");
@@ -155,9 +157,10 @@ impl Backfill {
             }
         };
 
-        self.metrics.set_phase("backfill");
+        let mut checkpoint = checkpoint;
         self.metrics.records_estimated_total.set(checkpoint.estimated_total as i64);
         if checkpoint.is_complete() {
+            bulk_load::rebuild_indexes(self.sink.as_ref(), &mut checkpoint, &store, &self.metrics).await?;
             tracing::info!(checkpoint = %store.path().display(), "the checkpoint says this backfill is already complete; nothing to do (move the checkpoint away to copy again)");
             return Ok(Summary {
                 totals: checkpoint.totals.clone(),
@@ -166,6 +169,13 @@ impl Backfill {
                 checkpoint_path: store.path().to_path_buf(),
             });
         }
+        if self.config.migration.bulk_load.defer_indexes {
+            bulk_load::defer_indexes(self.sink.as_ref(), &mut checkpoint, &store, &self.config).await?;
+        } else {
+            // Indexes a deferred run dropped are rebuilt even if deferring is now off.
+            bulk_load::rebuild_indexes(self.sink.as_ref(), &mut checkpoint, &store, &self.metrics).await?;
+        }
+        self.metrics.set_phase("backfill");
         self.control.set_ready();
 
         let progress = Progress::new(checkpoint.estimated_total, checkpoint.totals.scanned);
@@ -344,6 +354,9 @@ impl Backfill {
         store.save(&cp)?;
         self.metrics.checkpoint_writes_total.inc();
         self.metrics.checkpoint_age_seconds.set(0.0);
+        if failure.is_none() && complete {
+            bulk_load::rebuild_indexes(self.sink.as_ref(), &mut cp, &store, &self.metrics).await?;
+        }
         if let Some(e) = failure {
             self.metrics.set_phase("failed");
             return Err(e.context(format!(

@@ -18,6 +18,8 @@ pub struct Migration {
     pub dead_letter: DeadLetter,
     pub metrics: Metrics,
     pub verify: Verify,
+    pub bulk_load: BulkLoad,
+    pub flip: Flip,
 }
 
 impl Default for Migration {
@@ -31,6 +33,8 @@ impl Default for Migration {
             dead_letter: DeadLetter::default(),
             metrics: Metrics::default(),
             verify: Verify::default(),
+            bulk_load: BulkLoad::default(),
+            flip: Flip::default(),
         }
     }
 }
@@ -112,6 +116,23 @@ impl Default for Verify {
     fn default() -> Self {
         Self { cutoff: Duration::from_secs(300), recheck_after: Duration::from_secs(30) }
     }
+}
+
+/// Bulk-load tuning of the secondary, off by default.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct BulkLoad {
+    /// Drop the secondary's indexes other than the primary key before the copy and
+    /// rebuild them after it (PostgreSQL). Refused while any namespace reads from the
+    /// secondary, which needs `flip.dynamicConfigFile` to check.
+    pub defer_indexes: bool,
+}
+
+/// Where Temporal's dynamic config lives (read by the bulk-load guard).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Flip {
+    pub dynamic_config_file: Option<PathBuf>,
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {

@@ -157,6 +157,33 @@ pub trait Sink: Store {
     async fn write(&self, records: &[VisibilityRecord]) -> StoreResult<Vec<WriteOutcome>>;
     /// Reads the given records back (absent ones are left out), for checks and tests.
     async fn read(&self, keys: &[RecordKey]) -> StoreResult<Vec<VisibilityRecord>>;
+
+    /// The indexes a bulk load may drop and rebuild: every index but the primary key.
+    async fn deferrable_indexes(&self) -> StoreResult<Vec<IndexDef>> {
+        Err(StoreError::Permanent(format!(
+            "{}: migration.bulkLoad.deferIndexes is not supported by this store",
+            self.describe()
+        )))
+    }
+
+    /// Drops one index (it was saved in the checkpoint before).
+    async fn drop_index(&self, index: &IndexDef) -> StoreResult<()> {
+        Err(StoreError::Permanent(format!("{}: cannot drop index {}", self.describe(), index.name)))
+    }
+
+    /// Builds one index from its saved definition without blocking writes; a no-op if
+    /// a valid index of that name exists, and a half-built one is replaced.
+    async fn build_index(&self, index: &IndexDef) -> StoreResult<()> {
+        Err(StoreError::Permanent(format!("{}: cannot build index {}", self.describe(), index.name)))
+    }
+}
+
+/// An index of the secondary as the store can re-create it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexDef {
+    pub name: String,
+    /// The store's own statement that creates it (PostgreSQL: `pg_indexes.indexdef`).
+    pub definition: String,
 }
 
 /// A store that can play both roles (every writable store can also be read).

@@ -20,8 +20,8 @@ use crate::config::SqlFamily;
 use crate::config::persistence::SqlStore;
 use crate::record::{ExecutionStatus, RecordKey, SearchAttributes, VisibilityRecord};
 use crate::store::{
-    BadRow, CountQuery, Counts, Cursor, ScanPage, ShardSpec, Sink, Source, Split, Store, StoreError, StoreResult,
-    WriteOutcome,
+    BadRow, CountQuery, Counts, Cursor, IndexDef, ScanPage, ShardSpec, Sink, Source, Split, Store, StoreError,
+    StoreResult, WriteOutcome,
 };
 
 /// PostgreSQL's limit on bind parameters per statement (a u16 in the protocol).
@@ -431,6 +431,46 @@ impl Sink for PostgresStore {
         Ok(outcomes.into_iter().map(|o| o.expect("every record has an outcome")).collect())
     }
 
+    async fn deferrable_indexes(&self) -> StoreResult<Vec<IndexDef>> {
+        let rows = sqlx::query(
+            "SELECT indexname::text, indexdef FROM pg_indexes \
+             WHERE schemaname = current_schema() AND tablename = 'executions_visibility' \
+               AND indexname NOT IN (SELECT conname FROM pg_constraint WHERE conrelid = 'executions_visibility'::regclass) \
+             ORDER BY indexname",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| classify(&self.context("listing indexes"), e))?;
+        Ok(rows.iter().map(|r| IndexDef { name: r.get(0), definition: r.get(1) }).collect())
+    }
+
+    async fn drop_index(&self, index: &IndexDef) -> StoreResult<()> {
+        // CONCURRENTLY: Temporal's dual writes keep going while the index goes.
+        let sql = format!("DROP INDEX CONCURRENTLY IF EXISTS {}", quote_ident(&index.name));
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&self.pool)
+            .await
+            .map_err(|e| classify(&self.context(&format!("dropping index {}", index.name)), e))?;
+        Ok(())
+    }
+
+    async fn build_index(&self, index: &IndexDef) -> StoreResult<()> {
+        match self.index_state(&index.name).await? {
+            Some(true) => return Ok(()),
+            // A build interrupted by a crash leaves an invalid index behind.
+            Some(false) => self.drop_index(index).await?,
+            None => {}
+        }
+        let concurrent = concurrently(&index.definition).ok_or_else(|| {
+            StoreError::Permanent(self.context(&format!("unexpected index definition {:?}", index.definition)))
+        })?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(concurrent))
+            .execute(&self.pool)
+            .await
+            .map_err(|e| classify(&self.context(&format!("building index {}", index.name)), e))?;
+        Ok(())
+    }
+
     async fn read(&self, keys: &[RecordKey]) -> StoreResult<Vec<VisibilityRecord>> {
         let schema = self.schema().await?;
         let mut out = Vec::with_capacity(keys.len());
@@ -458,6 +498,18 @@ impl Sink for PostgresStore {
 }
 
 impl PostgresStore {
+    async fn index_state(&self, name: &str) -> StoreResult<Option<bool>> {
+        let row = sqlx::query(
+            "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relname = $1 AND n.nspname = current_schema()",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| classify(&self.context("reading index state"), e))?;
+        Ok(row.map(|r| r.get::<bool, _>(0)))
+    }
+
     /// Current `_version` of the given records (0 without the column).
     async fn versions(
         &self,
@@ -492,6 +544,21 @@ impl PostgresStore {
             })
             .collect())
     }
+}
+
+/// `CREATE [UNIQUE] INDEX name ON …` as `CREATE [UNIQUE] INDEX CONCURRENTLY name ON …`,
+/// which builds without blocking writes.
+fn concurrently(definition: &str) -> Option<String> {
+    for prefix in ["CREATE UNIQUE INDEX ", "CREATE INDEX "] {
+        if let Some(rest) = definition.strip_prefix(prefix) {
+            return Some(format!("{prefix}CONCURRENTLY {rest}"));
+        }
+    }
+    None
+}
+
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// PostgreSQL keeps microseconds; truncate (as Temporal does) rather than let the
@@ -580,6 +647,20 @@ mod tests {
         assert_eq!(split_addr("[::1]:5432", 5432), Some(("::1".into(), 5432)));
         assert_eq!(split_addr("db:port", 5432), None);
         assert_eq!(split_addr("", 5432), None);
+    }
+
+    #[test]
+    fn index_definitions_become_concurrent_builds() {
+        assert_eq!(
+            concurrently("CREATE INDEX by_status ON public.executions_visibility USING btree (namespace_id, status)")
+                .unwrap(),
+            "CREATE INDEX CONCURRENTLY by_status ON public.executions_visibility USING btree (namespace_id, status)"
+        );
+        assert!(
+            concurrently("CREATE UNIQUE INDEX u ON t (a)").unwrap().starts_with("CREATE UNIQUE INDEX CONCURRENTLY u")
+        );
+        assert_eq!(concurrently("DROP TABLE x"), None);
+        assert_eq!(quote_ident("by_\"x"), "\"by_\"\"x\"");
     }
 
     #[test]

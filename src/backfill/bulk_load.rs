@@ -1,0 +1,99 @@
+//! Bulk-load mode (`migration.bulkLoad.deferIndexes`): until reads move to the
+//! secondary, it needs only its primary key (Temporal's dual writes upsert by key), and
+//! index upkeep dominates ingest into Temporal's schema. So the other indexes are
+//! dropped before the copy and rebuilt after it, without blocking writes.
+//!
+//! Safe by construction: refused while the dynamic config shows any namespace reading
+//! from the secondary; every definition is saved in the checkpoint before its index is
+//! dropped; whatever was dropped is rebuilt after the copy, or on the next start after
+//! a crash, even if deferring has been turned off since.
+
+use std::time::Instant;
+
+use super::checkpoint::{Checkpoint, DeferredIndex, FileCheckpoint};
+use crate::config::Config;
+use crate::flip::dynamic_config;
+use crate::metrics::Metrics;
+use crate::store::Sink;
+
+/// Refuses unless the dynamic config is known and nobody reads from the secondary.
+pub fn guard(config: &Config) -> anyhow::Result<()> {
+    let Some(path) = &config.migration.flip.dynamic_config_file else {
+        anyhow::bail!(
+            "migration.bulkLoad.deferIndexes needs migration.flip.dynamicConfigFile (Temporal's dynamic-config file), to check that no namespace reads from the secondary while its indexes are gone"
+        );
+    };
+    let readers =
+        dynamic_config::readers_of_secondary_file(path).map_err(|e| anyhow::anyhow!("dynamic config: {e}"))?;
+    if !readers.is_empty() {
+        anyhow::bail!(
+            "migration.bulkLoad.deferIndexes refused: {} in {} reads from the secondary ({}); list queries there need its indexes. Turn deferIndexes off, or move reads back first",
+            dynamic_config::READ_FROM_SECONDARY,
+            path.display(),
+            readers.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Saves the secondary's index definitions in the checkpoint, then drops the indexes.
+pub async fn defer_indexes(
+    sink: &dyn Sink,
+    cp: &mut Checkpoint,
+    store: &FileCheckpoint,
+    config: &Config,
+) -> anyhow::Result<()> {
+    if cp.deferred_indexes.iter().all(|d| d.dropped) && !cp.deferred_indexes.is_empty() {
+        return Ok(());
+    }
+    guard(config)?;
+    if cp.deferred_indexes.is_empty() {
+        let indexes = sink.deferrable_indexes().await?;
+        cp.deferred_indexes =
+            indexes.into_iter().map(|index| DeferredIndex { index, dropped: false, rebuilt: false }).collect();
+        store.save(cp)?;
+    }
+    let started = Instant::now();
+    for i in 0..cp.deferred_indexes.len() {
+        if cp.deferred_indexes[i].dropped {
+            continue;
+        }
+        sink.drop_index(&cp.deferred_indexes[i].index).await?;
+        cp.deferred_indexes[i].dropped = true;
+        store.save(cp)?;
+    }
+    tracing::info!(
+        indexes = cp.deferred_indexes.len(),
+        seconds = started.elapsed().as_secs_f64(),
+        sink = %sink.describe(),
+        "bulk load: dropped the secondary's indexes other than the primary key; their definitions are in the checkpoint and they are rebuilt after the copy"
+    );
+    Ok(())
+}
+
+/// Rebuilds every index a bulk load dropped and has not rebuilt yet.
+pub async fn rebuild_indexes(
+    sink: &dyn Sink,
+    cp: &mut Checkpoint,
+    store: &FileCheckpoint,
+    metrics: &Metrics,
+) -> anyhow::Result<()> {
+    let pending: Vec<usize> = (0..cp.deferred_indexes.len())
+        .filter(|&i| cp.deferred_indexes[i].dropped && !cp.deferred_indexes[i].rebuilt)
+        .collect();
+    if pending.is_empty() {
+        return Ok(());
+    }
+    metrics.set_phase("indexes");
+    let started = Instant::now();
+    tracing::info!(indexes = pending.len(), sink = %sink.describe(), "rebuilding the indexes the bulk load deferred (concurrently: writes go on)");
+    for (n, i) in pending.iter().enumerate() {
+        let t = Instant::now();
+        sink.build_index(&cp.deferred_indexes[*i].index).await?;
+        cp.deferred_indexes[*i].rebuilt = true;
+        store.save(cp)?;
+        tracing::info!(index = %cp.deferred_indexes[*i].index.name, seconds = t.elapsed().as_secs_f64(), done = n + 1, of = pending.len(), "index rebuilt");
+    }
+    tracing::info!(indexes = pending.len(), seconds = started.elapsed().as_secs_f64(), "all deferred indexes rebuilt");
+    Ok(())
+}
