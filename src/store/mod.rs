@@ -199,6 +199,9 @@ pub async fn open_source(config: &Config, store: &StoreRef) -> anyhow::Result<Ar
             Some(family @ (SqlFamily::Postgres | SqlFamily::PostgresStandard)) => {
                 Ok(Arc::new(sql::postgres::PostgresStore::open(&store.datastore, sql, family).await?))
             }
+            Some(SqlFamily::Mysql | SqlFamily::MysqlStandard) => {
+                Ok(Arc::new(sql::mysql::MysqlStore::open(&store.datastore, sql).await?))
+            }
             _ => Err(not_built(store, &format!("sql/{}", sql.plugin_name))),
         };
     }
@@ -214,6 +217,11 @@ pub async fn open_sink(config: &Config, store: &StoreRef) -> anyhow::Result<Arc<
             Some(family @ SqlFamily::Postgres) => {
                 Ok(Arc::new(sql::postgres::PostgresStore::open(&store.datastore, sql, family).await?))
             }
+            Some(SqlFamily::Mysql) => Ok(Arc::new(sql::mysql::MysqlStore::open(&store.datastore, sql).await?)),
+            Some(SqlFamily::MysqlStandard) => Err(anyhow::anyhow!(
+                "store {:?}: pluginName \"mysql\" is MySQL 5.7 standard visibility, which can only be read; write to Temporal's advanced schema with pluginName mysql8",
+                store.datastore
+            )),
             _ => Err(not_built(store, &format!("sql/{}", sql.plugin_name))),
         };
     }
@@ -232,7 +240,7 @@ fn kind(ds: &crate::config::DataStore) -> &'static str {
 
 fn not_built(store: &StoreRef, kind: &str) -> anyhow::Error {
     anyhow::anyhow!(
-        "store {:?}: {kind} is not supported by this version of vismig yet (supported: sql/sqlite, sql/postgres12, sql/postgres12_pgx, and sql/postgres or sql/postgres_pgx as a source)",
+        "store {:?}: {kind} is not supported by this version of vismig yet (supported: sql/sqlite, sql/postgres12, sql/postgres12_pgx, sql/mysql8, and sql/postgres, sql/postgres_pgx or sql/mysql as a source)",
         store.datastore
     )
 }

@@ -2,6 +2,7 @@
 //! writes, the key-range shards over the primary key `(namespace_id, run_id)`, and the
 //! cursor format. Each dialect lives in its own file.
 
+pub mod mysql;
 pub mod postgres;
 pub mod sqlite;
 pub mod sqlite_schema;
@@ -157,11 +158,21 @@ pub fn classify(context: &str, e: sqlx::Error) -> StoreError {
                 || code.starts_with("57P0")
                 || code.starts_with("08")
                 || matches!(code.as_str(), "1205" | "1213" | "2006" | "2013")
+                || mysql_transient(db.as_ref())
         }
         _ => false,
     };
     let message = format!("{context}: {e}");
     if transient { StoreError::Transient(message) } else { StoreError::Permanent(message) }
+}
+
+/// MySQL/MariaDB report most errors with SQLSTATE HY000, so the error number decides:
+/// 1205 lock wait timeout, 1213 deadlock, 1040 too many connections, 1053 shutdown,
+/// 1290/1836 read-only (a failover in progress), 1927 connection killed (MariaDB),
+/// 3572 NOWAIT lock, 4031 idle session closed.
+fn mysql_transient(db: &dyn sqlx::error::DatabaseError) -> bool {
+    db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+        .is_some_and(|e| matches!(e.number(), 1040 | 1053 | 1205 | 1213 | 1290 | 1836 | 1927 | 3572 | 4031))
 }
 
 #[cfg(test)]
