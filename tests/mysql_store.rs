@@ -627,5 +627,19 @@ async fn preflight_names_the_store_table_and_column_and_never_the_password() {
     let log = text(&out);
     assert!(log.contains("store \"secondary\"") && log.contains("Access denied"), "{log}");
     assert!(!log.contains("Wr0ng-s3cret"), "the password leaked: {log}");
+
+    // TLS required: a server without TLS is refused, never used in plain text.
+    let yaml = mysql_yaml(&db, "mysql8").replace("maxConns: 6", "maxConns: 6, tls: { enabled: true }");
+    configure(&work, &sqlite_yaml(&work.primary()), &yaml, "");
+    let out = work.run(&["backfill"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let log = text(&out);
+    assert!(log.contains("store \"secondary\"") && log.contains("TLS"), "{log}");
+    let yaml = mysql_yaml(&db, "mysql8")
+        .replace("maxConns: 6", "maxConns: 6, tls: { enabled: true, caFile: /nonexistent/ca.pem }");
+    configure(&work, &sqlite_yaml(&work.primary()), &yaml, "");
+    let out = work.run(&["backfill"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("sql.tls.caFile \"/nonexistent/ca.pem\" does not exist"), "{}", text(&out));
     drop_db(&db).await;
 }

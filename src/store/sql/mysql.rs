@@ -778,7 +778,8 @@ fn session_value(value: &str) -> String {
     let v = value.trim();
     let unquoted =
         ['\'', '"'].iter().find_map(|q| v.strip_prefix(*q).and_then(|s| s.strip_suffix(*q)).filter(|_| v.len() >= 2));
-    if unquoted.is_none() && !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
+    let bare = !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+    if unquoted.is_none() && (bare || v.parse::<f64>().is_ok_and(f64::is_finite)) {
         return v.to_string();
     }
     let s = unquoted.unwrap_or(v);
@@ -1236,6 +1237,8 @@ mod tests {
         assert!(s.contains(&"SET SESSION autocommit = ON".to_string()), "{s:?}");
         assert_eq!(session_value("it's"), "'it''s'");
         assert_eq!(session_value("READ-COMMITTED"), "'READ-COMMITTED'");
+        assert_eq!(session_value("-1"), "-1");
+        assert_eq!(session_value("\"quoted\""), "'quoted'");
         assert!(
             session_statements(&attrs(&[("x; DROP TABLE t", "1")])).unwrap_err().contains("not a session variable")
         );
