@@ -18,7 +18,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Datelike, NaiveDateTime, Utc};
 use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow, MySqlSslMode};
-use sqlx::{Executor, QueryBuilder, Row};
+use sqlx::{ConnectOptions, Executor, QueryBuilder, Row};
 use tokio::sync::OnceCell;
 
 use super::{BASE_COLUMNS, RunRange, classify, cursor_run, run_cursor};
@@ -129,7 +129,11 @@ impl MysqlStore {
             "mysql" => true,
             other => anyhow::bail!("store {name:?}: pluginName {other:?} is not a MySQL plugin (mysql8, mysql)"),
         };
-        let mut options = MySqlConnectOptions::new().database(&cfg.database_name).statement_cache_capacity(64);
+        let mut options = MySqlConnectOptions::new()
+            .database(&cfg.database_name)
+            .statement_cache_capacity(64)
+            // Multi-row statements are long: never log their text.
+            .disable_statement_logging();
         let location = if cfg.connect_protocol.as_deref() == Some("unix") {
             options = options.socket(&cfg.connect_addr);
             cfg.connect_addr.clone()
