@@ -256,6 +256,53 @@ async fn mariadb_to_sqlite_copies_every_field() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn broken_rows_in_mariadb_go_to_the_dead_letter_and_the_rest_is_copied() {
+    if !enabled("broken_rows_in_mariadb_go_to_the_dead_letter_and_the_rest_is_copied") {
+        return;
+    }
+    let db = fresh_db("broken_rows", "advanced").await;
+    let mut g = vismig::seed::Generator::new(21, chrono::Utc::now());
+    let good: Vec<VisibilityRecord> = (0..50).map(|_| g.next_record()).collect();
+    store(&db).await.write(&good).await.unwrap();
+    let cols = "namespace_id, run_id, workflow_type_name, workflow_id, start_time, execution_time, status, encoding, search_attributes, memo";
+    exec(
+        &db,
+        &format!(
+            "INSERT INTO executions_visibility ({cols}) VALUES
+             ('ns-broken', 'run-bad-json', 'T', 'wf-1', '2024-01-01 00:00:00', '2024-01-01 00:00:00', 2, 'Proto3', '[1, 2]', NULL),
+             ('ns-broken', 'run-bad-value', 'T', 'wf-2', '2024-01-01 00:00:00', '2024-01-01 00:00:00', 2, 'Proto3', '{{\"Keyword01\": {{\"nested\": 1}}}}', X'00FF'),
+             ('ns-broken', 'run-bad-status', 'T', 'wf-3', '2024-01-01 00:00:00', '2024-01-01 00:00:00', 42, 'Proto3', NULL, NULL),
+             ('ns-broken', 'run-good', 'T', 'wf-4', '2024-01-01 00:00:00.5', '2024-01-01 00:00:00', 2, 'Proto3', '{{\"Keyword01\": \"ok\"}}', NULL);"
+        ),
+    )
+    .await;
+    let work = Work::new("").await;
+    configure(&work, &mysql_yaml(&db, "mysql8"), &sqlite_yaml(&work.secondary()), "");
+    let log = backfill(&work);
+    assert!(log.contains("51 inserted"), "{log}");
+    assert!(log.contains("3 dead-lettered"), "{log}");
+    let letters: Vec<serde_json::Value> = std::fs::read_to_string(work.dead_letter())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let letter = |run: &str| letters.iter().find(|l| l["runId"] == run).unwrap().clone();
+    assert_eq!(letter("run-bad-json")["reason"], "search_attributes is not a JSON object: [1,2]");
+    assert_eq!(letter("run-bad-value")["reason"], "search attribute Keyword01: value is a JSON object");
+    assert_eq!(letter("run-bad-value")["record"]["memo"]["hex"], "00ff", "memo bytes rendered as hex");
+    assert_eq!(letter("run-bad-value")["record"]["start_time"], "2024-01-01 00:00:00.000000");
+    assert_eq!(letter("run-bad-status")["reason"], "unknown status 42");
+    assert!(letters.iter().all(|l| l["stage"] == "scan" && l["namespaceId"] == "ns-broken"));
+
+    let copied = records(&work.secondary()).await;
+    assert_eq!(copied.len(), 51);
+    let run_good = copied.iter().find(|r| r.run_id == "run-good").unwrap();
+    assert_eq!(run_good.start_time.to_rfc3339(), "2024-01-01T00:00:00.500+00:00");
+    assert_eq!(run_good.version, 0, "the column default");
+    drop_db(&db).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn mariadb_to_mariadb_copies_every_field() {
     if !enabled("mariadb_to_mariadb_copies_every_field") {
         return;
