@@ -134,14 +134,12 @@ impl MysqlStore {
             .statement_cache_capacity(64)
             // Multi-row statements are long: never log their text.
             .disable_statement_logging();
-        let location = if cfg.connect_protocol.as_deref() == Some("unix") {
+        if cfg.connect_protocol.as_deref() == Some("unix") {
             options = options.socket(&cfg.connect_addr);
-            cfg.connect_addr.clone()
         } else {
             let (host, port) = parse_address(&cfg.connect_addr).map_err(|e| anyhow::anyhow!("store {name:?}: {e}"))?;
             options = options.host(&host).port(port);
-            cfg.connect_addr.clone()
-        };
+        }
         if let Some(user) = cfg.user.as_deref().filter(|u| !u.is_empty()) {
             options = options.username(user);
         }
@@ -201,7 +199,7 @@ impl MysqlStore {
             .connect_lazy_with(options);
         Ok(Self {
             name: name.to_string(),
-            location,
+            location: cfg.connect_addr.clone(),
             database: cfg.database_name.clone(),
             standard,
             pool,
@@ -837,7 +835,7 @@ impl EncodedRow {
 
 /// Converts a record for MySQL, or says every value MySQL cannot hold.
 fn encode_record(r: &VisibilityRecord, max_bytes: usize) -> Result<EncodedRow, String> {
-    let mut problems = check_limits(r);
+    let mut problems = mysql_limits(r);
     let mut time = |column: &str, t: DateTime<Utc>| match mysql_datetime(t) {
         Ok(n) => n,
         Err(e) => {
@@ -878,7 +876,7 @@ fn encode_record(r: &VisibilityRecord, max_bytes: usize) -> Result<EncodedRow, S
 }
 
 /// Every value of `r` that MySQL 8's advanced schema cannot hold without truncation.
-fn check_limits(r: &VisibilityRecord) -> Vec<String> {
+fn mysql_limits(r: &VisibilityRecord) -> Vec<String> {
     let mut problems = Vec::new();
     let chars = |s: &str| s.chars().count();
     for (column, value, max) in [
