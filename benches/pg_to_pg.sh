@@ -26,7 +26,7 @@ cols="namespace_id, run_id, workflow_type_name, workflow_id, start_time, executi
 
 store() { printf '{ pluginName: postgres12, databaseName: %s, connectAddr: "%s:%s", user: %s, password: "%s", maxConns: 16 }' \
   "$1" "$VISMIG_TEST_PG_HOST" "$VISMIG_TEST_PG_PORT" "$VISMIG_TEST_PG_USER" "$VISMIG_TEST_PG_PASSWORD"; }
-config() { # primary-db secondary-db concurrency file
+config() { # primary-db secondary-db concurrency file [extra migration yaml]
   cat > "$4" <<YAML
 persistence:
   visibilityStore: primary
@@ -41,6 +41,7 @@ migration:
   checkpoint: { type: file, path: $work/checkpoint-$2.json }
   deadLetter: { path: $work/dead-letter.jsonl }
   metrics: { listen: "" }
+${5:-}
 YAML
 }
 
@@ -59,17 +60,29 @@ t0=$(now)
 psql_db "$src" -c "\\copy (SELECT $cols FROM executions_visibility) TO STDOUT" | psql_db "$dst" -c "\\copy executions_visibility ($cols) FROM STDIN"
 pipe=$(calc "$(now) - $t0" 1)
 pipe_rate=$(calc "$records / $pipe")
-echo "COPY pipe:               $records records in ${pipe}s = $pipe_rate records/s"
+printf '%-34s %s records in %ss = %s records/s\n' "raw COPY pipe:" "$records" "$pipe" "$pipe_rate"
 bash tests/services/reset-db.sh postgres "$dst" advanced >/dev/null  # drop the 20 GB/M of indexes again
 
-for c in "${concurrencies[@]}"; do
-  dst=bench_pg_vismig_c$c
+run_vismig() { # label concurrency [extra migration yaml]
+  local label=$1 c=$2 dst=bench_pg_vismig
   bash tests/services/reset-db.sh postgres "$dst" advanced >/dev/null
-  config "$src" "$dst" "$c" "$work/run-$c.yaml"
+  rm -f "$work"/checkpoint-*.json
+  config "$src" "$dst" "$c" "$work/run.yaml" "${3:-}"
   t0=$(now)
-  /usr/bin/time -f "%M" -o "$work/rss-$c" $bin backfill --config "$work/run-$c.yaml" >/dev/null 2>"$work/log-$c" || { cat "$work/log-$c"; exit 1; }
+  /usr/bin/time -f "%M" -o "$work/rss" $bin backfill --config "$work/run.yaml" >/dev/null 2>"$work/log" || { cat "$work/log"; exit 1; }
   secs=$(calc "$(now) - $t0" 1)
   rate=$(calc "$records / $secs")
-  echo "vismig concurrency $c:    $records records in ${secs}s = $rate records/s, $(calc "$rate / $pipe_rate" 2)x the pipe, peak RSS $(( $(cat "$work/rss-$c") / 1024 )) MiB"
+  printf '%-34s %s records in %ss = %s records/s, %sx the pipe, peak RSS %s MiB\n' \
+    "$label:" "$records" "$secs" "$rate" "$(calc "$rate / $pipe_rate" 2)" "$(( $(cat "$work/rss") / 1024 ))"
   bash tests/services/reset-db.sh postgres "$dst" advanced >/dev/null
+}
+
+for c in "${concurrencies[@]}"; do
+  run_vismig "vismig, concurrency $c" "$c"
 done
+# Bulk load: indexes dropped before the copy and rebuilt (concurrently) after it;
+# the time includes the rebuild.
+printf 'system.enableReadFromSecondaryVisibility:\n  - value: false\n' > "$work/dynamicconfig.yaml"
+c=${concurrencies[-1]}
+run_vismig "vismig, concurrency $c, deferIndexes" "$c" "  bulkLoad: { deferIndexes: true }
+  flip: { dynamicConfigFile: $work/dynamicconfig.yaml }"

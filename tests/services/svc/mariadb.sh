@@ -175,7 +175,7 @@ mariadb_reset_db() {
   mariadb_flavour "$flavour"
   : >"$log"
   {
-    mariadb_tool "$db" drop-database &&
+    mariadb_tool "$db" drop-database --force &&
       mariadb_tool "$db" create-database &&
       mariadb_tool "$db" setup-schema -v 0.0 &&
       mariadb_tool "$db" update-schema -d "$MARIADB_FLAVOUR_DIR"
