@@ -157,6 +157,17 @@ pub fn pg_store(database: &str, plugin: &str) -> String {
     )
 }
 
+/// The `sql:` block of a MySQL 8 (MariaDB variant) datastore on the test server.
+pub fn mysql_store(database: &str, plugin: &str) -> String {
+    format!(
+        "{{ pluginName: {plugin}, databaseName: {database}, connectAddr: \"{}:{}\", user: {}, password: \"{}\" }}",
+        env_or("VISMIG_TEST_MYSQL_HOST", "127.0.0.1"),
+        env_or("VISMIG_TEST_MYSQL_PORT", "3306"),
+        env_or("VISMIG_TEST_MYSQL_USER", "temporal"),
+        env_or("VISMIG_TEST_MYSQL_PASSWORD", "temporal"),
+    )
+}
+
 /// Opens a store of a work directory's config through vismig's factory.
 pub async fn source_of(work: &Work, primary: bool) -> Arc<dyn Source> {
     let config = vismig::config::Config::load(&work.config()).unwrap();
