@@ -23,6 +23,7 @@ if [ "${VISMIG_SKIP_SERVICES:-}" != "1" ] && [ -x tests/services/up.sh ]; then
   bash tests/services/up.sh
   # shellcheck disable=SC1091
   source tests/services/env.sh
+  bash tests/services/drop-test-dbs.sh vt_
 fi
 
 step "cargo test"
