@@ -51,7 +51,7 @@ fn addr() -> String {
 /// A fresh database `vm_<name>` with Temporal's schema (`advanced` or `standard`), made
 /// by tests/services/reset-db.sh.
 async fn fresh_db(name: &str, flavour: &str) -> String {
-    let db = format!("vm_{name}_{}", std::process::id());
+    let db = format!("vt_m_{name}_{}", std::process::id());
     // reset-db.sh's MariaDB path runs the tool's drop-database without --force, which
     // declines without a terminal and leaves an existing database as it is: drop it here.
     let mut conn = connect("").await;
