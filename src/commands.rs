@@ -7,6 +7,7 @@ use chrono::Utc;
 use tokio::sync::watch;
 
 use crate::backfill::checkpoint::Checkpoint;
+use crate::backfill::throttle::Throttle;
 use crate::backfill::{Backfill, Options, Summary};
 use crate::config::Config;
 use crate::metrics::{Control, Metrics};
@@ -41,8 +42,21 @@ pub async fn backfill(
     Ok(summary)
 }
 
-/// Counts both stores below the cut-off and compares them.
-pub async fn verify(config: &Config, namespaces: &[String], metrics: &Metrics) -> anyhow::Result<verify::Report> {
+/// What `verify` compares, beyond the counts.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct VerifyMode {
+    pub deep: bool,
+    pub repair: bool,
+}
+
+/// Counts both stores below the cut-off and compares them; record by record with
+/// `deep`. The result is saved beside the checkpoint for `status` (and the flip guard).
+pub async fn verify(
+    config: &Config,
+    namespaces: &[String],
+    mode: VerifyMode,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<verify::Report> {
     metrics.set_phase("verify");
     let source = store::open_source(config, &config.primary()).await?;
     let sink = store::open_sink(config, &config.secondary()).await?;
@@ -51,9 +65,54 @@ pub async fn verify(config: &Config, namespaces: &[String], metrics: &Metrics) -
     b.map_err(|e| anyhow::anyhow!("secondary: {e}"))?;
     let namespaces = if namespaces.is_empty() { config.migration.namespaces.clone() } else { namespaces.to_vec() };
     let cutoff = Utc::now() - chrono::Duration::from_std(config.migration.verify.cutoff)?;
-    let report = verify::counts(source as Arc<dyn Store>, sink as Arc<dyn Store>, &namespaces, cutoff, metrics).await?;
+    let mut report =
+        verify::counts(source.clone() as Arc<dyn Store>, sink.clone() as Arc<dyn Store>, &namespaces, cutoff, metrics)
+            .await?;
+    if mode.deep || mode.repair {
+        let started = Instant::now();
+        let control = Control::new(config.migration.rate.records_per_second);
+        let throttle =
+            Arc::new(Throttle::new(control, metrics.clone(), config.migration.rate.burst, config.migration.batch_size));
+        let deep = verify::deep::DeepVerify {
+            primary: source,
+            secondary: store::open_source(config, &config.secondary()).await?,
+            sink,
+            throttle,
+        };
+        let options = verify::deep::Options {
+            namespaces,
+            cutoff,
+            recheck_after: config.migration.verify.recheck_after,
+            repair: mode.repair,
+            page: config.migration.batch_size.min(1000),
+        };
+        let outcome = deep.run(&options).await?;
+        let secs = started.elapsed().as_secs_f64();
+        tracing::info!(
+            records = outcome.compared,
+            seconds = secs,
+            records_per_second = outcome.compared as f64 / secs.max(1e-9),
+            "deep verify compared records"
+        );
+        report.add_deep(outcome, metrics);
+    }
+    save_last_verify(config, &report)?;
     metrics.set_phase("done");
     Ok(report)
+}
+
+/// Where the last verify result is kept: beside the checkpoint.
+pub fn last_verify_path(config: &Config) -> std::path::PathBuf {
+    let cp = &config.migration.checkpoint.path;
+    cp.with_file_name("last-verify.json")
+}
+
+fn save_last_verify(config: &Config, report: &verify::Report) -> anyhow::Result<()> {
+    let mut json = serde_json::to_value(report)?;
+    json["finishedAt"] = serde_json::Value::String(Utc::now().to_rfc3339());
+    let path = last_verify_path(config);
+    crate::backfill::checkpoint::write_atomically(&path, &serde_json::to_vec_pretty(&json)?)
+        .map_err(|e| anyhow::anyhow!("cannot save the verify result {}: {e}", path.display()))
 }
 
 /// Writes `records` synthetic records into the primary store; returns (count, store).

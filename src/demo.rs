@@ -12,7 +12,8 @@ use crate::config::Config;
 use crate::metrics::{Control, Metrics};
 use crate::store::sql::sqlite::create_database;
 
-const FILES: [&str; 8] = [
+const FILES: [&str; 9] = [
+    "last-verify.json",
     "primary.db",
     "primary.db-wal",
     "primary.db-shm",
@@ -58,7 +59,7 @@ pub async fn run(dir: &Path, records: u64) -> anyhow::Result<()> {
         t.skipped_newer + t.skipped_present,
         t.dead_letter
     );
-    let report = commands::verify(&config, &[], &metrics).await?;
+    let report = commands::verify(&config, &[], commands::VerifyMode::default(), &metrics).await?;
     let compared: u64 = report.namespaces.iter().flat_map(|n| n.primary.values()).sum();
     println!(
         "  verify   {}: {} namespaces, {compared} records compared by status",

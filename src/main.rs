@@ -63,6 +63,12 @@ enum Command {
         /// Namespace ids to compare (default: migration.namespaces, or all).
         #[arg(long = "namespace")]
         namespaces: Vec<String>,
+        /// Compare record by record, not only counts.
+        #[arg(long)]
+        deep: bool,
+        /// Re-copy missing and different records; delete extras the primary confirms are gone (implies --deep).
+        #[arg(long)]
+        repair: bool,
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
@@ -220,12 +226,14 @@ async fn run(command: Command) -> Result<u8, Failure> {
             print_summary(&summary);
             Ok(0)
         }
-        Command::Verify { config, namespaces, output } => {
+        Command::Verify { config, namespaces, deep, repair, output } => {
             let config = Config::load(&config)?;
             let metrics = Metrics::new();
             let control = Control::new(0);
             start_listener(&config, &metrics, &control).await?;
-            let report = commands::verify(&config, &namespaces, &metrics).await?;
+            control.set_ready();
+            let mode = commands::VerifyMode { deep, repair };
+            let report = commands::verify(&config, &namespaces, mode, &metrics).await?;
             if output == Output::Json {
                 println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
             } else {
@@ -244,10 +252,24 @@ async fn run(command: Command) -> Result<u8, Failure> {
                 }
                 return Ok(0);
             };
+            let last_verify: Option<serde_json::Value> = std::fs::read_to_string(commands::last_verify_path(&config))
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok());
             if output == Output::Json {
-                println!("{}", serde_json::to_string_pretty(&cp).expect("checkpoint serializes"));
+                let mut json = serde_json::to_value(&cp).expect("checkpoint serializes");
+                json["lastVerify"] = last_verify.unwrap_or(serde_json::Value::Null);
+                println!("{}", serde_json::to_string_pretty(&json).expect("status serializes"));
             } else {
                 print!("{}", commands::status_text(&cp));
+                match last_verify {
+                    Some(v) => println!(
+                        "last verify: {} ({}) at {}",
+                        v["result"].as_str().unwrap_or("?"),
+                        v["mode"].as_str().unwrap_or("?"),
+                        v["finishedAt"].as_str().unwrap_or("?")
+                    ),
+                    None => println!("last verify: none"),
+                }
             }
             Ok(0)
         }

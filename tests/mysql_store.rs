@@ -20,7 +20,7 @@ use vismig::config::Secret;
 use vismig::config::persistence::SqlStore;
 use vismig::record::{ExecutionStatus, RecordKey, SearchAttributeValue, VisibilityRecord};
 use vismig::store::sql::mysql::MysqlStore;
-use vismig::store::{Sink, Source, Split, WriteOutcome};
+use vismig::store::{Sink, Source, Split, Store, WriteOutcome};
 
 // --- the server ---------------------------------------------------------------------------------
 
@@ -164,7 +164,7 @@ fn backfill(work: &Work) -> String {
 fn verify_equal(work: &Work) {
     let out = work.run(&["verify"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(text(&out).contains("verify: equal"), "{}", text(&out));
+    assert!(text(&out).contains(": equal"), "{}", text(&out));
 }
 
 fn seed(work: &Work, records: u64) {

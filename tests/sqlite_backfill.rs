@@ -223,7 +223,7 @@ async fn status_and_verify_report_progress_and_differences() {
 
     let out = work.run(&["verify"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(text(&out).contains("verify: equal"));
+    assert!(text(&out).contains(": equal"));
 
     // One record missing from the secondary: verify exits 3 and says where.
     let victim = records(&work.secondary()).await.into_iter().find(|r| r.status == ExecutionStatus::Completed).unwrap();

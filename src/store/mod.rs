@@ -135,6 +135,8 @@ pub trait Store: Send + Sync {
     async fn preflight(&self) -> StoreResult<()>;
     /// Counts by namespace and status, for verify.
     async fn count(&self, query: &CountQuery) -> StoreResult<Counts>;
+    /// Reads the given records (absent ones are left out), in no particular order.
+    async fn read(&self, keys: &[RecordKey]) -> StoreResult<Vec<VisibilityRecord>>;
 }
 
 #[async_trait]
@@ -155,8 +157,8 @@ pub trait Sink: Store {
     /// Writes `records` in one round trip where the store allows it, never over a newer
     /// version; returns one outcome per record, in order.
     async fn write(&self, records: &[VisibilityRecord]) -> StoreResult<Vec<WriteOutcome>>;
-    /// Reads the given records back (absent ones are left out), for checks and tests.
-    async fn read(&self, keys: &[RecordKey]) -> StoreResult<Vec<VisibilityRecord>>;
+    /// Deletes the given records (verify --repair, for extras the primary no longer has).
+    async fn delete(&self, keys: &[RecordKey]) -> StoreResult<u64>;
 
     /// The indexes a bulk load may drop and rebuild: every index but the primary key.
     async fn deferrable_indexes(&self) -> StoreResult<Vec<IndexDef>> {

@@ -1,6 +1,9 @@
 //! Verify: compares the two stores per namespace. Counts by status below a cut-off
 //! that leaves out records still changing (runs that started or closed after it are
-//! counted apart, as `recent`, and not compared).
+//! counted apart, as `recent`, and not compared); with `--deep`, record by record
+//! (`deep.rs`).
+
+pub mod deep;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -17,6 +20,8 @@ use crate::store::{CountQuery, Counts, NamespaceCounts, Store};
 pub struct Report {
     /// `equal` or `different`.
     pub result: &'static str,
+    /// `counts` or `deep`.
+    pub mode: &'static str,
     pub cutoff: DateTime<Utc>,
     pub namespaces: Vec<NamespaceReport>,
 }
@@ -32,9 +37,14 @@ pub struct NamespaceReport {
     pub recent: Recent,
     /// Statuses whose counts differ.
     pub count_differences: Vec<CountDifference>,
-    /// Record-level differences (deep mode); empty for a counts-only verify.
-    pub differences: Vec<serde_json::Value>,
+    /// Record-level differences found by a deep verify, by kind (all of them).
+    pub difference_counts: BTreeMap<String, u64>,
+    /// The first differences (at most `MAX_SAMPLES` per namespace), with field names.
+    pub differences: Vec<deep::Difference>,
 }
+
+/// Differences listed per namespace; the counts always cover all of them.
+pub const MAX_SAMPLES: usize = 100;
 
 #[derive(Debug, Serialize)]
 pub struct Recent {
@@ -49,14 +59,59 @@ pub struct CountDifference {
     pub secondary: u64,
 }
 
+impl NamespaceReport {
+    fn empty(namespace: &str) -> Self {
+        Self {
+            namespace: namespace.to_string(),
+            primary: BTreeMap::new(),
+            secondary: BTreeMap::new(),
+            recent: Recent { primary: 0, secondary: 0 },
+            count_differences: Vec::new(),
+            difference_counts: BTreeMap::new(),
+            differences: Vec::new(),
+        }
+    }
+}
+
 impl Report {
     pub fn is_equal(&self) -> bool {
         self.result == "equal"
     }
 
+    /// Adds a deep verify's differences and settles the result.
+    pub fn add_deep(&mut self, outcome: deep::Outcome, metrics: &Metrics) {
+        self.mode = "deep";
+        for (ns, diffs) in outcome.differences {
+            let index = match self.namespaces.iter().position(|n| n.namespace == ns) {
+                Some(i) => i,
+                None => {
+                    self.namespaces.push(NamespaceReport::empty(&ns));
+                    self.namespaces.len() - 1
+                }
+            };
+            let report = &mut self.namespaces[index];
+            for d in diffs {
+                *report.difference_counts.entry(d.kind.label().to_string()).or_default() += 1;
+                if report.differences.len() < MAX_SAMPLES {
+                    report.differences.push(d);
+                }
+            }
+        }
+        for ns in &self.namespaces {
+            for kind in [deep::Kind::Missing, deep::Kind::Extra, deep::Kind::Different] {
+                let n = ns.difference_counts.get(kind.label()).copied().unwrap_or(0);
+                metrics.verify_differences.with_label_values(&[&ns.namespace, kind.label()]).set(n as i64);
+            }
+        }
+        if self.namespaces.iter().any(|n| !n.difference_counts.is_empty()) {
+            self.result = "different";
+        }
+    }
+
     pub fn text(&self) -> String {
         let mut out = format!(
-            "verify: {} (records that started or closed after {} are not compared)\n",
+            "verify ({}): {} (records that started or closed after {} are not compared)\n",
+            self.mode,
             self.result,
             self.cutoff.to_rfc3339()
         );
@@ -73,6 +128,21 @@ impl Report {
                 "{:<38} {:<15} {:>12} {:>12}  (not compared)\n",
                 ns.namespace, "recent", ns.recent.primary, ns.recent.secondary
             ));
+        }
+        for ns in self.namespaces.iter().filter(|n| !n.difference_counts.is_empty()) {
+            let counts: Vec<String> = ns.difference_counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
+            out.push_str(&format!("namespace {}: {}\n", ns.namespace, counts.join(", ")));
+            for d in &ns.differences {
+                let fields =
+                    if d.fields.is_empty() { String::new() } else { format!(" fields: {}", d.fields.join(", ")) };
+                let repair = d.repair.as_ref().map(|r| format!(" -> {r}")).unwrap_or_default();
+                out.push_str(&format!(
+                    "  {:<9} run {} workflow {}{fields}{repair}\n",
+                    d.kind.label(),
+                    d.run_id,
+                    d.workflow_id
+                ));
+            }
         }
         out
     }
@@ -124,11 +194,12 @@ pub fn compare(primary: &Counts, secondary: &Counts, cutoff: DateTime<Utc>) -> R
             secondary: named(s),
             recent: Recent { primary: p.recent, secondary: s.recent },
             count_differences,
+            difference_counts: BTreeMap::new(),
             differences: Vec::new(),
         });
     }
     let equal = namespaces.iter().all(|n| n.count_differences.is_empty());
-    Report { result: if equal { "equal" } else { "different" }, cutoff, namespaces }
+    Report { result: if equal { "equal" } else { "different" }, mode: "counts", cutoff, namespaces }
 }
 
 #[cfg(test)]

@@ -342,6 +342,43 @@ impl MysqlStore {
 
 #[async_trait]
 impl Store for MysqlStore {
+    async fn read(&self, keys: &[RecordKey]) -> StoreResult<Vec<VisibilityRecord>> {
+        let schema = self.schema().await?;
+        let mut out = Vec::with_capacity(keys.len());
+        for (namespace, runs) in by_namespace(keys.iter().map(|k| (&k.namespace_id, &k.run_id))) {
+            for chunk in runs.chunks(MAX_BINDS - 1) {
+                let mut q: QueryBuilder<MySql> = QueryBuilder::new(format!(
+                    "SELECT {} FROM executions_visibility WHERE namespace_id = ",
+                    self.select_columns(schema)
+                ));
+                q.push_bind(namespace.clone());
+                q.push(" AND run_id IN (");
+                let mut sep = q.separated(", ");
+                for run in chunk {
+                    sep.push_bind((*run).clone());
+                }
+                q.push(")");
+                let rows = q
+                    .build()
+                    .persistent(false)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(|e| classify(&self.context("reading"), e))?;
+                for row in &rows {
+                    out.push(decode_row(row).map_err(|reason| {
+                        StoreError::Permanent(self.context(&format!(
+                            "record {}/{}: {reason}",
+                            lossy(row, 0),
+                            lossy(row, 1)
+                        )))
+                    })?);
+                }
+            }
+        }
+        out.sort_by(|a, b| (&a.namespace_id, &a.run_id).cmp(&(&b.namespace_id, &b.run_id)));
+        Ok(out)
+    }
+
     fn describe(&self) -> String {
         format!("mysql {}/{}", self.location, self.database)
     }
@@ -465,6 +502,48 @@ impl Source for MysqlStore {
 
 #[async_trait]
 impl Sink for MysqlStore {
+    async fn delete(&self, keys: &[RecordKey]) -> StoreResult<u64> {
+        if self.standard {
+            return Err(StoreError::Permanent(self.context("pluginName mysql (standard visibility) can only be read")));
+        }
+        let schema = self.schema().await?;
+        let ctx = || self.context("deleting");
+        let mut deleted = 0;
+        // Like Temporal's delete: all three tables in one transaction.
+        let tables: Vec<&str> = std::iter::once("executions_visibility")
+            .chain(schema.custom.map(|t| t.table))
+            .chain(schema.chasm.map(|t| t.table))
+            .collect();
+        for chunk in keys.chunks(MAX_BINDS / 2) {
+            let mut tx = self.pool.begin().await.map_err(|e| classify(&ctx(), e))?;
+            for table in &tables {
+                let mut q: QueryBuilder<MySql> =
+                    QueryBuilder::new(format!("DELETE FROM {table} WHERE (namespace_id, run_id) IN ("));
+                let mut sep = q.separated(", ");
+                for k in chunk {
+                    sep.push("(");
+                    sep.push_bind_unseparated(k.namespace_id.clone());
+                    sep.push_unseparated(", ");
+                    sep.push_bind_unseparated(k.run_id.clone());
+                    sep.push_unseparated(")");
+                }
+                q.push(")");
+                let n = q
+                    .build()
+                    .persistent(false)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| classify(&ctx(), e))?
+                    .rows_affected();
+                if *table == "executions_visibility" {
+                    deleted += n;
+                }
+            }
+            tx.commit().await.map_err(|e| classify(&ctx(), e))?;
+        }
+        Ok(deleted)
+    }
+
     fn max_batch(&self) -> usize {
         MAX_BINDS / BASE_COLUMNS.len()
     }
@@ -498,43 +577,6 @@ impl Sink for MysqlStore {
             }
         }
         Ok(outcomes.into_iter().map(|o| o.expect("every record has an outcome")).collect())
-    }
-
-    async fn read(&self, keys: &[RecordKey]) -> StoreResult<Vec<VisibilityRecord>> {
-        let schema = self.schema().await?;
-        let mut out = Vec::with_capacity(keys.len());
-        for (namespace, runs) in by_namespace(keys.iter().map(|k| (&k.namespace_id, &k.run_id))) {
-            for chunk in runs.chunks(MAX_BINDS - 1) {
-                let mut q: QueryBuilder<MySql> = QueryBuilder::new(format!(
-                    "SELECT {} FROM executions_visibility WHERE namespace_id = ",
-                    self.select_columns(schema)
-                ));
-                q.push_bind(namespace.clone());
-                q.push(" AND run_id IN (");
-                let mut sep = q.separated(", ");
-                for run in chunk {
-                    sep.push_bind((*run).clone());
-                }
-                q.push(")");
-                let rows = q
-                    .build()
-                    .persistent(false)
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(|e| classify(&self.context("reading"), e))?;
-                for row in &rows {
-                    out.push(decode_row(row).map_err(|reason| {
-                        StoreError::Permanent(self.context(&format!(
-                            "record {}/{}: {reason}",
-                            lossy(row, 0),
-                            lossy(row, 1)
-                        )))
-                    })?);
-                }
-            }
-        }
-        out.sort_by(|a, b| (&a.namespace_id, &a.run_id).cmp(&(&b.namespace_id, &b.run_id)));
-        Ok(out)
     }
 }
 

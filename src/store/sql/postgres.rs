@@ -217,6 +217,31 @@ fn split_addr(addr: &str, default_port: u16) -> Option<(String, u16)> {
 
 #[async_trait]
 impl Store for PostgresStore {
+    async fn read(&self, keys: &[RecordKey]) -> StoreResult<Vec<VisibilityRecord>> {
+        let schema = self.schema().await?;
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(MAX_BINDS / 2) {
+            let mut q: QueryBuilder<Postgres> = QueryBuilder::new(format!(
+                "SELECT {} FROM executions_visibility WHERE (namespace_id, run_id) IN (",
+                Self::select_list(schema)
+            ));
+            let mut sep = q.separated(", ");
+            for k in chunk {
+                sep.push("(");
+                sep.push_bind_unseparated(k.namespace_id.clone());
+                sep.push_unseparated("::bpchar, ");
+                sep.push_bind_unseparated(k.run_id.clone());
+                sep.push_unseparated("::bpchar)");
+            }
+            q.push(") ORDER BY namespace_id, run_id");
+            let rows = q.build().fetch_all(&self.pool).await.map_err(|e| classify(&self.context("reading"), e))?;
+            for row in &rows {
+                out.push(decode_row(row).map_err(|reason| StoreError::Permanent(self.context(&reason)))?);
+            }
+        }
+        Ok(out)
+    }
+
     fn describe(&self) -> String {
         format!("postgres {}/{}", self.address, self.database)
     }
@@ -343,6 +368,33 @@ impl Source for PostgresStore {
 
 #[async_trait]
 impl Sink for PostgresStore {
+    async fn delete(&self, keys: &[RecordKey]) -> StoreResult<u64> {
+        let schema = self.schema().await?;
+        self.ensure_writable(schema)?;
+        let mut deleted = 0;
+        for chunk in keys.chunks(MAX_BINDS / 2) {
+            let mut q: QueryBuilder<Postgres> =
+                QueryBuilder::new("DELETE FROM executions_visibility WHERE (namespace_id, run_id) IN (");
+            let mut sep = q.separated(", ");
+            for k in chunk {
+                sep.push("(");
+                sep.push_bind_unseparated(k.namespace_id.clone());
+                sep.push_unseparated("::bpchar, ");
+                sep.push_bind_unseparated(k.run_id.clone());
+                sep.push_unseparated("::bpchar)");
+            }
+            q.push(")");
+            deleted += q
+                .build()
+                .persistent(false)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| classify(&self.context("deleting"), e))?
+                .rows_affected();
+        }
+        Ok(deleted)
+    }
+
     fn max_batch(&self) -> usize {
         MAX_BINDS / BASE_COLUMNS.len()
     }
@@ -435,31 +487,6 @@ impl Sink for PostgresStore {
             .await
             .map_err(|e| classify(&self.context(&format!("building index {}", index.name)), e))?;
         Ok(())
-    }
-
-    async fn read(&self, keys: &[RecordKey]) -> StoreResult<Vec<VisibilityRecord>> {
-        let schema = self.schema().await?;
-        let mut out = Vec::with_capacity(keys.len());
-        for chunk in keys.chunks(MAX_BINDS / 2) {
-            let mut q: QueryBuilder<Postgres> = QueryBuilder::new(format!(
-                "SELECT {} FROM executions_visibility WHERE (namespace_id, run_id) IN (",
-                Self::select_list(schema)
-            ));
-            let mut sep = q.separated(", ");
-            for k in chunk {
-                sep.push("(");
-                sep.push_bind_unseparated(k.namespace_id.clone());
-                sep.push_unseparated("::bpchar, ");
-                sep.push_bind_unseparated(k.run_id.clone());
-                sep.push_unseparated("::bpchar)");
-            }
-            q.push(") ORDER BY namespace_id, run_id");
-            let rows = q.build().fetch_all(&self.pool).await.map_err(|e| classify(&self.context("reading"), e))?;
-            for row in &rows {
-                out.push(decode_row(row).map_err(|reason| StoreError::Permanent(self.context(&reason)))?);
-            }
-        }
-        Ok(out)
     }
 }
 

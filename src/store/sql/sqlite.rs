@@ -155,6 +155,37 @@ impl SqliteStore {
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn read(&self, keys: &[RecordKey]) -> StoreResult<Vec<VisibilityRecord>> {
+        let schema = self.schema().await?;
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(MAX_BINDS / 2) {
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+                "SELECT {} FROM executions_visibility WHERE (namespace_id, run_id) IN (VALUES ",
+                Self::select_columns(schema)
+            ));
+            let mut sep = q.separated(", ");
+            for k in chunk {
+                sep.push("(");
+                sep.push_bind_unseparated(k.namespace_id.clone());
+                sep.push_unseparated(", ");
+                sep.push_bind_unseparated(k.run_id.clone());
+                sep.push_unseparated(")");
+            }
+            q.push(") ORDER BY namespace_id, run_id");
+            let rows = q.build().fetch_all(&self.pool).await.map_err(|e| classify(&self.context("reading"), e))?;
+            for row in &rows {
+                out.push(decode_row(row).map_err(|reason| {
+                    StoreError::Permanent(self.context(&format!(
+                        "record {}/{}: {reason}",
+                        lossy(row, 0),
+                        lossy(row, 1)
+                    )))
+                })?);
+            }
+        }
+        Ok(out)
+    }
+
     fn describe(&self) -> String {
         format!("sqlite {}", self.path.display())
     }
@@ -264,6 +295,33 @@ impl Source for SqliteStore {
 
 #[async_trait]
 impl Sink for SqliteStore {
+    async fn delete(&self, keys: &[RecordKey]) -> StoreResult<u64> {
+        self.schema().await?;
+        let mut deleted = 0;
+        for chunk in keys.chunks(MAX_BINDS / 2) {
+            // A plain DELETE: the FTS triggers remove the row's tokens.
+            let mut q: QueryBuilder<Sqlite> =
+                QueryBuilder::new("DELETE FROM executions_visibility WHERE (namespace_id, run_id) IN (VALUES ");
+            let mut sep = q.separated(", ");
+            for k in chunk {
+                sep.push("(");
+                sep.push_bind_unseparated(k.namespace_id.clone());
+                sep.push_unseparated(", ");
+                sep.push_bind_unseparated(k.run_id.clone());
+                sep.push_unseparated(")");
+            }
+            q.push(")");
+            deleted += q
+                .build()
+                .persistent(false)
+                .execute(&self.writer)
+                .await
+                .map_err(|e| classify(&self.context("deleting"), e))?
+                .rows_affected();
+        }
+        Ok(deleted)
+    }
+
     fn max_batch(&self) -> usize {
         // One transaction per batch, split into statements under the bind limit: with
         // Temporal's ~60 indexes, every commit rewrites the index pages it touched, so
@@ -344,37 +402,6 @@ impl Sink for SqliteStore {
                 }
             })
             .collect())
-    }
-
-    async fn read(&self, keys: &[RecordKey]) -> StoreResult<Vec<VisibilityRecord>> {
-        let schema = self.schema().await?;
-        let mut out = Vec::with_capacity(keys.len());
-        for chunk in keys.chunks(MAX_BINDS / 2) {
-            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
-                "SELECT {} FROM executions_visibility WHERE (namespace_id, run_id) IN (VALUES ",
-                Self::select_columns(schema)
-            ));
-            let mut sep = q.separated(", ");
-            for k in chunk {
-                sep.push("(");
-                sep.push_bind_unseparated(k.namespace_id.clone());
-                sep.push_unseparated(", ");
-                sep.push_bind_unseparated(k.run_id.clone());
-                sep.push_unseparated(")");
-            }
-            q.push(") ORDER BY namespace_id, run_id");
-            let rows = q.build().fetch_all(&self.pool).await.map_err(|e| classify(&self.context("reading"), e))?;
-            for row in &rows {
-                out.push(decode_row(row).map_err(|reason| {
-                    StoreError::Permanent(self.context(&format!(
-                        "record {}/{}: {reason}",
-                        lossy(row, 0),
-                        lossy(row, 1)
-                    )))
-                })?);
-            }
-        }
-        Ok(out)
     }
 }
 

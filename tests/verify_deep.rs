@@ -1,0 +1,178 @@
+//! Deep verify and repair: every kind of difference seeded into the secondary is
+//! reported exactly as it is, and nothing else; a run that closes during the verify is
+//! not reported (the re-check sees the dual write land); --repair fixes what the version
+//! guard allows and says why it leaves the rest.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use vismig::record::{ExecutionStatus, VisibilityRecord};
+
+struct Seeded {
+    missing: VisibilityRecord,
+    extra: VisibilityRecord,
+    tampered: VisibilityRecord,
+    stale: VisibilityRecord,
+    newer: VisibilityRecord,
+    closing: VisibilityRecord,
+}
+
+/// Backfills, then makes the secondary differ in each way, through the library.
+async fn seed_differences(work: &Work) -> Seeded {
+    let out = work.run(&["backfill"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let primary = all_records(source_of(work, true).await).await;
+    let config = vismig::config::Config::load(&work.config()).unwrap();
+    let sink = vismig::store::open_sink(&config, &config.secondary()).await.unwrap();
+    let psink = vismig::store::open_sink(&config, &config.primary()).await.unwrap();
+    let pick = |i: usize| primary.iter().filter(|r| r.status == ExecutionStatus::Running).nth(i).unwrap().clone();
+
+    let missing = pick(0);
+    sink.delete(&[missing.key()]).await.unwrap();
+
+    let mut g = vismig::seed::Generator::new(99, chrono::Utc::now());
+    let extra = g.next_record();
+    sink.write(std::slice::from_ref(&extra)).await.unwrap();
+
+    // Same version, one field changed: only a delete and re-insert could change it.
+    let tampered = pick(1);
+    let mut t = tampered.clone();
+    t.task_queue = "tampered-queue".into();
+    sink.delete(&[t.key()]).await.unwrap();
+    sink.write(&[t]).await.unwrap();
+
+    let stale = pick(2);
+    let mut s = stale.clone();
+    s.version -= 1;
+    s.workflow_type_name = "Stale".into();
+    sink.delete(&[s.key()]).await.unwrap();
+    sink.write(&[s]).await.unwrap();
+
+    let newer = pick(3);
+    let mut n = newer.clone();
+    n.version += 10;
+    n.status = ExecutionStatus::Terminated;
+    n.close_time = Some(n.start_time + chrono::Duration::seconds(3));
+    sink.write(std::slice::from_ref(&n)).await.unwrap();
+
+    // Closes in the primary now; its dual write reaches the secondary during the verify.
+    let mut closing = pick(4);
+    closing.version += 1;
+    closing.status = ExecutionStatus::Completed;
+    closing.close_time = Some(closing.start_time + chrono::Duration::seconds(2));
+    closing.history_length = Some(12);
+    psink.write(std::slice::from_ref(&closing)).await.unwrap();
+
+    Seeded { missing, extra, tampered, stale, newer: n, closing }
+}
+
+fn differences(report: &serde_json::Value) -> Vec<(String, String, Vec<String>, Option<String>)> {
+    let mut out = Vec::new();
+    for ns in report["namespaces"].as_array().unwrap() {
+        for d in ns["differences"].as_array().unwrap() {
+            out.push((
+                d["kind"].as_str().unwrap().to_string(),
+                d["runId"].as_str().unwrap().to_string(),
+                d["fields"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_string()).collect(),
+                d["repair"].as_str().map(str::to_string),
+            ));
+        }
+    }
+    out.sort_by(|a, b| a.1.cmp(&b.1));
+    out
+}
+
+async fn deep_verify_reports_each_difference_exactly(work: Work) {
+    let seeded = seed_differences(&work).await;
+    let child =
+        work.vismig(&["verify", "--deep", "--output", "json"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    // The dual write of the closing run lands while verify waits to re-check.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let config = vismig::config::Config::load(&work.config()).unwrap();
+    let sink = vismig::store::open_sink(&config, &config.secondary()).await.unwrap();
+    sink.write(std::slice::from_ref(&seeded.closing)).await.unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["result"], "different");
+    assert_eq!(report["mode"], "deep");
+
+    let mut want = vec![
+        ("missing".to_string(), seeded.missing.run_id.clone(), vec![], None),
+        ("extra".to_string(), seeded.extra.run_id.clone(), vec![], None),
+        ("different".to_string(), seeded.tampered.run_id.clone(), vec!["task_queue".to_string()], None),
+        (
+            "different".to_string(),
+            seeded.stale.run_id.clone(),
+            vec!["workflow_type_name".to_string(), "version".to_string()],
+            None,
+        ),
+        (
+            "different".to_string(),
+            seeded.newer.run_id.clone(),
+            vec!["close_time".to_string(), "status".to_string(), "version".to_string()],
+            None,
+        ),
+    ];
+    want.sort_by(|a, b| a.1.cmp(&b.1));
+    assert_eq!(differences(&report), want, "exactly the seeded differences, and not the run that closed meanwhile");
+
+    // Repair: what the guard allows is fixed; the rest says why not.
+    let out = work.run(&["verify", "--repair", "--output", "json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let repairs: Vec<(String, Option<String>)> = differences(&report).into_iter().map(|d| (d.1, d.3)).collect();
+    let repair_of = |run: &str| repairs.iter().find(|r| r.0 == run).unwrap().1.clone().unwrap();
+    assert_eq!(repair_of(&seeded.missing.run_id), "recopied");
+    assert_eq!(repair_of(&seeded.extra.run_id), "deleted");
+    assert_eq!(repair_of(&seeded.stale.run_id), "recopied");
+    assert!(repair_of(&seeded.tampered.run_id).contains("same version"));
+    assert!(repair_of(&seeded.newer.run_id).contains("newer version"));
+
+    // Verify again: only the two the guard must keep are left.
+    let out = work.run(&["verify", "--deep", "--output", "json"]);
+    assert_eq!(out.status.code(), Some(3));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut left: Vec<String> = differences(&report).into_iter().map(|d| d.1).collect();
+    let mut want = vec![seeded.tampered.run_id.clone(), seeded.newer.run_id.clone()];
+    left.sort();
+    want.sort();
+    assert_eq!(left, want);
+    let status = text(&work.run(&["status"]));
+    assert!(status.contains("last verify: different (deep)"), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_deep_verify_and_repair() {
+    let work = Work::seeded(2_000, "  verify: { cutoff: 5m, recheckAfter: 3s }\n").await;
+    deep_verify_reports_each_difference_exactly(work).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_deep_verify_and_repair() {
+    if !service_up("postgres") {
+        return;
+    }
+    let (a, b) = (db_name("deep_a"), db_name("deep_b"));
+    reset_db("postgres", &a, "advanced");
+    reset_db("postgres", &b, "advanced");
+    let work = Work::with_stores(
+        Some(pg_store(&a, "postgres12")),
+        Some(pg_store(&b, "postgres12")),
+        "  verify: { cutoff: 5m, recheckAfter: 3s }\n",
+    )
+    .await;
+    let out = work.run(&["seed", "--records", "2000"]);
+    assert!(out.status.success(), "{}", text(&out));
+    deep_verify_reports_each_difference_exactly(work).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_clean_copy_verifies_equal_in_deep_mode() {
+    let work = Work::seeded(2_000, "  verify: { cutoff: 5m, recheckAfter: 1s }\n").await;
+    assert!(work.run(&["backfill"]).status.success());
+    let out = work.run(&["verify", "--deep"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("verify (deep): equal"), "{}", text(&out));
+}
