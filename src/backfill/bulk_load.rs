@@ -18,7 +18,7 @@ use crate::store::Sink;
 
 /// Refuses unless the dynamic config is known and nobody reads from the secondary.
 pub fn guard(config: &Config) -> anyhow::Result<()> {
-    let Some(path) = &config.migration.flip.dynamic_config_file else {
+    let Some(path) = &config.dynamic_config_file() else {
         anyhow::bail!(
             "migration.bulkLoad.deferIndexes needs migration.flip.dynamicConfigFile (Temporal's dynamic-config file), to check that no namespace reads from the secondary while its indexes are gone"
         );

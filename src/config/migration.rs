@@ -11,6 +11,8 @@ use serde::{Deserialize, Deserializer};
 pub struct Migration {
     /// Namespace ids to copy; empty means all.
     pub namespaces: Vec<String>,
+    /// Namespace name -> id: the dynamic config names namespaces, records carry ids.
+    pub namespace_names: std::collections::BTreeMap<String, String>,
     pub batch_size: usize,
     pub concurrency: usize,
     pub rate: Rate,
@@ -26,6 +28,7 @@ impl Default for Migration {
     fn default() -> Self {
         Self {
             namespaces: Vec::new(),
+            namespace_names: Default::default(),
             batch_size: 500,
             concurrency: 4,
             rate: Rate::default(),
@@ -128,11 +131,35 @@ pub struct BulkLoad {
     pub defer_indexes: bool,
 }
 
-/// Where Temporal's dynamic config lives (read by the bulk-load guard).
-#[derive(Clone, Debug, Default, Deserialize)]
+/// The flip of Temporal's read mode, and where its dynamic config lives.
+#[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct Flip {
+    /// What `vismig run` does after a passing verify.
+    pub mode: FlipMode,
+    /// Temporal's dynamic-config file; defaults to the server config's
+    /// `dynamicConfigClient.filepath` when vismig reads Temporal's own config file.
     pub dynamic_config_file: Option<PathBuf>,
+    /// The last verify must be younger than this for a flip.
+    #[serde(deserialize_with = "duration")]
+    pub max_verify_age: Duration,
+}
+
+impl Default for Flip {
+    fn default() -> Self {
+        Self { mode: FlipMode::Manual, dynamic_config_file: None, max_verify_age: Duration::from_secs(3600) }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum FlipMode {
+    /// Flip reads as soon as verify passes.
+    Auto,
+    /// Print the exact flip command.
+    Manual,
+    /// Stop after verify.
+    Never,
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {

@@ -60,8 +60,20 @@ impl<'de> Deserialize<'de> for Secret {
 pub struct Config {
     #[serde(default)]
     pub persistence: Persistence,
+    /// Temporal's own `dynamicConfigClient` block, when vismig reads the server's file.
+    #[serde(default)]
+    pub dynamic_config_client: Option<DynamicConfigClient>,
     #[serde(default)]
     pub migration: Migration,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DynamicConfigClient {
+    #[serde(default)]
+    pub filepath: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub poll_interval: Option<String>,
 }
 
 /// Which role a store plays, and where it lives.
@@ -135,6 +147,16 @@ impl Config {
                 es_index_key: Some("secondary_visibility".to_string()),
             },
         }
+    }
+
+    /// Temporal's dynamic-config file: `migration.flip.dynamicConfigFile`, else the
+    /// server config's `dynamicConfigClient.filepath`.
+    pub fn dynamic_config_file(&self) -> Option<std::path::PathBuf> {
+        self.migration
+            .flip
+            .dynamic_config_file
+            .clone()
+            .or_else(|| self.dynamic_config_client.as_ref().and_then(|c| c.filepath.clone()))
     }
 
     pub fn datastore(&self, store: &StoreRef) -> &DataStore {

@@ -2,3 +2,4 @@
 //! them, the flip itself, is not built yet.)
 
 pub mod dynamic_config;
+pub mod edit;
