@@ -64,6 +64,7 @@ pub async fn verify(
     a.map_err(|e| anyhow::anyhow!("primary: {e}"))?;
     b.map_err(|e| anyhow::anyhow!("secondary: {e}"))?;
     let namespaces = if namespaces.is_empty() { config.migration.namespaces.clone() } else { namespaces.to_vec() };
+    let filter = namespaces.clone();
     let cutoff = Utc::now() - chrono::Duration::from_std(config.migration.verify.cutoff)?;
     let mut report =
         verify::counts(source.clone() as Arc<dyn Store>, sink.clone() as Arc<dyn Store>, &namespaces, cutoff, metrics)
@@ -96,20 +97,35 @@ pub async fn verify(
         );
         report.add_deep(outcome, metrics);
     }
-    save_last_verify(config, &report)?;
+    save_last_verify(config, &filter, &report)?;
     metrics.set_phase("done");
     Ok(report)
 }
 
-/// Where the last verify result is kept: beside the checkpoint.
-pub fn last_verify_path(config: &Config) -> std::path::PathBuf {
-    let cp = &config.migration.checkpoint.path;
-    cp.with_file_name("last-verify.json")
+pub use crate::verify::last_result_path as last_verify_path;
+
+/// The namespace NAMES a flip of this migration covers: those of `migration.namespaces`
+/// (ids) through `migration.namespaceNames`; none (all namespaces) when it is empty.
+pub fn flip_names(config: &Config) -> anyhow::Result<Vec<String>> {
+    config
+        .migration
+        .namespaces
+        .iter()
+        .map(|id| {
+            config.migration.namespace_names.iter().find(|(_, v)| *v == id).map(|(name, _)| name.clone()).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "migration.namespaceNames has no name for namespace id {id}: the dynamic config names namespaces"
+                )
+            })
+        })
+        .collect()
 }
 
-fn save_last_verify(config: &Config, report: &verify::Report) -> anyhow::Result<()> {
+fn save_last_verify(config: &Config, namespaces: &[String], report: &verify::Report) -> anyhow::Result<()> {
     let mut json = serde_json::to_value(report)?;
     json["finishedAt"] = serde_json::Value::String(Utc::now().to_rfc3339());
+    // Which namespaces this verify covered (empty: all), for the flip guard.
+    json["namespaceFilter"] = serde_json::to_value(namespaces)?;
     let path = last_verify_path(config);
     crate::backfill::checkpoint::write_atomically(&path, &serde_json::to_vec_pretty(&json)?)
         .map_err(|e| anyhow::anyhow!("cannot save the verify result {}: {e}", path.display()))

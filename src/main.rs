@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use vismig::config::{Config, ConfigError};
 use vismig::metrics::{self, Control, Metrics};
-use vismig::{backfill, commands, demo, progress};
+use vismig::{backfill, commands, demo, flip, progress};
 
 #[derive(Parser)]
 #[command(name = "vismig", version, about = "Migrate Temporal visibility records between stores")]
@@ -72,6 +72,29 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Edit Temporal's dynamic config: reads from the secondary (per namespace or all) and the writing mode.
+    Flip {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Namespace NAMES to flip (default: all namespaces).
+        #[arg(long = "namespace")]
+        namespaces: Vec<String>,
+        #[arg(long, value_enum)]
+        reads: Option<ReadsArg>,
+        #[arg(long, value_enum)]
+        writes: Option<WritesArg>,
+        /// Print the diff, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Flip even though the guard refuses (no passing, recent verify; writes not dual).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Preflight, backfill, verify, then flip as migration.flip.mode says (auto, manual, never).
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Show checkpoint progress per shard.
     Status {
         #[arg(long, short)]
@@ -98,6 +121,19 @@ enum Command {
     },
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum ReadsArg {
+    Secondary,
+    Primary,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum WritesArg {
+    Off,
+    Dual,
+    On,
+}
+
 fn parse_shard(s: &str) -> Result<(usize, usize), String> {
     let (i, n) = s.split_once('/').ok_or("expected I/N, e.g. 0/4")?;
     let i: usize = i.trim().parse().map_err(|_| "I in I/N must be a number")?;
@@ -112,6 +148,38 @@ fn parse_shard(s: &str) -> Result<(usize, usize), String> {
 enum Failure {
     Config(String),
     Run(anyhow::Error),
+}
+
+fn flip_exit(result: Result<flip::Done, flip::Error>, dry_run: bool) -> Result<u8, Failure> {
+    match result {
+        Ok(done) => {
+            print!("{}", done.diff);
+            let when = done
+                .poll_interval
+                .map(|p| format!("within its dynamicConfigClient.pollInterval ({p})"))
+                .unwrap_or_else(|| {
+                    "at its next dynamicConfigClient.pollInterval (60s in Temporal's docker config)".into()
+                });
+            if dry_run {
+                println!("dry run: {} would change; nothing written", done.path.display());
+            } else if done.changed {
+                println!(
+                    "flipped: {} written (backup {}); Temporal applies it {when}",
+                    done.path.display(),
+                    done.backup.map(|b| b.display().to_string()).unwrap_or_default()
+                );
+            } else {
+                println!("nothing to do: {} already says so", done.path.display());
+            }
+            Ok(0)
+        }
+        Err(flip::Error::Refused(reason)) => {
+            eprintln!("flip refused: {reason} (--force overrides)");
+            Ok(4)
+        }
+        Err(flip::Error::Config(msg)) => Err(Failure::Config(msg)),
+        Err(flip::Error::Failed(e)) => Err(Failure::Run(e)),
+    }
 }
 
 impl From<ConfigError> for Failure {
@@ -241,6 +309,57 @@ async fn run(command: Command) -> Result<u8, Failure> {
             }
             Ok(if report.is_equal() { 0 } else { 3 })
         }
+        Command::Flip { config, namespaces, reads, writes, dry_run, force } => {
+            let config = Config::load(&config)?;
+            let request = flip::Request {
+                namespaces,
+                reads: reads.map(|r| match r {
+                    ReadsArg::Secondary => flip::Reads::Secondary,
+                    ReadsArg::Primary => flip::Reads::Primary,
+                }),
+                writes: writes.map(|w| match w {
+                    WritesArg::Off => flip::Writes::Off,
+                    WritesArg::Dual => flip::Writes::Dual,
+                    WritesArg::On => flip::Writes::On,
+                }),
+                dry_run,
+                force,
+            };
+            flip_exit(flip::flip(&config, &request), dry_run)
+        }
+        Command::Run { config: path } => {
+            let config = Config::load(&path)?;
+            let metrics = Metrics::new();
+            let control = Control::new(config.migration.rate.records_per_second);
+            start_listener(&config, &metrics, &control).await?;
+            let summary = commands::backfill(&config, 0, 1, metrics.clone(), control, stop_signal()).await?;
+            print_summary(&summary);
+            if !summary.complete {
+                return Ok(0);
+            }
+            let mode = commands::VerifyMode { deep: config.migration.verify.deep, repair: false };
+            let report = commands::verify(&config, &[], mode, &metrics).await?;
+            print!("{}", report.text());
+            if !report.is_equal() {
+                eprintln!("verify found differences: not flipping (see vismig verify --deep, and --repair)");
+                return Ok(3);
+            }
+            let names = commands::flip_names(&config)?;
+            let request =
+                flip::Request { namespaces: names.clone(), reads: Some(flip::Reads::Secondary), ..Default::default() };
+            match config.migration.flip.mode {
+                vismig::config::migration::FlipMode::Auto => flip_exit(flip::flip(&config, &request), false),
+                vismig::config::migration::FlipMode::Manual => {
+                    let ns: String = names.iter().map(|n| format!(" --namespace {n}")).collect();
+                    println!(
+                        "verify passed; to move reads to the secondary run:\n  vismig flip --config {} --reads secondary{ns}",
+                        path.display()
+                    );
+                    Ok(0)
+                }
+                vismig::config::migration::FlipMode::Never => Ok(0),
+            }
+        }
         Command::Status { config, output } => {
             let config = Config::load(&config)?;
             let store = backfill::checkpoint::FileCheckpoint::new(&config.migration.checkpoint.path);
@@ -261,6 +380,20 @@ async fn run(command: Command) -> Result<u8, Failure> {
                 println!("{}", serde_json::to_string_pretty(&json).expect("status serializes"));
             } else {
                 print!("{}", commands::status_text(&cp));
+                if let Some(path) = config.dynamic_config_file() {
+                    match flip::dynamic_config::readers_of_secondary_file(&path) {
+                        Ok(readers) => {
+                            let mode = std::fs::read_to_string(&path).ok().and_then(|t| flip::writing_mode(&t));
+                            println!(
+                                "flip state ({}): reads from the secondary: {}; writing mode: {}",
+                                path.display(),
+                                if readers.is_empty() { "no namespace".to_string() } else { readers.join(", ") },
+                                mode.unwrap_or_else(|| "off (not set)".into())
+                            );
+                        }
+                        Err(e) => println!("flip state: {e}"),
+                    }
+                }
                 match last_verify {
                     Some(v) => println!(
                         "last verify: {} ({}) at {}",

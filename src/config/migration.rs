@@ -113,11 +113,13 @@ pub struct Verify {
     pub cutoff: Duration,
     #[serde(deserialize_with = "duration")]
     pub recheck_after: Duration,
+    /// `vismig run` verifies record by record, not only by counts.
+    pub deep: bool,
 }
 
 impl Default for Verify {
     fn default() -> Self {
-        Self { cutoff: Duration::from_secs(300), recheck_after: Duration::from_secs(30) }
+        Self { cutoff: Duration::from_secs(300), recheck_after: Duration::from_secs(30), deep: false }
     }
 }
 

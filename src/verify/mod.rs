@@ -5,6 +5,11 @@
 
 pub mod deep;
 
+/// Where the last verify result is kept: `last-verify.json` beside the checkpoint.
+pub fn last_result_path(config: &crate::config::Config) -> std::path::PathBuf {
+    config.migration.checkpoint.path.with_file_name("last-verify.json")
+}
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 

@@ -1,0 +1,151 @@
+//! The flip and `vismig run`: comment-preserving edits of a realistic dynamic-config
+//! file, the guard's refusals (exit 4), --force, --dry-run, rollback, and the whole
+//! flow from preflight to flip.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use common::*;
+
+const DYNAMIC_CONFIG: &str = r#"# Dynamic config of the prod Temporal cluster. Owned by the platform team.
+frontend.enableClientVersionCheck:
+  - value: true
+    constraints: {}
+limit.maxIDLength:
+  - value: 255
+    constraints: {}
+# Visibility migration (runbook VIS-42): dual writes on since 2026-11-20
+system.secondaryVisibilityWritingMode:
+  - value: "dual"   # do not turn "on" before reads moved
+system.enableReadFromSecondaryVisibility:
+  - value: false
+    constraints:
+      namespace: "payments"
+  - value: false   # all other namespaces
+history.defaultActivityRetryPolicy:
+  - value:
+      InitialIntervalInSeconds: 1
+      MaximumIntervalCoefficient: 100.0
+      BackoffCoefficient: 2.0
+      MaximumAttempts: 0
+matching.numTaskqueueReadPartitions:
+  - value: 8
+    constraints:
+      namespace: "payments"
+      taskQueueName: "checkout"
+"#;
+
+fn flip_config(work: &Work, extra: &str) -> std::path::PathBuf {
+    let dc = work.path("dynamicconfig.yaml");
+    if !dc.exists() {
+        std::fs::write(&dc, DYNAMIC_CONFIG).unwrap();
+        std::fs::set_permissions(&dc, std::fs::Permissions::from_mode(0o640)).unwrap();
+    }
+    work.write_config(&format!(
+        "  verify: {{ cutoff: 5m, recheckAfter: 1s }}\n  flip: {{ mode: auto, dynamicConfigFile: \"{}\", maxVerifyAge: 1h }}\n{extra}",
+        dc.display()
+    ));
+    dc
+}
+
+fn changed_lines(old: &str, new: &str) -> Vec<String> {
+    let a: Vec<&str> = old.lines().collect();
+    new.lines().enumerate().filter(|(i, l)| a.get(*i) != Some(l)).map(|(_, l)| l.to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_goes_from_preflight_to_flip_and_changes_only_the_intended_line() {
+    let work = Work::seeded(2_000, "").await;
+    let dc = flip_config(&work, "");
+    let out = work.run(&["run"]);
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(log.contains("backfill complete"), "{log}");
+    assert!(log.contains("verify (counts): equal"), "{log}");
+    assert!(log.contains("flipped:"), "{log}");
+    let new = std::fs::read_to_string(&dc).unwrap();
+    assert_eq!(new.lines().count(), DYNAMIC_CONFIG.lines().count());
+    assert_eq!(changed_lines(DYNAMIC_CONFIG, &new), vec!["  - value: true   # all other namespaces"]);
+    assert_eq!(std::fs::metadata(&dc).unwrap().permissions().mode() & 0o777, 0o640, "file mode kept");
+    let backups: Vec<_> = std::fs::read_dir(work.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("dynamicconfig.yaml.vismig-backup-"))
+        .collect();
+    assert_eq!(backups.len(), 1);
+    assert_eq!(std::fs::read_to_string(backups[0].path()).unwrap(), DYNAMIC_CONFIG);
+    assert!(log.contains("\"audit\":true"), "an audit line is logged: {log}");
+    let status = text(&work.run(&["status"]));
+    assert!(status.contains("reads from the secondary: all; writing mode: dual"), "{status}");
+
+    // Idempotent, then rolled back with --reads primary.
+    let out = work.run(&["flip", "--reads", "secondary"]);
+    assert!(text(&out).contains("nothing to do"), "{}", text(&out));
+    let out = work.run(&["flip", "--reads", "primary"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(std::fs::read_to_string(&dc).unwrap(), DYNAMIC_CONFIG, "rolled back byte for byte");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_guard_refuses_without_a_recent_passing_verify_and_dual_writes() {
+    let work = Work::seeded(1_000, "").await;
+    let dc = flip_config(&work, "");
+    // No verify yet.
+    let out = work.run(&["flip", "--reads", "secondary"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(text(&out).contains("no verify has run"), "{}", text(&out));
+
+    // A failed verify (nothing copied yet).
+    assert_eq!(work.run(&["verify"]).status.code(), Some(3));
+    let out = work.run(&["flip", "--reads", "secondary"]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(text(&out).contains("the last verify found differences"), "{}", text(&out));
+
+    // A passing verify, but too old.
+    assert!(work.run(&["backfill"]).status.success());
+    assert_eq!(work.run(&["verify"]).status.code(), Some(0));
+    let last = work.path("last-verify.json");
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&last).unwrap()).unwrap();
+    v["finishedAt"] = serde_json::json!((chrono::Utc::now() - chrono::Duration::hours(2)).to_rfc3339());
+    std::fs::write(&last, v.to_string()).unwrap();
+    let out = work.run(&["flip", "--reads", "secondary"]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(text(&out).contains("more than migration.flip.maxVerifyAge"), "{}", text(&out));
+
+    // Fresh verify, but writes are not dual.
+    assert_eq!(work.run(&["verify"]).status.code(), Some(0));
+    std::fs::write(&dc, DYNAMIC_CONFIG.replace("\"dual\"", "\"off\"")).unwrap();
+    let out = work.run(&["flip", "--reads", "secondary"]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(text(&out).contains("not \"dual\""), "{}", text(&out));
+
+    // --dry-run shows the diff and writes nothing; --force flips, loudly.
+    let before = std::fs::read_to_string(&dc).unwrap();
+    let out = work.run(&["flip", "--reads", "secondary", "--writes", "dual", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("+  - value: \"dual\""), "{}", text(&out));
+    assert_eq!(std::fs::read_to_string(&dc).unwrap(), before);
+    let out = work.run(&["flip", "--reads", "secondary", "--force"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("WARNING: flipping despite the guard"), "{}", text(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_namespace_is_flipped_by_name() {
+    let work = Work::seeded(1_000, "").await;
+    let primary = records(&work.primary()).await;
+    let id = primary[0].namespace_id.clone();
+    let dc = flip_config(&work, &format!("  namespaces: [\"{id}\"]\n  namespaceNames: {{ payments: \"{id}\" }}\n"));
+    let out = work.run(&["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let new = std::fs::read_to_string(&dc).unwrap();
+    assert_eq!(changed_lines(DYNAMIC_CONFIG, &new), vec!["  - value: true"]);
+    let readers = vismig::flip::dynamic_config::readers_of_secondary(&new).unwrap();
+    assert_eq!(readers, vec!["payments"]);
+
+    // A namespace this verify did not cover is refused.
+    let out = work.run(&["flip", "--reads", "secondary", "--namespace", "orders"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(text(&out).contains("no id in migration.namespaceNames"), "{}", text(&out));
+}
