@@ -90,14 +90,12 @@ pub fn flip(config: &Config, req: &Request) -> Result<Done, Error> {
         .map_err(|e| Error::Failed(anyhow::anyhow!("cannot read the dynamic config {}: {e}", path.display())))?;
 
     let guarded = req.reads == Some(Reads::Secondary) || req.writes == Some(Writes::On);
-    if guarded {
-        if let Err(reason) = guard(config, &old, req) {
-            if !req.force {
-                return Err(Error::Refused(reason));
-            }
-            tracing::warn!(reason = %reason, "FORCED FLIP: the guard refused, --force overrides it");
-            eprintln!("WARNING: flipping despite the guard (--force): {reason}");
+    if guarded && let Err(reason) = guard(config, &old, req) {
+        if !req.force {
+            return Err(Error::Refused(reason));
         }
+        tracing::warn!(reason = %reason, "FORCED FLIP: the guard refused, --force overrides it");
+        eprintln!("WARNING: flipping despite the guard (--force): {reason}");
     }
 
     let mut new = old.clone();
