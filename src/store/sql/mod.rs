@@ -9,8 +9,10 @@ pub mod sqlite_schema;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Cursor, ShardSpec, Split, StoreError};
-use crate::record::{SearchAttributeType, SearchAttributeValue, VisibilityRecord, known_search_attribute_type};
+use super::{Counts, Cursor, ShardSpec, Split, StoreError};
+use crate::record::{
+    ExecutionStatus, SearchAttributeType, SearchAttributeValue, VisibilityRecord, known_search_attribute_type,
+};
 
 /// The columns Temporal writes (`sqlplugin.DbFields`), in its order; `_version` is last
 /// because MySQL applies ON DUPLICATE KEY UPDATE assignments left to right.
@@ -61,6 +63,28 @@ impl RunRange {
             .map_err(|e| StoreError::Permanent(format!("checkpoint shard is not a SQL run-id range: {e}")))
     }
 
+    /// Completes `… WHERE namespace_id = ` with this range's bounds, resuming after the
+    /// run id `after` (the cursor) when there is one. Ordering by run id within one
+    /// namespace walks the primary key `(namespace_id, run_id)` in every dialect.
+    pub fn push_bounds<DB: sqlx::Database>(&self, q: &mut sqlx::QueryBuilder<DB>, after: Option<&str>)
+    where
+        String: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    {
+        q.push_bind(self.namespace_id.clone());
+        match (after, &self.start) {
+            (Some(run), _) => {
+                q.push(" AND run_id > ").push_bind(run.to_string());
+            }
+            (None, Some(start)) => {
+                q.push(" AND run_id >= ").push_bind(start.clone());
+            }
+            (None, None) => {}
+        }
+        if let Some(end) = &self.end {
+            q.push(" AND run_id < ").push_bind(end.clone());
+        }
+    }
+
     /// Every namespace split into `split.parts()` run-id ranges, keeping the parts that
     /// belong to this process.
     pub fn plan(namespaces: &[String], split: &Split) -> Vec<RunRange> {
@@ -86,6 +110,21 @@ pub fn cursor_run(cursor: &Cursor) -> Result<String, StoreError> {
         .as_str()
         .map(str::to_string)
         .ok_or_else(|| StoreError::Permanent(format!("checkpoint cursor {} is not a SQL run id", cursor.0)))
+}
+
+/// Adds one `(namespace, status, total, recent)` row of a dialect's count query; rows
+/// with a status Temporal does not define are left out with a warning (their records
+/// go to the dead letter when copied, so they are in neither store's comparison).
+pub fn add_count(counts: &mut Counts, store: &str, namespace_id: &str, status: i64, total: i64, recent: i64) {
+    let Some(status) = ExecutionStatus::from_i64(status) else {
+        tracing::warn!(store, namespace_id, status, rows = total, "rows with an unknown status are not counted");
+        return;
+    };
+    let entry = counts.entry(namespace_id.trim_end().to_string()).or_default();
+    entry.recent += recent as u64;
+    if total > recent {
+        *entry.by_status.entry(status).or_default() += (total - recent) as u64;
+    }
 }
 
 /// Checks a record against the column limits of Temporal's PostgreSQL and MySQL

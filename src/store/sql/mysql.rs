@@ -21,7 +21,7 @@ use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySql
 use sqlx::{ConnectOptions, Executor, QueryBuilder, Row};
 use tokio::sync::OnceCell;
 
-use super::{BASE_COLUMNS, RunRange, classify, cursor_run, run_cursor};
+use super::{BASE_COLUMNS, RunRange, add_count, classify, cursor_run, run_cursor};
 use crate::config::persistence::SqlStore;
 use crate::record::{
     ExecutionStatus, RecordKey, SearchAttributeType, SearchAttributeValue, SearchAttributes, VisibilityRecord,
@@ -407,15 +407,7 @@ impl Store for MysqlStore {
             let status: i64 = row.try_get(1).map_err(|e| classify(&self.context("counting"), e))?;
             let total: i64 = row.try_get(2).map_err(|e| classify(&self.context("counting"), e))?;
             let recent: i64 = row.try_get(3).map_err(|e| classify(&self.context("counting"), e))?;
-            let Some(status) = ExecutionStatus::from_i64(status) else {
-                tracing::warn!(store = %self.describe(), namespace_id = %ns, status, rows = total, "rows with an unknown status are not counted");
-                continue;
-            };
-            let entry = counts.entry(ns).or_default();
-            entry.recent += recent as u64;
-            if total > recent {
-                *entry.by_status.entry(status).or_default() += (total - recent) as u64;
-            }
+            add_count(&mut counts, &self.describe(), &ns, status, total, recent);
         }
         Ok(counts)
     }
@@ -447,19 +439,7 @@ impl Source for MysqlStore {
             "SELECT {} FROM executions_visibility WHERE namespace_id = ",
             self.select_columns(schema)
         ));
-        q.push_bind(range.namespace_id.clone());
-        match (&after, &range.start) {
-            (Some(run), _) => {
-                q.push(" AND run_id > ").push_bind(run.clone());
-            }
-            (None, Some(start)) => {
-                q.push(" AND run_id >= ").push_bind(start.clone());
-            }
-            (None, None) => {}
-        }
-        if let Some(end) = &range.end {
-            q.push(" AND run_id < ").push_bind(end.clone());
-        }
+        range.push_bounds(&mut q, after.as_deref());
         q.push(" ORDER BY run_id LIMIT ");
         q.push_bind(limit as i64);
         let rows = q.build().fetch_all(&self.pool).await.map_err(|e| classify(&self.context("scanning"), e))?;

@@ -15,7 +15,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgSslMode};
 use sqlx::{ConnectOptions, Postgres, QueryBuilder, Row};
 use tokio::sync::OnceCell;
 
-use super::{BASE_COLUMNS, RunRange, check_limits, classify, cursor_run, run_cursor};
+use super::{BASE_COLUMNS, RunRange, add_count, check_limits, classify, cursor_run, run_cursor};
 use crate::config::SqlFamily;
 use crate::config::persistence::SqlStore;
 use crate::record::{ExecutionStatus, RecordKey, SearchAttributes, VisibilityRecord};
@@ -267,15 +267,7 @@ impl Store for PostgresStore {
             let status: i32 = row.get(1);
             let total: i64 = row.get(2);
             let recent: i64 = row.get(3);
-            let Some(status) = ExecutionStatus::from_i64(i64::from(status)) else {
-                tracing::warn!(store = %self.describe(), namespace_id = %ns.trim_end(), status, rows = total, "rows with an unknown status are not counted");
-                continue;
-            };
-            let entry = counts.entry(ns.trim_end().to_string()).or_default();
-            entry.recent += recent as u64;
-            if total > recent {
-                *entry.by_status.entry(status).or_default() += (total - recent) as u64;
-            }
+            add_count(&mut counts, &self.describe(), &ns, i64::from(status), total, recent);
         }
         Ok(counts)
     }
@@ -316,19 +308,7 @@ impl Source for PostgresStore {
             "SELECT {} FROM executions_visibility WHERE namespace_id = ",
             Self::select_list(schema)
         ));
-        q.push_bind(range.namespace_id.clone());
-        match (&after, &range.start) {
-            (Some(run), _) => {
-                q.push(" AND run_id > ").push_bind(run.clone());
-            }
-            (None, Some(start)) => {
-                q.push(" AND run_id >= ").push_bind(start.clone());
-            }
-            (None, None) => {}
-        }
-        if let Some(end) = &range.end {
-            q.push(" AND run_id < ").push_bind(end.clone());
-        }
+        range.push_bounds(&mut q, after.as_deref());
         q.push(" ORDER BY run_id LIMIT ").push_bind(limit as i64);
         let rows = q.build().fetch_all(&self.pool).await.map_err(|e| classify(&self.context("scanning"), e))?;
         let done = rows.len() < limit;

@@ -16,7 +16,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRo
 use sqlx::{ConnectOptions, QueryBuilder, Row, Sqlite};
 use tokio::sync::OnceCell;
 
-use super::{BASE_COLUMNS, RunRange, classify, cursor_run, run_cursor};
+use super::{BASE_COLUMNS, RunRange, add_count, classify, cursor_run, run_cursor};
 use crate::config::persistence::SqlStore;
 use crate::record::{
     ExecutionStatus, RecordKey, SearchAttributeType, SearchAttributeValue, SearchAttributes, VisibilityRecord,
@@ -214,15 +214,7 @@ impl Store for SqliteStore {
             let status: i64 = row.get(1);
             let total: i64 = row.get(2);
             let recent: i64 = row.get(3);
-            let Some(status) = ExecutionStatus::from_i64(status) else {
-                tracing::warn!(store = %self.describe(), namespace_id = %ns, status, rows = total, "rows with an unknown status are not counted");
-                continue;
-            };
-            let entry = counts.entry(ns.trim_end().to_string()).or_default();
-            entry.recent += recent as u64;
-            if total > recent {
-                *entry.by_status.entry(status).or_default() += (total - recent) as u64;
-            }
+            add_count(&mut counts, &self.describe(), &ns, status, total, recent);
         }
         Ok(counts)
     }
@@ -254,19 +246,7 @@ impl Source for SqliteStore {
             "SELECT {} FROM executions_visibility WHERE namespace_id = ",
             Self::select_columns(schema)
         ));
-        q.push_bind(range.namespace_id.clone());
-        match (&after, &range.start) {
-            (Some(run), _) => {
-                q.push(" AND run_id > ").push_bind(run.clone());
-            }
-            (None, Some(start)) => {
-                q.push(" AND run_id >= ").push_bind(start.clone());
-            }
-            (None, None) => {}
-        }
-        if let Some(end) = &range.end {
-            q.push(" AND run_id < ").push_bind(end.clone());
-        }
+        range.push_bounds(&mut q, after.as_deref());
         q.push(" ORDER BY run_id LIMIT ");
         q.push_bind(limit as i64);
         let rows = q.build().fetch_all(&self.pool).await.map_err(|e| classify(&self.context("scanning"), e))?;
