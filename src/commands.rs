@@ -56,6 +56,7 @@ pub async fn verify(
     namespaces: &[String],
     mode: VerifyMode,
     metrics: &Arc<Metrics>,
+    control: &Arc<Control>,
 ) -> anyhow::Result<verify::Report> {
     metrics.set_phase("verify");
     let source = store::open_source(config, &config.primary()).await?;
@@ -71,9 +72,13 @@ pub async fn verify(
             .await?;
     if mode.deep || mode.repair {
         let started = Instant::now();
-        let control = Control::new(config.migration.rate.records_per_second);
-        let throttle =
-            Arc::new(Throttle::new(control, metrics.clone(), config.migration.rate.burst, config.migration.batch_size));
+        // The deep scan is limited like the backfill, and PUT /rate changes it live.
+        let throttle = Arc::new(Throttle::new(
+            control.clone(),
+            metrics.clone(),
+            config.migration.rate.burst,
+            config.migration.batch_size,
+        ));
         let deep = verify::deep::DeepVerify {
             primary: source,
             secondary: store::open_source(config, &config.secondary()).await?,

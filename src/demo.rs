@@ -48,7 +48,7 @@ pub async fn run(dir: &Path, records: u64) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let control = Control::new(config.migration.rate.records_per_second);
     let (_stop_tx, stop) = watch::channel(false);
-    let summary = commands::backfill(&config, 0, 1, metrics.clone(), control, stop).await?;
+    let summary = commands::backfill(&config, 0, 1, metrics.clone(), control.clone(), stop).await?;
     let secs = summary.elapsed.as_secs_f64();
     let t = &summary.totals;
     println!(
@@ -59,7 +59,7 @@ pub async fn run(dir: &Path, records: u64) -> anyhow::Result<()> {
         t.skipped_newer + t.skipped_present,
         t.dead_letter
     );
-    let report = commands::verify(&config, &[], commands::VerifyMode::default(), &metrics).await?;
+    let report = commands::verify(&config, &[], commands::VerifyMode::default(), &metrics, &control).await?;
     let compared: u64 = report.namespaces.iter().flat_map(|n| n.primary.values()).sum();
     println!(
         "  verify   {}: {} namespaces, {compared} records compared by status",

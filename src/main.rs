@@ -297,11 +297,11 @@ async fn run(command: Command) -> Result<u8, Failure> {
         Command::Verify { config, namespaces, deep, repair, output } => {
             let config = Config::load(&config)?;
             let metrics = Metrics::new();
-            let control = Control::new(0);
+            let control = Control::new(config.migration.rate.records_per_second);
             start_listener(&config, &metrics, &control).await?;
             control.set_ready();
             let mode = commands::VerifyMode { deep, repair };
-            let report = commands::verify(&config, &namespaces, mode, &metrics).await?;
+            let report = commands::verify(&config, &namespaces, mode, &metrics, &control).await?;
             if output == Output::Json {
                 println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
             } else {
@@ -332,13 +332,13 @@ async fn run(command: Command) -> Result<u8, Failure> {
             let metrics = Metrics::new();
             let control = Control::new(config.migration.rate.records_per_second);
             start_listener(&config, &metrics, &control).await?;
-            let summary = commands::backfill(&config, 0, 1, metrics.clone(), control, stop_signal()).await?;
+            let summary = commands::backfill(&config, 0, 1, metrics.clone(), control.clone(), stop_signal()).await?;
             print_summary(&summary);
             if !summary.complete {
                 return Ok(0);
             }
             let mode = commands::VerifyMode { deep: config.migration.verify.deep, repair: false };
-            let report = commands::verify(&config, &[], mode, &metrics).await?;
+            let report = commands::verify(&config, &[], mode, &metrics, &control).await?;
             print!("{}", report.text());
             if !report.is_equal() {
                 eprintln!("verify found differences: not flipping (see vismig verify --deep, and --repair)");
