@@ -242,14 +242,19 @@ impl Backfill {
             let rx = batch_rx.clone();
             let acks = ack_tx.clone();
             let mut abort = abort_rx.clone();
+            let mut cancel = cancel.clone();
             writers.spawn(async move {
+                // On a graceful stop, batches already read are still written; only a
+                // store that needs retrying is given up on (the batch stays unacknowledged,
+                // so the checkpoint never passes it).
+                let mut stop = merge(&mut cancel, &mut abort);
                 loop {
                     let batch = { rx.lock().await.recv().await };
                     let Some(batch) = batch else { return anyhow::Ok(()) };
                     if *abort.borrow() {
                         return Ok(());
                     }
-                    match writer.write(&batch, &mut abort).await {
+                    match writer.write(&batch, &mut stop).await {
                         Ok(counts) => {
                             let records = batch.rows();
                             let ack = Ack {
