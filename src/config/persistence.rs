@@ -78,6 +78,23 @@ pub struct CassandraStore {
     pub connect_timeout: Option<String>,
     #[serde(default)]
     pub tls: Option<Tls>,
+    /// Temporal's `consistency.default.consistency` (vismig reads at it; LOCAL_QUORUM when unset).
+    #[serde(default)]
+    pub consistency: Option<CassandraConsistency>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CassandraConsistency {
+    #[serde(default)]
+    pub default: Option<CassandraConsistencySettings>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CassandraConsistencySettings {
+    #[serde(default)]
+    pub consistency: String,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]

@@ -4,6 +4,7 @@
 //! Cursors and shard specs are opaque JSON to the pipeline: only the store that made
 //! them reads them, and the checkpoint stores them as they are.
 
+pub mod cassandra;
 pub mod sql;
 
 use std::collections::BTreeMap;
@@ -207,6 +208,9 @@ pub async fn open_source(config: &Config, store: &StoreRef) -> anyhow::Result<Ar
             _ => Err(not_built(store, &format!("sql/{}", sql.plugin_name))),
         };
     }
+    if let Some(cassandra) = &ds.cassandra {
+        return Ok(Arc::new(cassandra::CassandraStore::open(&store.datastore, cassandra).await?));
+    }
     Err(not_built(store, kind(ds)))
 }
 
@@ -242,7 +246,7 @@ fn kind(ds: &crate::config::DataStore) -> &'static str {
 
 fn not_built(store: &StoreRef, kind: &str) -> anyhow::Error {
     anyhow::anyhow!(
-        "store {:?}: {kind} is not supported by this version of vismig yet (supported: sql/sqlite, sql/postgres12, sql/postgres12_pgx, sql/mysql8, and sql/postgres, sql/postgres_pgx or sql/mysql as a source)",
+        "store {:?}: {kind} is not supported by this version of vismig yet (supported: sql/sqlite, sql/postgres12, sql/postgres12_pgx, sql/mysql8, and sql/postgres, sql/postgres_pgx, sql/mysql or cassandra as a source)",
         store.datastore
     )
 }

@@ -1,0 +1,383 @@
+//! The Cassandra standard-visibility source against the real Cassandra of
+//! tests/services, with Temporal v1.23's schema applied by temporal-cassandra-tool and
+//! rows written the way Temporal v1.23 writes them (open insert `USING TIMESTAMP` start
+//! ms; close = one logged batch deleting the open row and inserting the closed one):
+//! every field of every record compared after Cassandra -> SQLite and Cassandra ->
+//! PostgreSQL, kill -9 and resume, a run in both tables ending closed, counts verify.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use common::*;
+use futures::StreamExt;
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::statement::batch::{Batch, BatchType};
+use scylla::value::CqlTimestamp;
+use uuid::Uuid;
+use vismig::record::{ExecutionStatus, VisibilityRecord};
+use vismig::store::Split;
+
+fn cassandra_host() -> String {
+    std::env::var("VISMIG_TEST_CASSANDRA_HOST").unwrap_or_else(|_| "127.0.0.1".into())
+}
+
+/// A keyspace with Temporal v1.23's visibility schema, dropped when the test ends.
+struct Keyspace(String);
+
+impl Keyspace {
+    fn create(test: &str) -> Keyspace {
+        let name = format!("vt_{test}_{}", std::process::id());
+        let tool = std::env::var("VISMIG_TEST_CASSANDRA_TOOL").expect("VISMIG_TEST_CASSANDRA_TOOL (source env.sh)");
+        let module = std::env::var("VISMIG_TEST_TEMPORAL_MODULE_STANDARD").expect("VISMIG_TEST_TEMPORAL_MODULE_STANDARD");
+        let host = cassandra_host();
+        let run = |args: &[&str]| {
+            let out = Command::new(&tool).args(["--ep", &host]).args(args).output().unwrap();
+            assert!(out.status.success(), "temporal-cassandra-tool {args:?}: {}", text(&out));
+        };
+        let _ = Command::new(&tool).args(["--ep", &host, "drop-keyspace", "-k", &name, "-f"]).output();
+        run(&["create-keyspace", "-k", &name, "--rf", "1"]);
+        run(&["-k", &name, "setup-schema", "-v", "0.0"]);
+        run(&["-k", &name, "update-schema", "-d", &format!("{module}/schema/cassandra/visibility/versioned")]);
+        Keyspace(name)
+    }
+}
+
+impl Drop for Keyspace {
+    fn drop(&mut self) {
+        if let Ok(tool) = std::env::var("VISMIG_TEST_CASSANDRA_TOOL") {
+            let _ = Command::new(tool).args(["--ep", &cassandra_host(), "drop-keyspace", "-k", &self.0, "-f"]).output();
+        }
+    }
+}
+
+/// A work directory whose primary is the Cassandra keyspace and whose secondary is the
+/// given `sql:` block (SQLite in the directory when None).
+async fn cassandra_work(ks: &Keyspace, secondary: Option<String>, extra: &str) -> Work {
+    let work = Work::with_stores(None, secondary, extra).await;
+    let (_, s) = work.stores.clone().unwrap();
+    let text = format!(
+        "persistence:\n  visibilityStore: primary\n  secondaryVisibilityStore: secondary\n  datastores:\n    primary:\n      cassandra: {{ hosts: \"{}\", keyspace: {}, connectTimeout: 10s }}\n    secondary:\n      sql: {s}\nmigration:\n  checkpoint: {{ type: file, path: \"{}\" }}\n  deadLetter: {{ path: \"{}\" }}\n  metrics: {{ listen: \"\" }}\n{extra}",
+        cassandra_host(),
+        ks.0,
+        work.checkpoint().display(),
+        work.dead_letter().display(),
+    );
+    std::fs::write(work.config(), text).unwrap();
+    work
+}
+
+async fn session(ks: &Keyspace) -> Session {
+    SessionBuilder::new()
+        .known_node(format!("{}:9042", cassandra_host()))
+        .use_keyspace(&ks.0, false)
+        .build()
+        .await
+        .expect("Cassandra is listed in VISMIG_TEST_SERVICES but unreachable")
+}
+
+fn ms(t: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(t).unwrap()
+}
+
+/// One run as the test writes it, and the record vismig must produce from it.
+struct Run {
+    record: VisibilityRecord,
+    /// Write the closed row without deleting the open one (the close batch's delete missed).
+    in_both: bool,
+    /// A status Temporal does not define: goes to the dead letter.
+    bad_status: Option<i32>,
+}
+
+/// `per_ns` runs in each of 3 namespaces, open and closed of every status, with memo;
+/// 40 closed runs of the first namespace share one close time (paging inside one
+/// clustering time), one run is in both tables, one has an unknown status.
+fn runs(per_ns: usize) -> (Vec<Uuid>, Vec<Run>) {
+    let namespaces: Vec<Uuid> = (0..3).map(|i| Uuid::from_u128(0x1000_0000_0000_4000_8000_0000_0000_0000 + i)).collect();
+    let base = 1_700_000_000_000i64;
+    let closed = [
+        ExecutionStatus::Completed,
+        ExecutionStatus::Failed,
+        ExecutionStatus::Canceled,
+        ExecutionStatus::Terminated,
+        ExecutionStatus::ContinuedAsNew,
+        ExecutionStatus::TimedOut,
+    ];
+    let mut out = Vec::new();
+    for (n, ns) in namespaces.iter().enumerate() {
+        for i in 0..per_ns {
+            let k = (n * per_ns + i) as i64;
+            let start = base + k * 7_919 + (k % 1000);
+            let status = if i % 5 == 0 { ExecutionStatus::Running } else { closed[i % closed.len()] };
+            let close = if status.is_open() {
+                None
+            } else if n == 0 && i < 200 && i % 5 != 0 {
+                Some(base + 50_000_000) // shared close time
+            } else {
+                Some(start + 1_000 + (k * 37) % 900_000)
+            };
+            let memo = match i % 7 {
+                0 => None,
+                1 => Some(Vec::new()),
+                _ => Some(format!("\n\x0ememo-{k}").into_bytes()),
+            };
+            let record = VisibilityRecord {
+                namespace_id: ns.to_string(),
+                run_id: Uuid::from_u128(0xabcd_0000_0000_4000_8000_0000_0000_0000 + k as u128 * 7_777_777).to_string(),
+                workflow_id: format!("wf-{}", k / 2),
+                workflow_type_name: format!("Type{}", k % 4),
+                start_time: ms(start),
+                execution_time: ms(if i % 3 == 0 { start + 60_000 } else { start }),
+                close_time: close.map(ms),
+                status,
+                history_length: close.map(|_| 10 + k),
+                history_size_bytes: None,
+                execution_duration: None,
+                state_transition_count: None,
+                encoding: if memo.is_none() { String::new() } else { "Proto3".into() },
+                memo,
+                task_queue: format!("queue-{}", k % 3),
+                search_attributes: None,
+                parent_workflow_id: None,
+                parent_run_id: None,
+                root_workflow_id: String::new(),
+                root_run_id: String::new(),
+                version: 0,
+            };
+            out.push(Run { record, in_both: n == 0 && i == 1, bad_status: (n == 1 && i == 2).then_some(99) });
+        }
+    }
+    (namespaces, out)
+}
+
+/// Writes the runs with Temporal v1.23's statements and timestamps.
+async fn write_runs(s: &Session, runs: &[Run]) {
+    let insert_open = s
+        .prepare(
+            "INSERT INTO open_executions (namespace_id, namespace_partition, workflow_id, run_id, start_time, execution_time, workflow_type_name, memo, encoding, task_queue) VALUES (?, 0, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
+        )
+        .await
+        .unwrap();
+    let delete_open = s
+        .prepare("DELETE FROM open_executions WHERE namespace_id = ? AND namespace_partition = 0 AND start_time = ? AND run_id = ?")
+        .await
+        .unwrap();
+    let insert_closed = s
+        .prepare(
+            "INSERT INTO closed_executions (namespace_id, namespace_partition, workflow_id, run_id, start_time, execution_time, close_time, workflow_type_name, status, history_length, memo, encoding, task_queue) VALUES (?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .await
+        .unwrap();
+    let (insert_open, delete_open, insert_closed) = (&insert_open, &delete_open, &insert_closed);
+    futures::stream::iter(runs)
+        .map(|run| async move {
+            let r = &run.record;
+            let ns = Uuid::parse_str(&r.namespace_id).unwrap();
+            let id = Uuid::parse_str(&r.run_id).unwrap();
+            let ts = |t: DateTime<Utc>| CqlTimestamp(t.timestamp_millis());
+            let encoding = (!r.encoding.is_empty()).then(|| r.encoding.clone());
+            s.execute_unpaged(
+                insert_open,
+                (
+                    ns,
+                    &r.workflow_id,
+                    id,
+                    ts(r.start_time),
+                    ts(r.execution_time),
+                    &r.workflow_type_name,
+                    &r.memo,
+                    &encoding,
+                    &r.task_queue,
+                    r.start_time.timestamp_millis(),
+                ),
+            )
+            .await
+            .unwrap();
+            let Some(close) = r.close_time else { return };
+            let closed_values = (
+                ns,
+                &r.workflow_id,
+                id,
+                ts(r.start_time),
+                ts(r.execution_time),
+                ts(close),
+                &r.workflow_type_name,
+                run.bad_status.unwrap_or(r.status.as_i32()),
+                r.history_length.unwrap(),
+                &r.memo,
+                &encoding,
+                &r.task_queue,
+            );
+            let mut batch = Batch::new(BatchType::Logged);
+            // Temporal: close time in ms, or start + 1 s for runs shorter than that.
+            let stamp = close.timestamp_millis().max(r.start_time.timestamp_millis() + 1_000);
+            batch.set_timestamp(Some(stamp));
+            batch.append_statement(insert_closed.clone());
+            if run.in_both {
+                s.batch(&batch, (closed_values,)).await.unwrap();
+            } else {
+                batch.append_statement(delete_open.clone());
+                s.batch(&batch, (closed_values, (ns, ts(r.start_time), id))).await.unwrap();
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<()>>()
+        .await;
+}
+
+/// What the secondary must hold: every run but the one with an unknown status, sorted.
+fn expected(runs: &[Run]) -> Vec<VisibilityRecord> {
+    let mut want: Vec<VisibilityRecord> = runs.iter().filter(|r| r.bad_status.is_none()).map(|r| r.record.clone()).collect();
+    want.sort_by(|a, b| (&a.namespace_id, &a.run_id).cmp(&(&b.namespace_id, &b.run_id)));
+    want
+}
+
+async fn seeded_keyspace(test: &str, per_ns: usize) -> (Keyspace, Vec<Run>) {
+    let ks = Keyspace::create(test);
+    let (_, runs) = runs(per_ns);
+    let s = session(&ks).await;
+    write_runs(&s, &runs).await;
+    (ks, runs)
+}
+
+fn assert_same(got: &[VisibilityRecord], want: &[VisibilityRecord]) {
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(want) {
+        assert_eq!(g, w);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cassandra_to_sqlite_copies_every_field() {
+    if !service_up("cassandra") {
+        return;
+    }
+    let (ks, runs) = seeded_keyspace("cass_sqlite", 700).await;
+    let want = expected(&runs);
+    let work = cassandra_work(&ks, None, "  batchSize: 300\n  concurrency: 4\n").await;
+
+    // The source itself, paged by 7 over a plan of 5 windows per namespace: the rows
+    // sharing one close time are paged through, nothing repeats, nothing is missing.
+    let source = source_of(&work, true).await;
+    let split = Split { per_process: 5, process_index: 0, process_count: 1 };
+    let shards = source.plan_shards(&[], &split).await.unwrap();
+    assert!(shards.len() > 6, "closed partitions are split into windows: {shards:?}");
+    assert_eq!(shards.last().unwrap().0["table"], "open", "open shards come last");
+    let mut seen = Vec::new();
+    let mut bad = Vec::new();
+    for shard in &shards {
+        let mut cursor = None;
+        loop {
+            let page = source.scan(shard, cursor.as_ref(), 7).await.unwrap();
+            seen.extend(page.records.into_iter().map(|r| (r.namespace_id, r.run_id, r.status)));
+            bad.extend(page.bad_rows);
+            cursor = page.cursor.or(cursor);
+            if page.done {
+                break;
+            }
+        }
+    }
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert!(bad[0].reason.contains("unknown status 99"), "{bad:?}");
+    let unique: BTreeSet<_> = seen.iter().map(|(n, r, _)| (n.clone(), r.clone())).collect();
+    assert_eq!(unique.len(), want.len(), "every run once");
+    assert_eq!(seen.len(), want.len() + 1, "the run in both tables is read twice, both times closed");
+    let both = &runs.iter().find(|r| r.in_both).unwrap().record;
+    assert!(seen.iter().filter(|(_, r, _)| *r == both.run_id).all(|(_, _, s)| *s == both.status));
+
+    let out = work.run(&["backfill"]);
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("1 dead-lettered"), "{log}");
+    let s = all_records(source_of(&work, false).await).await;
+    assert_same(&s, &want);
+    let copied = s.iter().find(|r| r.run_id == both.run_id).unwrap();
+    assert!(copied.close_time.is_some() && copied.status != ExecutionStatus::Running, "{copied:?}");
+    let letters = std::fs::read_to_string(work.dead_letter()).unwrap();
+    assert!(letters.contains("unknown status 99"), "{letters}");
+
+    let out = work.run(&["verify"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = work.run(&["verify", "--deep"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(text(&out).contains("not supported with a Cassandra primary"), "{}", text(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cassandra_to_postgres_copies_every_field() {
+    if !service_up("cassandra") || !service_up("postgres") {
+        return;
+    }
+    let (ks, runs) = seeded_keyspace("cass_pg", 1_000).await;
+    let want = expected(&runs);
+    let db = db_name("cass_pg");
+    reset_db("postgres", &db, "advanced");
+    let work = cassandra_work(&ks, Some(pg_store(&db, "postgres12")), "  batchSize: 500\n  concurrency: 4\n").await;
+    let started = Instant::now();
+    let out = work.run(&["backfill"]);
+    let elapsed = started.elapsed();
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    eprintln!(
+        "Cassandra -> PostgreSQL: {} records in {:.2}s ({:.0} records/s, whole process)",
+        want.len(),
+        elapsed.as_secs_f64(),
+        want.len() as f64 / elapsed.as_secs_f64()
+    );
+    assert_same(&all_records(source_of(&work, false).await).await, &want);
+    let out = work.run(&["verify"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cassandra_backfill_resumes_after_kill_9() {
+    if !service_up("cassandra") {
+        return;
+    }
+    let (ks, runs) = seeded_keyspace("cass_kill", 1_000).await;
+    let want = expected(&runs);
+    let work =
+        cassandra_work(&ks, None, "  batchSize: 100\n  concurrency: 2\n  rate: { recordsPerSecond: 600 }\n").await;
+    let mut child = work
+        .vismig(&["backfill"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while settled(&work) < 600 {
+        assert!(Instant::now() < deadline, "no progress");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(settled(&work) < want.len() as u64);
+
+    let out = work.run(&["backfill", "--rate", "0"]);
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("resuming shard after cursor"), "{log}");
+    assert_same(&all_records(source_of(&work, false).await).await, &want);
+    let out = work.run(&["verify"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn preflight_names_a_missing_table() {
+    if !service_up("cassandra") {
+        return;
+    }
+    let ks = Keyspace::create("cass_preflight");
+    let s = session(&ks).await;
+    s.query_unpaged("DROP TABLE open_executions", ()).await.unwrap();
+    let work = cassandra_work(&ks, None, "").await;
+    let out = work.run(&["backfill"]);
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(log.contains("table open_executions does not exist in keyspace"), "{log}");
+    assert!(log.contains(&format!("cassandra {}/{}", cassandra_host(), ks.0)), "{log}");
+}
