@@ -33,7 +33,8 @@ impl Keyspace {
     fn create(test: &str) -> Keyspace {
         let name = format!("vt_{test}_{}", std::process::id());
         let tool = std::env::var("VISMIG_TEST_CASSANDRA_TOOL").expect("VISMIG_TEST_CASSANDRA_TOOL (source env.sh)");
-        let module = std::env::var("VISMIG_TEST_TEMPORAL_MODULE_STANDARD").expect("VISMIG_TEST_TEMPORAL_MODULE_STANDARD");
+        let module =
+            std::env::var("VISMIG_TEST_TEMPORAL_MODULE_STANDARD").expect("VISMIG_TEST_TEMPORAL_MODULE_STANDARD");
         let host = cassandra_host();
         let run = |args: &[&str]| {
             let out = Command::new(&tool).args(["--ep", &host]).args(args).output().unwrap();
@@ -97,7 +98,8 @@ struct Run {
 /// 40 closed runs of the first namespace share one close time (paging inside one
 /// clustering time), one run is in both tables, one has an unknown status.
 fn runs(per_ns: usize) -> (Vec<Uuid>, Vec<Run>) {
-    let namespaces: Vec<Uuid> = (0..3).map(|i| Uuid::from_u128(0x1000_0000_0000_4000_8000_0000_0000_0000 + i)).collect();
+    let namespaces: Vec<Uuid> =
+        (0..3).map(|i| Uuid::from_u128(0x1000_0000_0000_4000_8000_0000_0000_0000 + i)).collect();
     let base = 1_700_000_000_000i64;
     let closed = [
         ExecutionStatus::Completed,
@@ -231,7 +233,8 @@ async fn write_runs(s: &Session, runs: &[Run]) {
 
 /// What the secondary must hold: every run but the one with an unknown status, sorted.
 fn expected(runs: &[Run]) -> Vec<VisibilityRecord> {
-    let mut want: Vec<VisibilityRecord> = runs.iter().filter(|r| r.bad_status.is_none()).map(|r| r.record.clone()).collect();
+    let mut want: Vec<VisibilityRecord> =
+        runs.iter().filter(|r| r.bad_status.is_none()).map(|r| r.record.clone()).collect();
     want.sort_by(|a, b| (&a.namespace_id, &a.run_id).cmp(&(&b.namespace_id, &b.run_id)));
     want
 }

@@ -243,10 +243,13 @@ impl CassandraStore {
         {
             None => Consistency::LocalQuorum,
             Some(c) => parse_consistency(&c).ok_or_else(|| {
-                anyhow::anyhow!("store {name:?}: cassandra.consistency.default.consistency {c:?} is not a consistency level")
+                anyhow::anyhow!(
+                    "store {name:?}: cassandra.consistency.default.consistency {c:?} is not a consistency level"
+                )
             })?,
         };
-        let session = builder.build().await.map_err(|e| anyhow::anyhow!("store {name:?} ({describe}): connecting: {e}"))?;
+        let session =
+            builder.build().await.map_err(|e| anyhow::anyhow!("store {name:?} ({describe}): connecting: {e}"))?;
         Ok(Self {
             name: name.to_string(),
             hosts: hosts.join(","),
@@ -290,7 +293,8 @@ impl CassandraStore {
         let statement = self.statement(cql, STREAM_PAGE).await?;
         let result =
             self.session.execute_unpaged(&statement, values).await.map_err(|e| classify(&self.context(what), e))?;
-        let rows = result.into_rows_result().map_err(|e| StoreError::Permanent(self.context(&format!("{what}: {e}"))))?;
+        let rows =
+            result.into_rows_result().map_err(|e| StoreError::Permanent(self.context(&format!("{what}: {e}"))))?;
         rows.rows::<R>()
             .map_err(|e| StoreError::Permanent(self.context(&format!("{what}: {e}"))))?
             .collect::<Result<Vec<R>, _>>()
@@ -394,7 +398,13 @@ impl CassandraStore {
     }
 
     /// Rows of one window after `after`, in clustering order, at most `limit`.
-    async fn page_rows(&self, w: &TimeWindow, ns: Uuid, after: Option<&ClusteringKey>, limit: usize) -> StoreResult<Vec<Raw>> {
+    async fn page_rows(
+        &self,
+        w: &TimeWindow,
+        ns: Uuid,
+        after: Option<&ClusteringKey>,
+        limit: usize,
+    ) -> StoreResult<Vec<Raw>> {
         let limit = limit.clamp(1, i32::MAX as usize);
         let mut out = Vec::new();
         let time = w.table.time_column();
@@ -406,8 +416,9 @@ impl CassandraStore {
         let mut values = vec![CqlValue::Uuid(ns)];
         let mut cql = base.clone();
         if let Some(key) = after {
-            let run = Uuid::parse_str(&key.run_id)
-                .map_err(|_| StoreError::Permanent(format!("checkpoint cursor run id {:?} is not a UUID", key.run_id)))?;
+            let run = Uuid::parse_str(&key.run_id).map_err(|_| {
+                StoreError::Permanent(format!("checkpoint cursor run id {:?} is not a UUID", key.run_id))
+            })?;
             // The rest of the cursor's own time, then everything older.
             let same = format!("{base} AND {time} = ? AND run_id > ? LIMIT ?");
             out = self
@@ -454,12 +465,8 @@ impl CassandraStore {
     /// `closed_by_workflow_id` index (by workflow id, inside the namespace's partition).
     async fn closed_twins(&self, ns: Uuid, open: &[Raw]) -> StoreResult<HashMap<Uuid, Raw>> {
         let runs: BTreeSet<Uuid> = open.iter().map(|r| r.run_id).collect();
-        let workflows: Vec<String> = open
-            .iter()
-            .filter_map(|r| r.workflow_id.clone())
-            .collect::<BTreeSet<String>>()
-            .into_iter()
-            .collect();
+        let workflows: Vec<String> =
+            open.iter().filter_map(|r| r.workflow_id.clone()).collect::<BTreeSet<String>>().into_iter().collect();
         let cql = format!(
             "SELECT {} FROM {} WHERE namespace_id = ? AND namespace_partition = 0 AND workflow_id = ?",
             CLOSED_COLUMNS.join(", "),
@@ -501,7 +508,8 @@ struct Raw {
 
 impl Raw {
     fn open(r: OpenRow) -> Self {
-        let (namespace_id, run_id, start, workflow_id, workflow_type_name, execution_time, memo, encoding, task_queue) = r;
+        let (namespace_id, run_id, start, workflow_id, workflow_type_name, execution_time, memo, encoding, task_queue) =
+            r;
         Raw {
             table: Table::Open,
             namespace_id,
@@ -711,7 +719,9 @@ impl Source for CassandraStore {
                 }
             }
             if split.owns(i % split.parts()) {
-                open.push(TimeWindow { namespace_id: ns.to_string(), table: Table::Open, from: None, to: None }.to_spec());
+                open.push(
+                    TimeWindow { namespace_id: ns.to_string(), table: Table::Open, from: None, to: None }.to_spec(),
+                );
             }
         }
         // Closed shards first: the closed copy of a run is written before any open one.
@@ -721,8 +731,9 @@ impl Source for CassandraStore {
 
     async fn scan(&self, shard: &ShardSpec, after: Option<&Cursor>, limit: usize) -> StoreResult<ScanPage> {
         let w = TimeWindow::from_spec(shard)?;
-        let ns = Uuid::parse_str(&w.namespace_id)
-            .map_err(|_| StoreError::Permanent(format!("checkpoint shard namespace {:?} is not a UUID", w.namespace_id)))?;
+        let ns = Uuid::parse_str(&w.namespace_id).map_err(|_| {
+            StoreError::Permanent(format!("checkpoint shard namespace {:?} is not a UUID", w.namespace_id))
+        })?;
         let after: Option<ClusteringKey> = after
             .map(|c| {
                 serde_json::from_value(c.0.clone()).map_err(|e| {
@@ -812,9 +823,11 @@ fn tls_config(tls: &Tls) -> Result<rustls::ClientConfig, String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let ca = tls.ca_file.as_deref().filter(|f| !f.is_empty()).ok_or(
-        "caFile is required with tls.enabled (vismig does not read the system trust store for Cassandra)",
-    )?;
+    let ca = tls
+        .ca_file
+        .as_deref()
+        .filter(|f| !f.is_empty())
+        .ok_or("caFile is required with tls.enabled (vismig does not read the system trust store for Cassandra)")?;
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca).map_err(|e| format!("caFile {ca}: {e}"))? {
         roots.add(cert.map_err(|e| format!("caFile {ca}: {e}"))?).map_err(|e| format!("caFile {ca}: {e}"))?;
@@ -822,12 +835,8 @@ fn tls_config(tls: &Tls) -> Result<rustls::ClientConfig, String> {
     let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
         .map_err(|e| e.to_string())?;
-    let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = if tls.enable_host_verification.unwrap_or(false)
-    {
-        verifier
-    } else {
-        Arc::new(ChainOnly(verifier))
-    };
+    let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> =
+        if tls.enable_host_verification.unwrap_or(false) { verifier } else { Arc::new(ChainOnly(verifier)) };
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
