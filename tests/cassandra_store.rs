@@ -325,6 +325,9 @@ async fn cassandra_to_postgres_copies_every_field() {
     let elapsed = started.elapsed();
     let log = text(&out);
     assert!(out.status.success(), "{log}");
+    for line in log.lines().filter(|l| l.contains("inserted")) {
+        eprintln!("{line}");
+    }
     eprintln!(
         "Cassandra -> PostgreSQL: {} records in {:.2}s ({:.0} records/s, whole process)",
         want.len(),

@@ -463,26 +463,38 @@ impl CassandraStore {
 
     /// Closed rows of the given runs of one namespace, found through Temporal's
     /// `closed_by_workflow_id` index (by workflow id, inside the namespace's partition).
+    /// Paged: a cron workflow may have thousands of closed runs under one id.
     async fn closed_twins(&self, ns: Uuid, open: &[Raw]) -> StoreResult<HashMap<Uuid, Raw>> {
         let runs: BTreeSet<Uuid> = open.iter().map(|r| r.run_id).collect();
-        let workflows: Vec<String> =
-            open.iter().filter_map(|r| r.workflow_id.clone()).collect::<BTreeSet<String>>().into_iter().collect();
+        let workflows: BTreeSet<String> = open.iter().filter_map(|r| r.workflow_id.clone()).collect();
         let cql = format!(
             "SELECT {} FROM {} WHERE namespace_id = ? AND namespace_partition = 0 AND workflow_id = ?",
             CLOSED_COLUMNS.join(", "),
             self.table(Table::Closed)
         );
-        let cql = &cql;
+        let (cql, runs) = (&cql, &runs);
         let lookups: Vec<_> = workflows
             .into_iter()
             .map(|wf| {
                 Box::pin(async move {
-                    self.fetch_raw(Table::Closed, cql, vec![CqlValue::Uuid(ns), CqlValue::Text(wf)]).await
+                    let mut twins = Vec::new();
+                    self.stream::<ClosedRow, _>(
+                        cql,
+                        vec![CqlValue::Uuid(ns), CqlValue::Text(wf)],
+                        "looking up closed runs of open rows",
+                        |row| {
+                            if runs.contains(&row.1) {
+                                twins.push(Raw::closed(row));
+                            }
+                        },
+                    )
+                    .await
+                    .map(|()| twins)
                 })
             })
             .collect();
         let found: Vec<Vec<Raw>> = futures::stream::iter(lookups).buffer_unordered(8).try_collect().await?;
-        Ok(found.into_iter().flatten().filter(|r| runs.contains(&r.run_id)).map(|r| (r.run_id, r)).collect())
+        Ok(found.into_iter().flatten().map(|r| (r.run_id, r)).collect())
     }
 }
 
@@ -687,7 +699,6 @@ impl Store for CassandraStore {
                 e.1 += open.values().filter(|r| **r).count() as i64;
             }
             let ns = ns.to_string();
-            counts.entry(ns.clone()).or_default();
             for (status, (total, recent)) in by_status {
                 crate::store::sql::add_count(&mut counts, &self.describe(), &ns, status, total, recent);
             }
