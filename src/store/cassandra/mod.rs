@@ -663,7 +663,8 @@ impl Store for CassandraStore {
     /// over a partition): a run in both tables counts once, as closed.
     async fn count(&self, query: &CountQuery) -> StoreResult<Counts> {
         self.check_schema().await?;
-        let cutoff = query.cutoff.timestamp_millis();
+        // Stored times are whole milliseconds: `t >= cutoff` is `t >= ceil(cutoff in ms)`.
+        let cutoff = (query.cutoff.timestamp_micros() + 999).div_euclid(1000);
         let mut counts = Counts::new();
         for ns in self.namespaces(&query.namespaces).await? {
             let mut open: HashMap<Uuid, bool> = HashMap::new();
@@ -687,7 +688,9 @@ impl Store for CassandraStore {
                 |(run, status, start, close)| {
                     open.remove(&run);
                     let recent = close.0 >= cutoff || start.is_some_and(|s| s.0 >= cutoff);
-                    let e = by_status.entry(status.map(i64::from).unwrap_or(0)).or_default();
+                    // A closed row with an open status is a bad row when copied: not counted either.
+                    let status = status.map(i64::from).filter(|s| !matches!(s, 1 | 8)).unwrap_or(0);
+                    let e = by_status.entry(status).or_default();
                     e.0 += 1;
                     e.1 += recent as i64;
                 },
