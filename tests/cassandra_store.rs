@@ -23,7 +23,14 @@ use vismig::record::{ExecutionStatus, VisibilityRecord};
 use vismig::store::Split;
 
 fn cassandra_host() -> String {
-    std::env::var("VISMIG_TEST_CASSANDRA_HOST").unwrap_or_else(|_| "127.0.0.1".into())
+    std::env::var("VISMIG_TEST_CASSANDRA_HOSTS")
+        .ok()
+        .and_then(|h| h.split(',').map(str::trim).find(|h| !h.is_empty()).map(str::to_string))
+        .unwrap_or_else(|| "127.0.0.1".into())
+}
+
+fn cassandra_port() -> String {
+    std::env::var("VISMIG_TEST_CASSANDRA_PORT").unwrap_or_else(|_| "9042".into())
 }
 
 /// A keyspace with Temporal v1.23's visibility schema, dropped when the test ends.
@@ -37,10 +44,12 @@ impl Keyspace {
             std::env::var("VISMIG_TEST_TEMPORAL_MODULE_STANDARD").expect("VISMIG_TEST_TEMPORAL_MODULE_STANDARD");
         let host = cassandra_host();
         let run = |args: &[&str]| {
-            let out = Command::new(&tool).args(["--ep", &host]).args(args).output().unwrap();
+            let out = Command::new(&tool).args(["--ep", &host, "-p", &cassandra_port()]).args(args).output().unwrap();
             assert!(out.status.success(), "temporal-cassandra-tool {args:?}: {}", text(&out));
         };
-        let _ = Command::new(&tool).args(["--ep", &host, "drop-keyspace", "-k", &name, "-f"]).output();
+        let _ = Command::new(&tool)
+            .args(["--ep", &host, "-p", &cassandra_port(), "drop-keyspace", "-k", &name, "-f"])
+            .output();
         run(&["create-keyspace", "-k", &name, "--rf", "1"]);
         run(&["-k", &name, "setup-schema", "-v", "0.0"]);
         run(&["-k", &name, "update-schema", "-d", &format!("{module}/schema/cassandra/visibility/versioned")]);
@@ -51,7 +60,9 @@ impl Keyspace {
 impl Drop for Keyspace {
     fn drop(&mut self) {
         if let Ok(tool) = std::env::var("VISMIG_TEST_CASSANDRA_TOOL") {
-            let _ = Command::new(tool).args(["--ep", &cassandra_host(), "drop-keyspace", "-k", &self.0, "-f"]).output();
+            let _ = Command::new(tool)
+                .args(["--ep", &cassandra_host(), "-p", &cassandra_port(), "drop-keyspace", "-k", &self.0, "-f"])
+                .output();
         }
     }
 }
@@ -62,8 +73,9 @@ async fn cassandra_work(ks: &Keyspace, secondary: Option<String>, extra: &str) -
     let work = Work::with_stores(None, secondary, extra).await;
     let (_, s) = work.stores.clone().unwrap();
     let text = format!(
-        "persistence:\n  visibilityStore: primary\n  secondaryVisibilityStore: secondary\n  datastores:\n    primary:\n      cassandra: {{ hosts: \"{}\", keyspace: {}, connectTimeout: 10s }}\n    secondary:\n      sql: {s}\nmigration:\n  checkpoint: {{ type: file, path: \"{}\" }}\n  deadLetter: {{ path: \"{}\" }}\n  metrics: {{ listen: \"\" }}\n{extra}",
+        "persistence:\n  visibilityStore: primary\n  secondaryVisibilityStore: secondary\n  datastores:\n    primary:\n      cassandra: {{ hosts: \"{}\", port: {}, keyspace: {}, connectTimeout: 10s }}\n    secondary:\n      sql: {s}\nmigration:\n  checkpoint: {{ type: file, path: \"{}\" }}\n  deadLetter: {{ path: \"{}\" }}\n  metrics: {{ listen: \"\" }}\n{extra}",
         cassandra_host(),
+        cassandra_port(),
         ks.0,
         work.checkpoint().display(),
         work.dead_letter().display(),
@@ -74,7 +86,7 @@ async fn cassandra_work(ks: &Keyspace, secondary: Option<String>, extra: &str) -
 
 async fn session(ks: &Keyspace) -> Session {
     SessionBuilder::new()
-        .known_node(format!("{}:9042", cassandra_host()))
+        .known_node(format!("{}:{}", cassandra_host(), cassandra_port()))
         .use_keyspace(&ks.0, false)
         .build()
         .await
@@ -270,6 +282,14 @@ async fn cassandra_to_sqlite_copies_every_field() {
     let shards = source.plan_shards(&[], &split).await.unwrap();
     assert!(shards.len() > 6, "closed partitions are split into windows: {shards:?}");
     assert_eq!(shards.last().unwrap().0["table"], "open", "open shards come last");
+    // Two processes of an Indexed Job take disjoint parts of the same plan.
+    let part = |i| Split { per_process: 2, process_index: i, process_count: 2 };
+    let (p0, p1) = (source.plan_shards(&[], &part(0)).await.unwrap(), source.plan_shards(&[], &part(1)).await.unwrap());
+    let whole = source.plan_shards(&[], &Split { per_process: 4, process_index: 0, process_count: 1 }).await.unwrap();
+    assert!(p0.iter().all(|s| !p1.contains(s)), "disjoint");
+    assert_eq!(p0.len() + p1.len(), whole.len());
+    assert!(p0.iter().chain(&p1).all(|s| whole.contains(s)));
+
     let mut seen = Vec::new();
     let mut bad = Vec::new();
     for shard in &shards {
