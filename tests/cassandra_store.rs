@@ -406,4 +406,12 @@ async fn preflight_names_a_missing_table() {
     assert_eq!(out.status.code(), Some(1), "{log}");
     assert!(log.contains("table open_executions does not exist in keyspace"), "{log}");
     assert!(log.contains(&format!("cassandra {}/{}", cassandra_host(), ks.0)), "{log}");
+
+    // Nobody listens there: one line naming the store, and no retry loop.
+    let config = std::fs::read_to_string(work.config()).unwrap();
+    std::fs::write(work.config(), config.replace(&format!("port: {}", cassandra_port()), "port: 1")).unwrap();
+    let out = work.run(&["backfill"]);
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(log.contains(&format!("store \"primary\" (cassandra {}/{}): connecting", cassandra_host(), ks.0)), "{log}");
 }
