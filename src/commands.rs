@@ -109,17 +109,25 @@ pub async fn verify(
 
 pub use crate::verify::last_result_path as last_verify_path;
 
+/// Namespace name -> id: Temporal's registry in the default store (when the config has
+/// one), with `migration.namespaceNames` taking precedence.
+pub async fn namespace_names(config: &Config) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    let mut names = store::namespace_registry(config).await?.unwrap_or_default();
+    names.extend(config.migration.namespace_names.clone());
+    Ok(names)
+}
+
 /// The namespace NAMES a flip of this migration covers: those of `migration.namespaces`
-/// (ids) through `migration.namespaceNames`; none (all namespaces) when it is empty.
-pub fn flip_names(config: &Config) -> anyhow::Result<Vec<String>> {
+/// (ids) by their names; none (all namespaces) when it is empty.
+pub fn flip_names(config: &Config, names: &std::collections::BTreeMap<String, String>) -> anyhow::Result<Vec<String>> {
     config
         .migration
         .namespaces
         .iter()
         .map(|id| {
-            config.migration.namespace_names.iter().find(|(_, v)| *v == id).map(|(name, _)| name.clone()).ok_or_else(|| {
+            names.iter().find(|(_, v)| *v == id).map(|(name, _)| name.clone()).ok_or_else(|| {
                 anyhow::anyhow!(
-                    "migration.namespaceNames has no name for namespace id {id}: the dynamic config names namespaces"
+                    "no name for namespace id {id}: the dynamic config names namespaces; set migration.namespaceNames or persistence.defaultStore"
                 )
             })
         })

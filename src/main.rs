@@ -325,7 +325,8 @@ async fn run(command: Command) -> Result<u8, Failure> {
                 dry_run,
                 force,
             };
-            flip_exit(flip::flip(&config, &request), dry_run)
+            let names = commands::namespace_names(&config).await?;
+            flip_exit(flip::flip(&config, &request, &names), dry_run)
         }
         Command::Run { config: path } => {
             let config = Config::load(&path)?;
@@ -344,11 +345,12 @@ async fn run(command: Command) -> Result<u8, Failure> {
                 eprintln!("verify found differences: not flipping (see vismig verify --deep, and --repair)");
                 return Ok(3);
             }
-            let names = commands::flip_names(&config)?;
+            let registry = commands::namespace_names(&config).await?;
+            let names = commands::flip_names(&config, &registry)?;
             let request =
                 flip::Request { namespaces: names.clone(), reads: Some(flip::Reads::Secondary), ..Default::default() };
             match config.migration.flip.mode {
-                vismig::config::migration::FlipMode::Auto => flip_exit(flip::flip(&config, &request), false),
+                vismig::config::migration::FlipMode::Auto => flip_exit(flip::flip(&config, &request, &registry), false),
                 vismig::config::migration::FlipMode::Manual => {
                     let ns: String = names.iter().map(|n| format!(" --namespace {n}")).collect();
                     println!(

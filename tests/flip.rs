@@ -147,5 +147,80 @@ async fn one_namespace_is_flipped_by_name() {
     // A namespace this verify did not cover is refused.
     let out = work.run(&["flip", "--reads", "secondary", "--namespace", "orders"]);
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));
-    assert!(text(&out).contains("no id in migration.namespaceNames"), "{}", text(&out));
+    assert!(text(&out).contains("has no id (not in the default store"), "{}", text(&out));
+}
+
+/// Temporal's persistence database, created with temporal-sql-tool from the module's
+/// postgresql/v12/temporal schema, with one namespace registered as Temporal stores it.
+fn temporal_default_store(db: &str, name: &str, id: &str) {
+    let env = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is set by tests/services/env.sh"));
+    let tool = env("VISMIG_TEST_SQL_TOOL");
+    let base = [
+        "--ep".to_string(),
+        env("VISMIG_TEST_PG_HOST"),
+        "-p".into(),
+        env("VISMIG_TEST_PG_PORT"),
+        "-u".into(),
+        env("VISMIG_TEST_PG_USER"),
+        "--pw".into(),
+        env("VISMIG_TEST_PG_PASSWORD"),
+        "--pl".into(),
+        "postgres12".into(),
+        "--db".into(),
+        db.to_string(),
+    ];
+    let versioned = format!("{}/schema/postgresql/v12/temporal/versioned", env("VISMIG_TEST_TEMPORAL_MODULE"));
+    for args in
+        [vec!["create-database"], vec!["setup-schema", "-v", "0.0"], vec!["update-schema", "-d", versioned.as_str()]]
+    {
+        let out = std::process::Command::new(&tool).args(&base).args(&args).output().unwrap();
+        assert!(out.status.success(), "temporal-sql-tool {args:?}: {}", text(&out));
+    }
+    let psql = std::process::Command::new("psql")
+        .env("PGPASSWORD", env("VISMIG_TEST_PG_PASSWORD"))
+        .args([
+            "-h",
+            &env("VISMIG_TEST_PG_HOST"),
+            "-p",
+            &env("VISMIG_TEST_PG_PORT"),
+            "-U",
+            &env("VISMIG_TEST_PG_USER"),
+            "-d",
+            db,
+            "-c",
+        ])
+        .arg(format!(
+            "INSERT INTO namespaces (partition_id, id, name, notification_version, data, data_encoding, is_global) \
+             VALUES (54321, decode(replace('{id}', '-', ''), 'hex'), '{name}', 1, '\\x0a00'::bytea, 'Proto3', false)"
+        ))
+        .output()
+        .unwrap();
+    assert!(psql.status.success(), "{}", text(&psql));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn namespace_names_come_from_temporals_default_store() {
+    if !service_up("postgres") {
+        return;
+    }
+    let work = Work::seeded(1_000, "").await;
+    let id = records(&work.primary()).await[0].namespace_id.clone();
+    let db = db_name("flip_default_store");
+    temporal_default_store(&db, "payments", &id);
+    let dc = flip_config(&work, &format!("  namespaces: [\"{id}\"]\n"));
+    // Point the config at Temporal's default store, as the server's own config does.
+    let config = std::fs::read_to_string(work.config())
+        .unwrap()
+        .replacen("persistence:\n", "persistence:\n  defaultStore: default\n", 1)
+        .replacen(
+            "  datastores:\n",
+            &format!("  datastores:\n    default:\n      sql: {}\n", pg_store(&db, "postgres12")),
+            1,
+        );
+    std::fs::write(work.config(), config).unwrap();
+
+    let out = work.run(&["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let new = std::fs::read_to_string(&dc).unwrap();
+    assert_eq!(vismig::flip::dynamic_config::readers_of_secondary(&new).unwrap(), vec!["payments"]);
 }

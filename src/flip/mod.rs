@@ -8,6 +8,7 @@
 pub mod dynamic_config;
 pub mod edit;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -74,7 +75,8 @@ pub struct Done {
     pub poll_interval: Option<String>,
 }
 
-pub fn flip(config: &Config, req: &Request) -> Result<Done, Error> {
+/// `names` maps namespace names to ids (see `commands::namespace_names`).
+pub fn flip(config: &Config, req: &Request, names: &BTreeMap<String, String>) -> Result<Done, Error> {
     if req.reads.is_none() && req.writes.is_none() {
         return Err(Error::Config(
             "flip: say what to change: --reads secondary|primary and/or --writes off|dual|on".into(),
@@ -90,7 +92,7 @@ pub fn flip(config: &Config, req: &Request) -> Result<Done, Error> {
         .map_err(|e| Error::Failed(anyhow::anyhow!("cannot read the dynamic config {}: {e}", path.display())))?;
 
     let guarded = req.reads == Some(Reads::Secondary) || req.writes == Some(Writes::On);
-    if guarded && let Err(reason) = guard(config, &old, req) {
+    if guarded && let Err(reason) = guard(config, &old, req, names) {
         if !req.force {
             return Err(Error::Refused(reason));
         }
@@ -142,7 +144,7 @@ pub fn flip(config: &Config, req: &Request) -> Result<Done, Error> {
 }
 
 /// Why reads may not move to the secondary yet, if they may not.
-fn guard(config: &Config, dynamic_config: &str, req: &Request) -> Result<(), String> {
+fn guard(config: &Config, dynamic_config: &str, req: &Request, names: &BTreeMap<String, String>) -> Result<(), String> {
     let path = crate::verify::last_result_path(config);
     let text = std::fs::read_to_string(&path)
         .map_err(|_| format!("no verify has run ({} is missing): run vismig verify first", path.display()))?;
@@ -175,8 +177,10 @@ fn guard(config: &Config, dynamic_config: &str, req: &Request) -> Result<(), Str
             );
         }
         for name in &req.namespaces {
-            let id = config.migration.namespace_names.get(name).ok_or_else(|| {
-                format!("namespace {name:?} has no id in migration.namespaceNames, so the last verify cannot be matched to it")
+            let id = names.get(name).ok_or_else(|| {
+                format!(
+                    "namespace {name:?} has no id (not in the default store's namespaces table nor in migration.namespaceNames), so the last verify cannot be matched to it"
+                )
             })?;
             if !filter.contains(id) {
                 return Err(format!("the last verify did not cover namespace {name:?} ({id})"));

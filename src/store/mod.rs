@@ -234,6 +234,21 @@ pub async fn open_sink(config: &Config, store: &StoreRef) -> anyhow::Result<Arc<
     Err(not_built(store, kind(ds)))
 }
 
+/// Namespace name -> id from the `namespaces` table of Temporal's default store
+/// (`persistence.defaultStore`), when it is a SQL store; None without a default store.
+pub async fn namespace_registry(config: &Config) -> anyhow::Result<Option<BTreeMap<String, String>>> {
+    let Some(name) = &config.persistence.default_store else { return Ok(None) };
+    let Some(ds) = config.persistence.datastores.get(name) else {
+        anyhow::bail!("persistence.defaultStore: store {name:?} is not in persistence.datastores");
+    };
+    let Some(sql) = &ds.sql else {
+        // Cassandra default stores keep namespaces elsewhere; names come from migration.namespaceNames.
+        return Ok(None);
+    };
+    let rows = sql::namespace_rows(name, sql).await?;
+    Ok(Some(rows))
+}
+
 fn kind(ds: &crate::config::DataStore) -> &'static str {
     if ds.cassandra.is_some() {
         "cassandra"

@@ -112,6 +112,39 @@ pub fn cursor_run(cursor: &Cursor) -> Result<String, StoreError> {
         .ok_or_else(|| StoreError::Permanent(format!("checkpoint cursor {} is not a SQL run id", cursor.0)))
 }
 
+/// Name -> id of every namespace in the `namespaces` table of Temporal's default SQL
+/// store (the persistence database, not visibility). Ids are stored as 16 bytes.
+pub async fn namespace_rows(
+    name: &str,
+    cfg: &crate::config::persistence::SqlStore,
+) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    use crate::config::SqlFamily;
+    use sqlx::Row;
+    let query = "SELECT name, id FROM namespaces";
+    let rows: Vec<(String, Vec<u8>)> = match crate::config::persistence::sql_family(&cfg.plugin_name) {
+        Some(family @ (SqlFamily::Postgres | SqlFamily::PostgresStandard)) => {
+            let store = postgres::PostgresStore::open(name, cfg, family).await?;
+            store.raw_rows(query).await?.iter().map(|r| (r.get(0), r.get(1))).collect()
+        }
+        Some(SqlFamily::Mysql | SqlFamily::MysqlStandard) => {
+            let store = mysql::MysqlStore::open(name, cfg).await?;
+            store.raw_rows(query).await?.iter().map(|r| (r.get(0), r.get(1))).collect()
+        }
+        Some(SqlFamily::Sqlite) => {
+            let store = sqlite::SqliteStore::open(name, cfg).await?;
+            store.raw_rows(query).await?.iter().map(|r| (r.get(0), r.get(1))).collect()
+        }
+        None => anyhow::bail!("persistence.datastores.{name}.sql.pluginName {:?} is not supported", cfg.plugin_name),
+    };
+    rows.into_iter()
+        .map(|(n, id)| {
+            let id = uuid::Uuid::from_slice(&id)
+                .map_err(|_| anyhow::anyhow!("namespace {n:?} in store {name:?} has an id that is not 16 bytes"))?;
+            Ok((n, id.to_string()))
+        })
+        .collect()
+}
+
 /// Adds one `(namespace, status, total, recent)` row of a dialect's count query; rows
 /// with a status Temporal does not define are left out with a warning (their records
 /// go to the dead letter when copied, so they are in neither store's comparison).

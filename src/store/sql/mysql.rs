@@ -123,6 +123,12 @@ struct SideTable {
 }
 
 impl MysqlStore {
+    /// Rows of a fixed query against this store's database (Temporal's namespace
+    /// registry when this is the default store).
+    pub async fn raw_rows(&self, sql: &'static str) -> StoreResult<Vec<MySqlRow>> {
+        sqlx::query(sql).fetch_all(&self.pool).await.map_err(|e| classify(&self.context("reading namespaces"), e))
+    }
+
     pub async fn open(name: &str, cfg: &SqlStore) -> anyhow::Result<Self> {
         let standard = match cfg.plugin_name.as_str() {
             "mysql8" => false,

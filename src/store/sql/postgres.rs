@@ -68,6 +68,12 @@ const STANDARD_COLUMNS: [&str; 12] = [
 ];
 
 impl PostgresStore {
+    /// Rows of a fixed query against this store's database (Temporal's namespace
+    /// registry when this is the default store).
+    pub async fn raw_rows(&self, sql: &'static str) -> StoreResult<Vec<PgRow>> {
+        sqlx::query(sql).fetch_all(&self.pool).await.map_err(|e| classify(&self.context("reading namespaces"), e))
+    }
+
     pub async fn open(name: &str, cfg: &SqlStore, family: SqlFamily) -> anyhow::Result<Self> {
         let (host, port) = split_addr(&cfg.connect_addr, 5432).ok_or_else(|| {
             anyhow::anyhow!("store {name:?}: sql.connectAddr {:?} is not host:port", cfg.connect_addr)

@@ -50,6 +50,12 @@ struct Schema {
 }
 
 impl SqliteStore {
+    /// Rows of a fixed query against this store's database (Temporal's namespace
+    /// registry when this is the default store).
+    pub async fn raw_rows(&self, sql: &'static str) -> StoreResult<Vec<SqliteRow>> {
+        sqlx::query(sql).fetch_all(&self.pool).await.map_err(|e| classify(&self.context("reading namespaces"), e))
+    }
+
     pub async fn open(name: &str, cfg: &SqlStore) -> anyhow::Result<Self> {
         let path = PathBuf::from(&cfg.database_name);
         let read_only = cfg.connect_attributes.get("mode").is_some_and(|m| m == "ro");
