@@ -415,3 +415,20 @@ async fn preflight_names_a_missing_table() {
     assert_eq!(out.status.code(), Some(1), "{log}");
     assert!(log.contains(&format!("store \"primary\" (cassandra {}/{}): connecting", cassandra_host(), ks.0)), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cassandra_to_mariadb_copies_every_field() {
+    if !service_up("cassandra") || !service_up("mariadb") {
+        return;
+    }
+    let (ks, runs) = seeded_keyspace("cass_my", 1_000).await;
+    let want = expected(&runs);
+    let db = db_name("cass_my");
+    reset_db("mariadb", &db, "advanced");
+    let work = cassandra_work(&ks, Some(mysql_store(&db, "mysql8")), "  batchSize: 500\n  concurrency: 4\n").await;
+    let out = work.run(&["backfill"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_same(&all_records(source_of(&work, false).await).await, &want);
+    let out = work.run(&["verify"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
