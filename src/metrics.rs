@@ -18,7 +18,10 @@ use tokio::sync::watch;
 
 /// Every metric vismig exports. One registry per process, no globals.
 pub struct Metrics {
+    /// vismig's own metrics, named `vismig_…`.
     pub registry: Registry,
+    /// The standard `process_…` metrics, unprefixed, as every Prometheus client names them.
+    process: Registry,
     pub records_scanned_total: IntCounter,
     pub records_written_total: IntCounterVec,
     pub batch_write_seconds: Histogram,
@@ -124,9 +127,10 @@ impl Metrics {
                 IntCounter::new("dead_letter_total", "Records written to the dead-letter file").unwrap()
             ),
             registry,
+            process: Registry::new(),
         };
         #[cfg(target_os = "linux")]
-        m.registry
+        m.process
             .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
             .expect("process collector");
         for outcome in OUTCOMES {
@@ -143,7 +147,9 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding");
+        let mut families = self.registry.gather();
+        families.extend(self.process.gather());
+        TextEncoder::new().encode(&families, &mut buf).expect("text encoding");
         String::from_utf8(buf).expect("utf-8 metrics")
     }
 }

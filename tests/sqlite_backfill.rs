@@ -285,7 +285,7 @@ async fn metrics_and_live_control() {
         "vismig_eta_seconds",
         "vismig_phase{phase=\"backfill\"} 1",
         "vismig_dead_letter_total",
-        "process_resident_memory_bytes",
+        "\nprocess_resident_memory_bytes ",
     ] {
         assert!(metrics.contains(name), "/metrics lacks {name}:\n{metrics}");
     }
