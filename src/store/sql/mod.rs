@@ -145,6 +145,51 @@ pub async fn namespace_rows(
         .collect()
 }
 
+/// The base columns of one row, read the way one dialect stores them (text times in
+/// SQLite, typed ones elsewhere; JSON as text or as a value). Index = position in
+/// `BASE_COLUMNS`. Errors name the column.
+pub trait RowColumns {
+    fn text(&self, i: usize) -> Result<Option<String>, String>;
+    fn int(&self, i: usize) -> Result<Option<i64>, String>;
+    fn time(&self, i: usize) -> Result<Option<chrono::DateTime<chrono::Utc>>, String>;
+    fn bytes(&self, i: usize) -> Result<Option<Vec<u8>>, String>;
+    fn search_attributes(&self, i: usize) -> Result<Option<crate::record::SearchAttributes>, String>;
+}
+
+fn required<T>(value: Option<T>, i: usize) -> Result<T, String> {
+    value.ok_or_else(|| format!("{} is NULL", BASE_COLUMNS[i]))
+}
+
+/// One row in `BASE_COLUMNS` order to a record, for every dialect; the error says which
+/// column is wrong, and the row goes to the dead letter with it.
+pub fn decode_row(r: &impl RowColumns) -> Result<VisibilityRecord, String> {
+    let status_int = required(r.int(6)?, 6)?;
+    let status = ExecutionStatus::from_i64(status_int).ok_or_else(|| format!("unknown status {status_int}"))?;
+    Ok(VisibilityRecord {
+        namespace_id: required(r.text(0)?, 0)?.trim_end().to_string(),
+        run_id: required(r.text(1)?, 1)?.trim_end().to_string(),
+        workflow_type_name: required(r.text(2)?, 2)?,
+        workflow_id: required(r.text(3)?, 3)?,
+        start_time: required(r.time(4)?, 4)?,
+        execution_time: required(r.time(5)?, 5)?,
+        status,
+        close_time: r.time(7)?,
+        history_length: r.int(8)?,
+        history_size_bytes: r.int(9)?,
+        execution_duration: r.int(10)?,
+        state_transition_count: r.int(11)?,
+        memo: r.bytes(12)?,
+        encoding: required(r.text(13)?, 13)?,
+        task_queue: r.text(14)?.unwrap_or_default(),
+        search_attributes: r.search_attributes(15)?,
+        parent_workflow_id: r.text(16)?,
+        parent_run_id: r.text(17)?,
+        root_workflow_id: r.text(18)?.unwrap_or_default(),
+        root_run_id: r.text(19)?.unwrap_or_default(),
+        version: r.int(20)?.unwrap_or(0),
+    })
+}
+
 /// Adds one `(namespace, status, total, recent)` row of a dialect's count query; rows
 /// with a status Temporal does not define are left out with a warning (their records
 /// go to the dead letter when copied, so they are in neither store's comparison).

@@ -24,7 +24,7 @@ use tokio::sync::OnceCell;
 use super::{BASE_COLUMNS, RunRange, add_count, classify, cursor_run, run_cursor};
 use crate::config::persistence::SqlStore;
 use crate::record::{
-    ExecutionStatus, RecordKey, SearchAttributeType, SearchAttributeValue, SearchAttributes, VisibilityRecord,
+    RecordKey, SearchAttributeType, SearchAttributeValue, SearchAttributes, VisibilityRecord,
     known_search_attribute_type,
 };
 use crate::store::{
@@ -371,7 +371,7 @@ impl Store for MysqlStore {
                     .await
                     .map_err(|e| classify(&self.context("reading"), e))?;
                 for row in &rows {
-                    out.push(decode_row(row).map_err(|reason| {
+                    out.push(super::decode_row(&Cols(row)).map_err(|reason| {
                         StoreError::Permanent(self.context(&format!(
                             "record {}/{}: {reason}",
                             lossy(row, 0),
@@ -452,7 +452,7 @@ impl Source for MysqlStore {
         let done = rows.len() < limit;
         let mut page = ScanPage { records: Vec::with_capacity(rows.len()), bad_rows: Vec::new(), cursor: None, done };
         for row in &rows {
-            match decode_row(row) {
+            match super::decode_row(&Cols(row)) {
                 Ok(record) => page.records.push(record),
                 Err(reason) => page.bad_rows.push(bad_row(row, reason)),
             }
@@ -1063,10 +1063,6 @@ fn text(row: &MySqlRow, index: usize) -> Result<Option<String>, String> {
     }
 }
 
-fn required_text(row: &MySqlRow, index: usize) -> Result<String, String> {
-    text(row, index)?.ok_or_else(|| format!("{} is NULL", BASE_COLUMNS[index]))
-}
-
 fn int(row: &MySqlRow, index: usize) -> Result<Option<i64>, String> {
     row.try_get::<Option<i64>, _>(index).map_err(|e| format!("{} is not an integer: {e}", BASE_COLUMNS[index]))
 }
@@ -1077,40 +1073,26 @@ fn time(row: &MySqlRow, index: usize) -> Result<Option<DateTime<Utc>>, String> {
         .map_err(|e| format!("{}: invalid datetime: {e}", BASE_COLUMNS[index]))
 }
 
-fn required_time(row: &MySqlRow, index: usize) -> Result<DateTime<Utc>, String> {
-    time(row, index)?.ok_or_else(|| format!("{} is NULL", BASE_COLUMNS[index]))
-}
+/// MySQL's storage of the base columns: DATETIME(6) as naive UTC, JSON as text
+/// (MySQL 8 returns it as text; MariaDB's JSON is LONGTEXT).
+struct Cols<'r>(&'r MySqlRow);
 
-/// One row in `BASE_COLUMNS` order to a record; the error says which column is wrong.
-fn decode_row(row: &MySqlRow) -> Result<VisibilityRecord, String> {
-    let status_int = int(row, 6)?.ok_or("status is NULL")?;
-    let status = ExecutionStatus::from_i64(status_int).ok_or_else(|| format!("unknown status {status_int}"))?;
-    let memo = row.try_get_unchecked::<Option<Vec<u8>>, _>(12).map_err(|e| format!("memo: {e}"))?;
-    // MySQL 8 returns JSON as text (MariaDB's JSON is LONGTEXT): parse it.
-    let search_attributes = text(row, 15)?.map(|t| decode_search_attributes(&t)).transpose()?;
-    Ok(VisibilityRecord {
-        namespace_id: required_text(row, 0)?.trim_end().to_string(),
-        run_id: required_text(row, 1)?.trim_end().to_string(),
-        workflow_type_name: required_text(row, 2)?,
-        workflow_id: required_text(row, 3)?,
-        start_time: required_time(row, 4)?,
-        execution_time: required_time(row, 5)?,
-        status,
-        close_time: time(row, 7)?,
-        history_length: int(row, 8)?,
-        history_size_bytes: int(row, 9)?,
-        execution_duration: int(row, 10)?,
-        state_transition_count: int(row, 11)?,
-        memo,
-        encoding: required_text(row, 13)?,
-        task_queue: text(row, 14)?.unwrap_or_default(),
-        search_attributes,
-        parent_workflow_id: text(row, 16)?,
-        parent_run_id: text(row, 17)?,
-        root_workflow_id: text(row, 18)?.unwrap_or_default(),
-        root_run_id: text(row, 19)?.unwrap_or_default(),
-        version: int(row, 20)?.unwrap_or(0),
-    })
+impl super::RowColumns for Cols<'_> {
+    fn text(&self, i: usize) -> Result<Option<String>, String> {
+        text(self.0, i)
+    }
+    fn int(&self, i: usize) -> Result<Option<i64>, String> {
+        int(self.0, i)
+    }
+    fn time(&self, i: usize) -> Result<Option<DateTime<Utc>>, String> {
+        time(self.0, i)
+    }
+    fn bytes(&self, i: usize) -> Result<Option<Vec<u8>>, String> {
+        self.0.try_get_unchecked::<Option<Vec<u8>>, _>(i).map_err(|e| format!("{}: {e}", BASE_COLUMNS[i]))
+    }
+    fn search_attributes(&self, i: usize) -> Result<Option<SearchAttributes>, String> {
+        text(self.0, i)?.map(|t| decode_search_attributes(&t)).transpose()
+    }
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use tokio::sync::OnceCell;
 use super::{BASE_COLUMNS, RunRange, add_count, check_limits, classify, cursor_run, run_cursor};
 use crate::config::SqlFamily;
 use crate::config::persistence::SqlStore;
-use crate::record::{ExecutionStatus, RecordKey, SearchAttributes, VisibilityRecord};
+use crate::record::{RecordKey, SearchAttributes, VisibilityRecord};
 use crate::store::{
     BadRow, CountQuery, Counts, Cursor, IndexDef, ScanPage, ShardSpec, Sink, Source, Split, Store, StoreError,
     StoreResult, WriteOutcome,
@@ -242,7 +242,7 @@ impl Store for PostgresStore {
             q.push(") ORDER BY namespace_id, run_id");
             let rows = q.build().fetch_all(&self.pool).await.map_err(|e| classify(&self.context("reading"), e))?;
             for row in &rows {
-                out.push(decode_row(row).map_err(|reason| StoreError::Permanent(self.context(&reason)))?);
+                out.push(super::decode_row(&Cols(row)).map_err(|reason| StoreError::Permanent(self.context(&reason)))?);
             }
         }
         Ok(out)
@@ -321,7 +321,7 @@ impl Source for PostgresStore {
         let mut page = ScanPage { records: Vec::with_capacity(rows.len()), bad_rows: Vec::new(), cursor: None, done };
         for row in &rows {
             let run_id: String = row.try_get(1).unwrap_or_default();
-            match decode_row(row) {
+            match super::decode_row(&Cols(row)) {
                 Ok(record) => page.records.push(record),
                 Err(reason) => page.bad_rows.push(bad_row(row, reason)),
             }
@@ -704,47 +704,34 @@ fn micros(t: DateTime<Utc>) -> NaiveDateTime {
     DateTime::from_timestamp_micros(t.timestamp_micros()).expect("in range").naive_utc()
 }
 
-fn column_err(column: &str, e: sqlx::Error) -> String {
-    format!("{column}: {e}")
-}
-
 fn get<'r, T: sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>>(row: &'r PgRow, i: usize) -> Result<T, String> {
-    row.try_get::<T, _>(i).map_err(|e| column_err(BASE_COLUMNS[i], e))
+    row.try_get::<T, _>(i).map_err(|e| format!("{}: {e}", BASE_COLUMNS[i]))
 }
 
-fn required<'r, T: sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>>(row: &'r PgRow, i: usize) -> Result<T, String> {
-    get::<Option<T>>(row, i)?.ok_or_else(|| format!("{} is NULL", BASE_COLUMNS[i]))
-}
+/// PostgreSQL's storage of the base columns: typed TIMESTAMP (naive UTC), INTEGER status
+/// and BIGINT counters, BYTEA memo, JSONB search attributes; CHAR(64) ids space-padded.
+struct Cols<'r>(&'r PgRow);
 
-fn decode_row(row: &PgRow) -> Result<VisibilityRecord, String> {
-    let status: i32 = required(row, 6)?;
-    let status = ExecutionStatus::from_i64(i64::from(status)).ok_or_else(|| format!("unknown status {status}"))?;
-    let search_attributes =
-        get::<Option<serde_json::Value>>(row, 15)?.map(|v| SearchAttributes::from_json(&v)).transpose()?;
-    let utc = |t: NaiveDateTime| t.and_utc();
-    Ok(VisibilityRecord {
-        namespace_id: required::<String>(row, 0)?.trim_end().to_string(),
-        run_id: required::<String>(row, 1)?.trim_end().to_string(),
-        workflow_type_name: required(row, 2)?,
-        workflow_id: required(row, 3)?,
-        start_time: utc(required(row, 4)?),
-        execution_time: utc(required(row, 5)?),
-        status,
-        close_time: get::<Option<NaiveDateTime>>(row, 7)?.map(utc),
-        history_length: get(row, 8)?,
-        history_size_bytes: get(row, 9)?,
-        execution_duration: get(row, 10)?,
-        state_transition_count: get(row, 11)?,
-        memo: get(row, 12)?,
-        encoding: required(row, 13)?,
-        task_queue: get::<Option<String>>(row, 14)?.unwrap_or_default(),
-        search_attributes,
-        parent_workflow_id: get(row, 16)?,
-        parent_run_id: get(row, 17)?,
-        root_workflow_id: get::<Option<String>>(row, 18)?.unwrap_or_default(),
-        root_run_id: get::<Option<String>>(row, 19)?.unwrap_or_default(),
-        version: get::<Option<i64>>(row, 20)?.unwrap_or(0),
-    })
+impl super::RowColumns for Cols<'_> {
+    fn text(&self, i: usize) -> Result<Option<String>, String> {
+        get(self.0, i)
+    }
+    fn int(&self, i: usize) -> Result<Option<i64>, String> {
+        // status is INTEGER, the counters BIGINT.
+        match self.0.try_get::<Option<i64>, _>(i) {
+            Ok(v) => Ok(v),
+            Err(_) => get::<Option<i32>>(self.0, i).map(|v| v.map(i64::from)),
+        }
+    }
+    fn time(&self, i: usize) -> Result<Option<DateTime<Utc>>, String> {
+        Ok(get::<Option<NaiveDateTime>>(self.0, i)?.map(|t| t.and_utc()))
+    }
+    fn bytes(&self, i: usize) -> Result<Option<Vec<u8>>, String> {
+        get(self.0, i)
+    }
+    fn search_attributes(&self, i: usize) -> Result<Option<SearchAttributes>, String> {
+        get::<Option<serde_json::Value>>(self.0, i)?.map(|v| SearchAttributes::from_json(&v)).transpose()
+    }
 }
 
 fn bad_row(row: &PgRow, reason: String) -> BadRow {
