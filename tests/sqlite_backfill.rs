@@ -184,6 +184,24 @@ async fn the_rate_limit_holds() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_rate_limit_is_what_slows_the_run() {
+    // The same 2000 records without a limit, then at 400/s: the limited run must take
+    // at least (2000 - one burst of 200) / 400 = 4.5 s, well above the unlimited one.
+    let free = Work::seeded(2_000, "  batchSize: 200\n").await;
+    let started = Instant::now();
+    assert!(free.run(&["backfill", "--rate", "0"]).status.success());
+    let unlimited = started.elapsed();
+
+    let limited = Work::seeded(2_000, "  batchSize: 200\n").await;
+    let started = Instant::now();
+    let out = limited.run(&["backfill", "--rate", "400"]);
+    let throttled = started.elapsed();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(throttled >= Duration::from_millis(4_500), "2000 records at 400/s took only {throttled:?}");
+    assert!(throttled > unlimited * 2, "limited {throttled:?} vs unlimited {unlimited:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn sigterm_saves_the_checkpoint_and_exits_zero() {
     let work = Work::seeded(10_000, "  batchSize: 200\n  rate: { recordsPerSecond: 1500 }\n").await;
     let child = work
