@@ -190,6 +190,25 @@ pub fn decode_row(r: &impl RowColumns) -> Result<VisibilityRecord, String> {
     })
 }
 
+/// Appends `(namespace_id, run_id), …` for an `IN (…)` list of primary keys; `cast` is
+/// appended to each bound value (PostgreSQL compares CHAR(64) keys as `::bpchar`).
+pub fn push_keys<'k, DB: sqlx::Database>(
+    q: &mut sqlx::QueryBuilder<DB>,
+    keys: impl IntoIterator<Item = (&'k str, &'k str)>,
+    cast: &str,
+) where
+    String: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    let mut sep = q.separated(", ");
+    for (namespace_id, run_id) in keys {
+        sep.push("(");
+        sep.push_bind_unseparated(namespace_id.to_string());
+        sep.push_unseparated(format!("{cast}, "));
+        sep.push_bind_unseparated(run_id.to_string());
+        sep.push_unseparated(format!("{cast})"));
+    }
+}
+
 /// Adds one `(namespace, status, total, recent)` row of a dialect's count query; rows
 /// with a status Temporal does not define are left out with a warning (their records
 /// go to the dead letter when copied, so they are in neither store's comparison).

@@ -21,6 +21,7 @@ use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySql
 use sqlx::{ConnectOptions, Executor, QueryBuilder, Row};
 use tokio::sync::OnceCell;
 
+use super::push_keys;
 use super::{BASE_COLUMNS, RunRange, add_count, classify, cursor_run, run_cursor};
 use crate::config::persistence::SqlStore;
 use crate::record::{
@@ -505,14 +506,7 @@ impl Sink for MysqlStore {
             for table in &tables {
                 let mut q: QueryBuilder<MySql> =
                     QueryBuilder::new(format!("DELETE FROM {table} WHERE (namespace_id, run_id) IN ("));
-                let mut sep = q.separated(", ");
-                for k in chunk {
-                    sep.push("(");
-                    sep.push_bind_unseparated(k.namespace_id.clone());
-                    sep.push_unseparated(", ");
-                    sep.push_bind_unseparated(k.run_id.clone());
-                    sep.push_unseparated(")");
-                }
+                push_keys(&mut q, chunk.iter().map(|k| (k.namespace_id.as_str(), k.run_id.as_str())), "");
                 q.push(")");
                 let n = q
                     .build()

@@ -15,6 +15,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgSslMode};
 use sqlx::{ConnectOptions, Postgres, QueryBuilder, Row};
 use tokio::sync::OnceCell;
 
+use super::push_keys;
 use super::{BASE_COLUMNS, RunRange, add_count, check_limits, classify, cursor_run, run_cursor};
 use crate::config::SqlFamily;
 use crate::config::persistence::SqlStore;
@@ -231,14 +232,7 @@ impl Store for PostgresStore {
                 "SELECT {} FROM executions_visibility WHERE (namespace_id, run_id) IN (",
                 Self::select_list(schema)
             ));
-            let mut sep = q.separated(", ");
-            for k in chunk {
-                sep.push("(");
-                sep.push_bind_unseparated(k.namespace_id.clone());
-                sep.push_unseparated("::bpchar, ");
-                sep.push_bind_unseparated(k.run_id.clone());
-                sep.push_unseparated("::bpchar)");
-            }
+            push_keys(&mut q, chunk.iter().map(|k| (k.namespace_id.as_str(), k.run_id.as_str())), "::bpchar");
             q.push(") ORDER BY namespace_id, run_id");
             let rows = q.build().fetch_all(&self.pool).await.map_err(|e| classify(&self.context("reading"), e))?;
             for row in &rows {
@@ -361,14 +355,7 @@ impl Sink for PostgresStore {
         for chunk in keys.chunks(MAX_BINDS / 2) {
             let mut q: QueryBuilder<Postgres> =
                 QueryBuilder::new("DELETE FROM executions_visibility WHERE (namespace_id, run_id) IN (");
-            let mut sep = q.separated(", ");
-            for k in chunk {
-                sep.push("(");
-                sep.push_bind_unseparated(k.namespace_id.clone());
-                sep.push_unseparated("::bpchar, ");
-                sep.push_bind_unseparated(k.run_id.clone());
-                sep.push_unseparated("::bpchar)");
-            }
+            push_keys(&mut q, chunk.iter().map(|k| (k.namespace_id.as_str(), k.run_id.as_str())), "::bpchar");
             q.push(")");
             deleted += q
                 .build()
@@ -583,14 +570,7 @@ impl PostgresStore {
             "SELECT namespace_id::text, run_id::text, {} FROM executions_visibility WHERE (namespace_id, run_id) IN (",
             if versioned { "_version" } else { "0::bigint" }
         ));
-        let mut sep = q.separated(", ");
-        for (_, r) in records {
-            sep.push("(");
-            sep.push_bind_unseparated(&r.namespace_id);
-            sep.push_unseparated("::bpchar, ");
-            sep.push_bind_unseparated(&r.run_id);
-            sep.push_unseparated("::bpchar)");
-        }
+        push_keys(&mut q, records.iter().map(|(_, r)| (r.namespace_id.as_str(), r.run_id.as_str())), "::bpchar");
         q.push(")");
         let rows = q
             .build()

@@ -16,6 +16,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRo
 use sqlx::{ConnectOptions, QueryBuilder, Row, Sqlite};
 use tokio::sync::OnceCell;
 
+use super::push_keys;
 use super::{BASE_COLUMNS, RunRange, add_count, classify, cursor_run, run_cursor};
 use crate::config::persistence::SqlStore;
 use crate::record::{
@@ -142,14 +143,7 @@ impl SqliteStore {
             let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
                 "SELECT namespace_id, run_id, {version} FROM executions_visibility WHERE (namespace_id, run_id) IN (VALUES "
             ));
-            let mut sep = q.separated(", ");
-            for r in chunk {
-                sep.push("(");
-                sep.push_bind_unseparated(r.namespace_id.clone());
-                sep.push_unseparated(", ");
-                sep.push_bind_unseparated(r.run_id.clone());
-                sep.push_unseparated(")");
-            }
+            push_keys(&mut q, chunk.iter().map(|r| (r.namespace_id.as_str(), r.run_id.as_str())), "");
             q.push(")");
             for row in q.build().persistent(false).fetch_all(&mut *conn).await? {
                 found.insert((row.get::<String, _>(0), row.get::<String, _>(1)), row.get::<i64, _>(2));
@@ -169,14 +163,7 @@ impl Store for SqliteStore {
                 "SELECT {} FROM executions_visibility WHERE (namespace_id, run_id) IN (VALUES ",
                 Self::select_columns(schema)
             ));
-            let mut sep = q.separated(", ");
-            for k in chunk {
-                sep.push("(");
-                sep.push_bind_unseparated(k.namespace_id.clone());
-                sep.push_unseparated(", ");
-                sep.push_bind_unseparated(k.run_id.clone());
-                sep.push_unseparated(")");
-            }
+            push_keys(&mut q, chunk.iter().map(|k| (k.namespace_id.as_str(), k.run_id.as_str())), "");
             q.push(") ORDER BY namespace_id, run_id");
             let rows = q.build().fetch_all(&self.pool).await.map_err(|e| classify(&self.context("reading"), e))?;
             for row in &rows {
@@ -288,14 +275,7 @@ impl Sink for SqliteStore {
             // A plain DELETE: the FTS triggers remove the row's tokens.
             let mut q: QueryBuilder<Sqlite> =
                 QueryBuilder::new("DELETE FROM executions_visibility WHERE (namespace_id, run_id) IN (VALUES ");
-            let mut sep = q.separated(", ");
-            for k in chunk {
-                sep.push("(");
-                sep.push_bind_unseparated(k.namespace_id.clone());
-                sep.push_unseparated(", ");
-                sep.push_bind_unseparated(k.run_id.clone());
-                sep.push_unseparated(")");
-            }
+            push_keys(&mut q, chunk.iter().map(|k| (k.namespace_id.as_str(), k.run_id.as_str())), "");
             q.push(")");
             deleted += q
                 .build()
