@@ -9,7 +9,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use common::*;
@@ -368,19 +368,7 @@ async fn cassandra_backfill_resumes_after_kill_9() {
     let want = expected(&runs);
     let work =
         cassandra_work(&ks, None, "  batchSize: 100\n  concurrency: 2\n  rate: { recordsPerSecond: 600 }\n").await;
-    let mut child = work
-        .vismig(&["backfill"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while settled(&work) < 600 {
-        assert!(Instant::now() < deadline, "no progress");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_9_after(&work, 600).await;
     assert!(settled(&work) < want.len() as u64);
 
     let out = work.run(&["backfill", "--rate", "0"]);

@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use common::*;
 use vismig::record::{ExecutionStatus, VisibilityRecord};
 use vismig::store::Sink;
@@ -71,19 +69,7 @@ async fn postgres_to_postgres_resumes_after_kill_9() {
     let out = work.run(&["seed", "--records", "5000", "--seed", "9"]);
     assert!(out.status.success(), "{}", text(&out));
 
-    let mut child = work
-        .vismig(&["backfill"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while settled(&work) < 1_000 {
-        assert!(Instant::now() < deadline, "no progress");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_9_after(&work, 1_000).await;
     assert!(settled(&work) < 5_000);
 
     let out = work.run(&["backfill", "--rate", "0"]);
@@ -361,19 +347,7 @@ async fn indexes_dropped_before_a_crash_are_rebuilt_on_the_next_start() {
         "{}  rate: {{ recordsPerSecond: 1000 }}\n  batchSize: 200\n",
         dynamic_config(&work, false)
     ));
-    let mut child = work
-        .vismig(&["backfill"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while settled(&work) < 500 {
-        assert!(Instant::now() < deadline, "no progress");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_9_after(&work, 500).await;
     assert_eq!(index_count(&db).await.0, 1, "only the primary key is left during the copy");
     let out = work.run(&["status"]);
     assert!(text(&out).contains("dropped now"), "{}", text(&out));

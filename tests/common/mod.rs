@@ -247,6 +247,19 @@ async fn template(records: u64) -> PathBuf {
     path
 }
 
+/// Starts `vismig backfill`, waits until the checkpoint has settled `records`, then
+/// kills it with SIGKILL (no chance to save anything more).
+pub async fn kill_9_after(work: &Work, records: u64) {
+    let mut child = work.vismig(&["backfill"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while settled(work) < records {
+        assert!(std::time::Instant::now() < deadline, "no progress before the kill");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 /// The checkpoint's settled count, or 0.
 pub fn settled(work: &Work) -> u64 {
     let Ok(text) = std::fs::read_to_string(work.checkpoint()) else { return 0 };
