@@ -25,6 +25,7 @@ pub async fn backfill(
 ) -> anyhow::Result<Summary> {
     let source = store::open_source(config, &config.primary()).await?;
     let sink = store::open_sink(config, &config.secondary()).await?;
+    let renamer = Arc::new(renamer(config, source.naming(), sink.naming()).await?);
     let run = Backfill {
         config: config.clone(),
         options: Options::from_config(config, process_index, process_count),
@@ -32,6 +33,7 @@ pub async fn backfill(
         sink,
         metrics: metrics.clone(),
         control,
+        renamer,
     };
     run.preflight().await?;
     let summary = run.run(stop).await?;
@@ -40,6 +42,18 @@ pub async fn backfill(
         tracing::warn!(checkpoint = %summary.checkpoint_path.display(), "stopped before the end; the checkpoint is saved: rerun the same command to resume");
     }
     Ok(summary)
+}
+
+/// Search-attribute renaming between the two stores' families (reference §6), with
+/// `migration.searchAttributeAliases` keyed by namespace name or id.
+pub async fn renamer(
+    config: &Config,
+    source: crate::attribute_names::Naming,
+    sink: crate::attribute_names::Naming,
+) -> anyhow::Result<crate::attribute_names::Renamer> {
+    let aliases = &config.migration.search_attribute_aliases;
+    let ids = if source != sink && !aliases.is_empty() { namespace_names(config).await? } else { Default::default() };
+    Ok(crate::attribute_names::Renamer::new(source, sink, aliases, &ids))
 }
 
 /// What `verify` compares, beyond the counts.
@@ -79,7 +93,9 @@ pub async fn verify(
             config.migration.rate.burst,
             config.migration.batch_size,
         ));
+        let renamer = Arc::new(renamer(config, source.naming(), sink.naming()).await?);
         let deep = verify::deep::DeepVerify {
+            renamer,
             primary: source,
             secondary: store::open_source(config, &config.secondary()).await?,
             sink,

@@ -2,6 +2,7 @@
 //! secondary one. The binary (`main.rs`) is the CLI; this library holds the roles, one
 //! module each, so the integration tests can read the stores the way vismig does.
 
+pub mod attribute_names;
 pub mod backfill;
 pub mod commands;
 pub mod config;

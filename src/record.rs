@@ -101,6 +101,9 @@ pub enum SearchAttributeValue {
     Double(f64),
     Bool(bool),
     KeywordList(Vec<String>),
+    /// A multi-valued Int, Double or Bool: Elasticsearch accepts an array for any type;
+    /// SQL stores cannot hold one.
+    List(Vec<SearchAttributeValue>),
 }
 
 /// Search attributes keyed by field name (`Keyword01`, `BuildIds`, a legacy custom
@@ -159,20 +162,26 @@ impl SearchAttributes {
     pub fn to_json(&self) -> serde_json::Value {
         let mut object = serde_json::Map::with_capacity(self.0.len());
         for (name, value) in &self.0 {
-            let v = match value {
-                SearchAttributeValue::String(s) => serde_json::Value::String(s.clone()),
-                SearchAttributeValue::Int(i) => serde_json::Value::from(*i),
-                SearchAttributeValue::Double(f) => {
-                    serde_json::Number::from_f64(*f).map(serde_json::Value::Number).unwrap_or(serde_json::Value::Null)
-                }
-                SearchAttributeValue::Bool(b) => serde_json::Value::Bool(*b),
-                SearchAttributeValue::KeywordList(list) => {
-                    serde_json::Value::Array(list.iter().cloned().map(serde_json::Value::String).collect())
-                }
-            };
-            object.insert(name.clone(), v);
+            object.insert(name.clone(), value.to_json());
         }
         serde_json::Value::Object(object)
+    }
+}
+
+impl SearchAttributeValue {
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Self::String(s) => serde_json::Value::String(s.clone()),
+            Self::Int(i) => serde_json::Value::from(*i),
+            Self::Double(f) => {
+                serde_json::Number::from_f64(*f).map(serde_json::Value::Number).unwrap_or(serde_json::Value::Null)
+            }
+            Self::Bool(b) => serde_json::Value::Bool(*b),
+            Self::KeywordList(list) => {
+                serde_json::Value::Array(list.iter().cloned().map(serde_json::Value::String).collect())
+            }
+            Self::List(items) => serde_json::Value::Array(items.iter().map(Self::to_json).collect()),
+        }
     }
 }
 

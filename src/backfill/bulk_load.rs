@@ -2,6 +2,8 @@
 //! secondary, it needs only its primary key (Temporal's dual writes upsert by key), and
 //! index upkeep dominates ingest into Temporal's schema. So the other indexes are
 //! dropped before the copy and rebuilt after it, without blocking writes.
+//! `deferRefresh` is the same for Elasticsearch: the "index" deferred is the index's
+//! refresh interval and replica count, saved, turned off, and restored after the copy.
 //!
 //! Safe by construction: refused while the dynamic config shows any namespace reading
 //! from the secondary; every definition is saved in the checkpoint before its index is
@@ -16,18 +18,28 @@ use crate::flip::dynamic_config;
 use crate::metrics::Metrics;
 use crate::store::Sink;
 
+/// The option that asked for a bulk load, for messages.
+fn option(config: &Config) -> &'static str {
+    if config.migration.bulk_load.defer_refresh {
+        "migration.bulkLoad.deferRefresh"
+    } else {
+        "migration.bulkLoad.deferIndexes"
+    }
+}
+
 /// Refuses unless the dynamic config is known and nobody reads from the secondary.
 pub fn guard(config: &Config) -> anyhow::Result<()> {
+    let option = option(config);
     let Some(path) = &config.dynamic_config_file() else {
         anyhow::bail!(
-            "migration.bulkLoad.deferIndexes needs migration.flip.dynamicConfigFile (Temporal's dynamic-config file), to check that no namespace reads from the secondary while its indexes are gone"
+            "{option} needs migration.flip.dynamicConfigFile (Temporal's dynamic-config file), to check that no namespace reads from the secondary while its indexes are deferred"
         );
     };
     let readers =
         dynamic_config::readers_of_secondary_file(path).map_err(|e| anyhow::anyhow!("dynamic config: {e}"))?;
     if !readers.is_empty() {
         anyhow::bail!(
-            "migration.bulkLoad.deferIndexes refused: {} in {} reads from the secondary ({}); list queries there need its indexes. Turn deferIndexes off, or move reads back first",
+            "{option} refused: {} in {} reads from the secondary ({}); list queries there need its indexes and fresh results. Turn the option off, or move reads back first",
             dynamic_config::READ_FROM_SECONDARY,
             path.display(),
             readers.join(", ")

@@ -82,6 +82,8 @@ pub struct Backfill {
     pub sink: Arc<dyn Sink>,
     pub metrics: Arc<Metrics>,
     pub control: Arc<Control>,
+    /// Search-attribute names between the source's and the sink's family.
+    pub renamer: Arc<crate::attribute_names::Renamer>,
 }
 
 impl Backfill {
@@ -97,7 +99,23 @@ impl Backfill {
         if !problems.is_empty() {
             anyhow::bail!("preflight failed:\n{}", problems.join("\n"));
         }
+        self.check_search_attributes().await?;
         tracing::info!(primary = %self.source.describe(), secondary = %self.sink.describe(), "preflight passed");
+        Ok(())
+    }
+
+    /// Every custom search attribute the source uses must have a name in the sink's
+    /// family and a mapping in the sink; all gaps are listed in one error.
+    async fn check_search_attributes(&self) -> anyhow::Result<()> {
+        let namespaces = &self.config.migration.namespaces;
+        let (used, fields) =
+            tokio::join!(self.source.search_attributes_in_use(namespaces), self.sink.search_attribute_fields());
+        let (used, fields) = (used?, fields?);
+        let problems =
+            crate::attribute_names::check(&self.renamer, used.as_ref(), fields.as_ref(), &self.sink.describe());
+        if !problems.is_empty() {
+            anyhow::bail!("preflight failed: search attributes\n{}", problems.join("\n"));
+        }
         Ok(())
     }
 
@@ -169,7 +187,7 @@ impl Backfill {
                 checkpoint_path: store.path().to_path_buf(),
             });
         }
-        if self.config.migration.bulk_load.defer_indexes {
+        if self.config.migration.bulk_load.defer_indexes || self.config.migration.bulk_load.defer_refresh {
             bulk_load::defer_indexes(self.sink.as_ref(), &mut checkpoint, &store, &self.config).await?;
         } else {
             // Indexes a deferred run dropped are rebuilt even if deferring is now off.
@@ -208,6 +226,7 @@ impl Backfill {
                 metrics: self.metrics.clone(),
                 retrier: retrier(),
                 batch_size,
+                renamer: self.renamer.clone(),
             };
             let queue = queue.clone();
             let pending = pending.clone();
@@ -361,6 +380,8 @@ impl Backfill {
         self.metrics.checkpoint_age_seconds.set(0.0);
         if failure.is_none() && complete {
             bulk_load::rebuild_indexes(self.sink.as_ref(), &mut cp, &store, &self.metrics).await?;
+            // What was written is visible to verify and to Temporal's list queries.
+            self.sink.flush().await?;
         }
         if let Some(e) = failure {
             self.metrics.set_phase("failed");

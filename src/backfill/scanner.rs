@@ -10,8 +10,9 @@ use tokio::sync::{mpsc, watch};
 use super::retry::{Gave, Retrier};
 use super::throttle::Throttle;
 use super::writer::Batch;
+use crate::attribute_names::Renamer;
 use crate::metrics::Metrics;
-use crate::store::{Cursor, ShardSpec, Source};
+use crate::store::{BadRow, Cursor, ShardSpec, Source};
 
 pub struct Scanner {
     pub source: Arc<dyn Source>,
@@ -19,6 +20,9 @@ pub struct Scanner {
     pub metrics: Arc<Metrics>,
     pub retrier: Retrier,
     pub batch_size: usize,
+    /// Search-attribute names for the sink's family; a record it cannot rename goes
+    /// to the dead letter with the reason, like a row the source could not read.
+    pub renamer: Arc<Renamer>,
 }
 
 pub enum ScanEnd {
@@ -59,14 +63,8 @@ impl Scanner {
             if page.cursor.is_some() {
                 cursor = page.cursor.clone();
             }
-            let batch = Batch {
-                shard,
-                seq,
-                records: page.records,
-                bad_rows: page.bad_rows,
-                cursor: page.cursor,
-                last: page.done,
-            };
+            let (records, bad_rows) = self.rename(page.records, page.bad_rows);
+            let batch = Batch { shard, seq, records, bad_rows, cursor: page.cursor, last: page.done };
             seq += 1;
             if tx.send(batch).await.is_err() {
                 // The writers are gone (the run is failing); stop quietly.
@@ -76,5 +74,29 @@ impl Scanner {
                 return Ok(ScanEnd::Done);
             }
         }
+    }
+
+    fn rename(
+        &self,
+        records: Vec<crate::record::VisibilityRecord>,
+        mut bad_rows: Vec<BadRow>,
+    ) -> (Vec<crate::record::VisibilityRecord>, Vec<BadRow>) {
+        if self.renamer.is_identity() {
+            return (records, bad_rows);
+        }
+        let mut out = Vec::with_capacity(records.len());
+        for mut r in records {
+            match self.renamer.apply(&mut r) {
+                Ok(()) => out.push(r),
+                Err(reason) => bad_rows.push(BadRow {
+                    namespace_id: r.namespace_id.clone(),
+                    run_id: r.run_id.clone(),
+                    workflow_id: Some(r.workflow_id.clone()),
+                    reason,
+                    raw: r.to_json(),
+                }),
+            }
+        }
+        (out, bad_rows)
     }
 }

@@ -22,6 +22,10 @@ pub struct Migration {
     pub verify: Verify,
     pub bulk_load: BulkLoad,
     pub flip: Flip,
+    /// Namespace (name or id) -> SQL field name -> the user's name, for copies between
+    /// SQL and Elasticsearch (reference §6): the namespace's alias map, as
+    /// `temporal operator search-attribute list` shows it.
+    pub search_attribute_aliases: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
 }
 
 impl Default for Migration {
@@ -38,6 +42,7 @@ impl Default for Migration {
             verify: Verify::default(),
             bulk_load: BulkLoad::default(),
             flip: Flip::default(),
+            search_attribute_aliases: Default::default(),
         }
     }
 }
@@ -131,6 +136,9 @@ pub struct BulkLoad {
     /// rebuild them after it (PostgreSQL). Refused while any namespace reads from the
     /// secondary, which needs `flip.dynamicConfigFile` to check.
     pub defer_indexes: bool,
+    /// Turn off refresh and replicas of the secondary index during the copy and restore
+    /// them after it (Elasticsearch, OpenSearch). Same guard as `deferIndexes`.
+    pub defer_refresh: bool,
 }
 
 /// The flip of Temporal's read mode, and where its dynamic config lives.

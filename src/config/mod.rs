@@ -238,7 +238,36 @@ impl Config {
         }
 
         validate_migration(&self.migration, &mut problems);
+        self.validate_bulk_load(&mut problems);
         if problems.is_empty() { Ok(()) } else { Err(ConfigError { problems }) }
+    }
+}
+
+impl Config {
+    /// Each bulk-load option belongs to one kind of secondary.
+    fn validate_bulk_load(&self, problems: &mut Vec<String>) {
+        let b = &self.migration.bulk_load;
+        if !b.defer_indexes && !b.defer_refresh {
+            return;
+        }
+        let secondary = self.secondary();
+        let Some(ds) = self.persistence.datastores.get(&secondary.datastore) else { return };
+        let postgres =
+            ds.sql.as_ref().is_some_and(|s| persistence::sql_family(&s.plugin_name) == Some(SqlFamily::Postgres));
+        if b.defer_indexes && !postgres {
+            problems.push(format!(
+                "migration.bulkLoad.deferIndexes: only for a PostgreSQL secondary; {:?} is not one{}",
+                secondary.datastore,
+                if ds.elasticsearch.is_some() { " (for Elasticsearch use deferRefresh)" } else { "" }
+            ));
+        }
+        if b.defer_refresh && ds.elasticsearch.is_none() {
+            problems.push(format!(
+                "migration.bulkLoad.deferRefresh: only for an Elasticsearch or OpenSearch secondary; {:?} is not one{}",
+                secondary.datastore,
+                if postgres { " (for PostgreSQL use deferIndexes)" } else { "" }
+            ));
+        }
     }
 }
 
@@ -333,6 +362,22 @@ fn validate_migration(m: &Migration, problems: &mut Vec<String>) {
     for (i, ns) in m.namespaces.iter().enumerate() {
         if ns.trim().is_empty() {
             problems.push(format!("migration.namespaces[{i}]: empty namespace id"));
+        }
+    }
+    for (ns, map) in &m.search_attribute_aliases {
+        let mut seen = std::collections::BTreeSet::new();
+        for (field, alias) in map {
+            let at = format!("migration.searchAttributeAliases.{ns}.{field}");
+            if !crate::attribute_names::is_preallocated(field) {
+                problems.push(format!(
+                    "{at}: {field:?} is not a pre-allocated SQL field name (Keyword01-10, Int01-03, Double01-03, Bool01-03, Datetime01-03, Text01-03, KeywordList01-03)"
+                ));
+            }
+            if alias.trim().is_empty() {
+                problems.push(format!("{at}: empty alias"));
+            } else if !seen.insert(alias) {
+                problems.push(format!("{at}: alias {alias:?} is mapped from two fields"));
+            }
         }
     }
 }

@@ -5,15 +5,18 @@
 //! them reads them, and the checkpoint stores them as they are.
 
 pub mod cassandra;
+pub mod elasticsearch;
+pub mod run_range;
 pub mod sql;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::attribute_names::Naming;
 use crate::config::{Config, SqlFamily, StoreRef, persistence};
 use crate::record::{ExecutionStatus, RecordKey, VisibilityRecord};
 
@@ -138,6 +141,10 @@ pub trait Store: Send + Sync {
     async fn count(&self, query: &CountQuery) -> StoreResult<Counts>;
     /// Reads the given records (absent ones are left out), in no particular order.
     async fn read(&self, keys: &[RecordKey]) -> StoreResult<Vec<VisibilityRecord>>;
+    /// How this store names custom search attributes (reference §6).
+    fn naming(&self) -> Naming {
+        Naming::FieldNames
+    }
 }
 
 #[async_trait]
@@ -149,6 +156,14 @@ pub trait Source: Store {
     async fn scan(&self, shard: &ShardSpec, after: Option<&Cursor>, limit: usize) -> StoreResult<ScanPage>;
     /// An estimate of the records in the given namespaces (all when empty), cheap to get.
     async fn estimate(&self, namespaces: &[String]) -> StoreResult<u64>;
+    /// The custom search attributes records of each namespace id use, when the store can
+    /// tell without reading every record; None when it cannot.
+    async fn search_attributes_in_use(
+        &self,
+        _namespaces: &[String],
+    ) -> StoreResult<Option<BTreeMap<String, BTreeSet<String>>>> {
+        Ok(None)
+    }
 }
 
 #[async_trait]
@@ -160,6 +175,17 @@ pub trait Sink: Store {
     async fn write(&self, records: &[VisibilityRecord]) -> StoreResult<Vec<WriteOutcome>>;
     /// Deletes the given records (verify --repair, for extras the primary no longer has).
     async fn delete(&self, keys: &[RecordKey]) -> StoreResult<u64>;
+
+    /// Makes every write so far visible to reads (Elasticsearch: a refresh).
+    async fn flush(&self) -> StoreResult<()> {
+        Ok(())
+    }
+
+    /// The search-attribute fields this sink can hold, when it has a fixed list
+    /// (an Elasticsearch mapping); None when any name is accepted.
+    async fn search_attribute_fields(&self) -> StoreResult<Option<BTreeSet<String>>> {
+        Ok(None)
+    }
 
     /// The indexes a bulk load may drop and rebuild: every index but the primary key.
     async fn deferrable_indexes(&self) -> StoreResult<Vec<IndexDef>> {
@@ -211,6 +237,9 @@ pub async fn open_source(config: &Config, store: &StoreRef) -> anyhow::Result<Ar
     if let Some(cassandra) = &ds.cassandra {
         return Ok(Arc::new(cassandra::CassandraStore::open(&store.datastore, cassandra).await?));
     }
+    if let Some(es) = &ds.elasticsearch {
+        return Ok(Arc::new(elasticsearch::ElasticsearchStore::open(&store.datastore, es, store)?));
+    }
     Err(not_built(store, kind(ds)))
 }
 
@@ -230,6 +259,9 @@ pub async fn open_sink(config: &Config, store: &StoreRef) -> anyhow::Result<Arc<
             )),
             _ => Err(not_built(store, &format!("sql/{}", sql.plugin_name))),
         };
+    }
+    if let Some(es) = &ds.elasticsearch {
+        return Ok(Arc::new(elasticsearch::ElasticsearchStore::open(&store.datastore, es, store)?));
     }
     Err(not_built(store, kind(ds)))
 }
@@ -261,7 +293,7 @@ fn kind(ds: &crate::config::DataStore) -> &'static str {
 
 fn not_built(store: &StoreRef, kind: &str) -> anyhow::Error {
     anyhow::anyhow!(
-        "store {:?}: {kind} is not supported by this version of vismig yet (supported: sql/sqlite, sql/postgres12, sql/postgres12_pgx, sql/mysql8, and sql/postgres, sql/postgres_pgx, sql/mysql or cassandra as a source)",
+        "store {:?}: {kind} is not supported by this version of vismig yet (supported: sql/sqlite, sql/postgres12, sql/postgres12_pgx, sql/mysql8, elasticsearch, and sql/postgres, sql/postgres_pgx, sql/mysql or cassandra as a source)",
         store.datastore
     )
 }

@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio::sync::watch;
 
+use crate::attribute_names::Renamer;
 use crate::backfill::throttle::Throttle;
 use crate::record::{RecordKey, VisibilityRecord};
 use crate::store::{Cursor, ShardSpec, Sink, Source, Split, WriteOutcome};
@@ -104,6 +105,8 @@ fn by_key(records: Vec<VisibilityRecord>) -> HashMap<RecordKey, VisibilityRecord
 }
 
 pub struct DeepVerify {
+    /// Primary records are compared (and re-copied) under the secondary's names.
+    pub renamer: Arc<Renamer>,
     pub primary: Arc<dyn Source>,
     pub secondary: Arc<dyn Source>,
     pub sink: Arc<dyn Sink>,
@@ -162,7 +165,7 @@ impl DeepVerify {
                     (None, false) => found.push(difference(Kind::Extra, &r, Vec::new())),
                     (Some(o), true) => {
                         compared += 1;
-                        let fields = differing_fields(&r, o);
+                        let fields = differing_fields(&self.for_secondary(&r), o);
                         if !fields.is_empty() {
                             found.push(difference(Kind::Different, &r, fields));
                         }
@@ -203,7 +206,7 @@ impl DeepVerify {
                 (Some(a), None) if settled(a, opts.cutoff) => out.push(difference(Kind::Missing, a, Vec::new())),
                 (None, Some(b)) if settled(b, opts.cutoff) => out.push(difference(Kind::Extra, b, Vec::new())),
                 (Some(a), Some(b)) if settled(a, opts.cutoff) => {
-                    let fields = differing_fields(a, b);
+                    let fields = differing_fields(&self.for_secondary(a), b);
                     if !fields.is_empty() {
                         out.push(difference(Kind::Different, a, fields));
                     }
@@ -227,16 +230,37 @@ impl DeepVerify {
             }
             (Kind::Extra, Some(_)) => "not deleted: the primary has it again".into(),
             (_, None) => "not recopied: the primary no longer has it".into(),
-            (_, Some(record)) => match self.sink.write(std::slice::from_ref(&record)).await?.pop() {
-                Some(WriteOutcome::Inserted) | Some(WriteOutcome::Updated) => "recopied".into(),
-                Some(WriteOutcome::SkippedNewer) => "not recopied: the secondary holds a newer version".into(),
-                Some(WriteOutcome::SkippedPresent) => {
-                    "not recopied: the secondary holds the same version (the version guard keeps it)".into()
-                }
-                Some(WriteOutcome::Failed(reason)) => format!("not recopied: {reason}"),
-                None => "not recopied: no outcome".into(),
+            (_, Some(mut record)) => match self.renamer.apply(&mut record) {
+                Err(reason) => format!("not recopied: {reason}"),
+                Ok(()) => self.recopy(record).await?,
             },
         })
+    }
+
+    async fn recopy(&self, record: VisibilityRecord) -> anyhow::Result<String> {
+        Ok(match self.sink.write(std::slice::from_ref(&record)).await?.pop() {
+            Some(WriteOutcome::Inserted) | Some(WriteOutcome::Updated) => "recopied".into(),
+            Some(WriteOutcome::SkippedNewer) => "not recopied: the secondary holds a newer version".into(),
+            Some(WriteOutcome::SkippedPresent) => {
+                "not recopied: the secondary holds the same version (the version guard keeps it)".into()
+            }
+            Some(WriteOutcome::Failed(reason)) => format!("not recopied: {reason}"),
+            None => "not recopied: no outcome".into(),
+        })
+    }
+
+    /// A primary record as the secondary should hold it: search attributes under the
+    /// secondary family's names. One that cannot be renamed is compared as it is (its
+    /// copy failed, and the comparison shows where).
+    fn for_secondary<'a>(&self, r: &'a VisibilityRecord) -> std::borrow::Cow<'a, VisibilityRecord> {
+        if self.renamer.is_identity() {
+            return std::borrow::Cow::Borrowed(r);
+        }
+        let mut copy = r.clone();
+        match self.renamer.apply(&mut copy) {
+            Ok(()) => std::borrow::Cow::Owned(copy),
+            Err(_) => std::borrow::Cow::Borrowed(r),
+        }
     }
 }
 

@@ -1,0 +1,188 @@
+//! `_bulk` requests: NDJSON built straight into one buffer, per-item results turned
+//! into outcomes, and the items the server pushed back (429, 5xx) retried alone.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::client::{Client, error_reason};
+use super::document::{doc_id, to_source};
+use crate::record::VisibilityRecord;
+use crate::store::{StoreError, WriteOutcome};
+
+/// Attempts for items the server pushes back, with doubling back-off from 200 ms
+/// (about 50 s in all). After that the batch fails as transient and the writer's own
+/// retry takes over; items already written then come back as "present".
+const ITEM_ATTEMPTS: u32 = 9;
+
+/// What one bulk item's result means.
+#[derive(Debug, PartialEq)]
+enum ItemResult {
+    Done(WriteOutcome),
+    Retry(String),
+}
+
+pub async fn write(
+    client: &Client,
+    index: &str,
+    records: &[VisibilityRecord],
+) -> Result<Vec<WriteOutcome>, StoreError> {
+    let mut outcomes: Vec<Option<WriteOutcome>> = vec![None; records.len()];
+    let mut pending: Vec<usize> = (0..records.len()).collect();
+    let mut delay = Duration::from_millis(200);
+    for attempt in 1..=ITEM_ATTEMPTS {
+        let body = index_body(index, pending.iter().map(|&i| &records[i]));
+        let response = client.bulk(body).await?;
+        let items = response["items"].as_array().ok_or_else(|| {
+            StoreError::Permanent(format!("_bulk answered without items: {}", error_reason(&response)))
+        })?;
+        if items.len() != pending.len() {
+            return Err(StoreError::Permanent(format!(
+                "_bulk answered {} items for {} documents",
+                items.len(),
+                pending.len()
+            )));
+        }
+        let mut retry = Vec::new();
+        let mut last_reason = String::new();
+        for (&i, item) in pending.iter().zip(items) {
+            match index_result(item, records[i].has_version()) {
+                ItemResult::Done(o) => outcomes[i] = Some(o),
+                ItemResult::Retry(reason) => {
+                    last_reason = reason;
+                    retry.push(i);
+                }
+            }
+        }
+        if retry.is_empty() {
+            return Ok(outcomes.into_iter().map(|o| o.expect("every item has an outcome")).collect());
+        }
+        tracing::debug!(items = retry.len(), attempt, reason = %last_reason, "bulk items pushed back; retrying them");
+        if attempt == ITEM_ATTEMPTS {
+            return Err(StoreError::Transient(format!(
+                "{} of {} bulk items still pushed back after {ITEM_ATTEMPTS} attempts: {last_reason}",
+                retry.len(),
+                records.len()
+            )));
+        }
+        pending = retry;
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(15));
+    }
+    unreachable!("the last attempt returns")
+}
+
+/// One action line and one source line per record: `index` at the external version
+/// when the source has one (as Temporal writes), else `create` (insert if absent;
+/// `create` cannot carry an external version).
+fn index_body<'a>(index: &str, records: impl Iterator<Item = &'a VisibilityRecord>) -> Vec<u8> {
+    let mut body = Vec::with_capacity(64 * 1024);
+    for r in records {
+        let id = doc_id(&r.workflow_id, &r.run_id);
+        let action = if r.has_version() {
+            json!({"index": {"_index": index, "_id": id, "version": r.version, "version_type": "external"}})
+        } else {
+            json!({"create": {"_index": index, "_id": id}})
+        };
+        serde_json::to_writer(&mut body, &action).expect("JSON to memory");
+        body.push(b'\n');
+        serde_json::to_writer(&mut body, &to_source(r)).expect("JSON to memory");
+        body.push(b'\n');
+    }
+    body
+}
+
+fn index_result(item: &Value, versioned: bool) -> ItemResult {
+    let result = item.get("index").or_else(|| item.get("create")).unwrap_or(&Value::Null);
+    let status = result["status"].as_u64().unwrap_or(0);
+    match status {
+        201 => ItemResult::Done(WriteOutcome::Inserted),
+        200 => {
+            ItemResult::Done(if result["result"] == "created" { WriteOutcome::Inserted } else { WriteOutcome::Updated })
+        }
+        409 if !versioned => ItemResult::Done(WriteOutcome::SkippedPresent),
+        409 => ItemResult::Done(conflict_outcome(result["error"]["reason"].as_str().unwrap_or_default())),
+        429 | 500..=599 => ItemResult::Retry(error_reason(result)),
+        _ => ItemResult::Done(WriteOutcome::Failed(format!("HTTP {status}: {}", error_reason(result)))),
+    }
+}
+
+/// A version conflict under external versioning: the index holds this version or a
+/// newer one. Its message says which ("current version [7] is higher or equal to the
+/// one provided [5]"); equal means the record is already there.
+fn conflict_outcome(reason: &str) -> WriteOutcome {
+    let numbers: Vec<i64> =
+        reason.split('[').skip(1).filter_map(|part| part.split(']').next()).filter_map(|n| n.parse().ok()).collect();
+    match numbers.as_slice() {
+        [.., current, provided] if current == provided => WriteOutcome::SkippedPresent,
+        _ => WriteOutcome::SkippedNewer,
+    }
+}
+
+/// Deletes the documents of `records` by id; returns how many existed.
+pub async fn delete(client: &Client, index: &str, records: &[VisibilityRecord]) -> Result<u64, StoreError> {
+    let mut body = Vec::new();
+    for r in records {
+        serde_json::to_writer(
+            &mut body,
+            &json!({"delete": {"_index": index, "_id": doc_id(&r.workflow_id, &r.run_id)}}),
+        )
+        .expect("JSON to memory");
+        body.push(b'\n');
+    }
+    let response = client.bulk(body).await?;
+    let mut deleted = 0;
+    for item in response["items"].as_array().into_iter().flatten() {
+        let d = &item["delete"];
+        match d["status"].as_u64() {
+            Some(200) => deleted += 1,
+            Some(404) => {}
+            _ => return Err(StoreError::Transient(format!("delete of {} failed: {}", d["_id"], error_reason(d)))),
+        }
+    }
+    Ok(deleted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn item_results_become_outcomes() {
+        let ok = |s: u64, r: &str| json!({"index": {"status": s, "result": r}});
+        assert_eq!(index_result(&ok(201, "created"), true), ItemResult::Done(WriteOutcome::Inserted));
+        assert_eq!(index_result(&ok(200, "updated"), true), ItemResult::Done(WriteOutcome::Updated));
+        let conflict = |cur: i64, given: i64| {
+            json!({"index": {"status": 409, "error": {"type": "version_conflict_engine_exception",
+                "reason": format!("[wf~run]: version conflict, current version [{cur}] is higher or equal to the one provided [{given}]")}}})
+        };
+        assert_eq!(index_result(&conflict(7, 5), true), ItemResult::Done(WriteOutcome::SkippedNewer));
+        assert_eq!(index_result(&conflict(5, 5), true), ItemResult::Done(WriteOutcome::SkippedPresent));
+        let exists = json!({"create": {"status": 409, "error": {"type": "version_conflict_engine_exception", "reason": "[x]: version conflict, document already exists (current version [1])"}}});
+        assert_eq!(index_result(&exists, false), ItemResult::Done(WriteOutcome::SkippedPresent));
+        let busy = json!({"index": {"status": 429, "error": {"type": "es_rejected_execution_exception", "reason": "queue full"}}});
+        assert!(matches!(index_result(&busy, true), ItemResult::Retry(r) if r.contains("queue full")));
+        let bad = json!({"index": {"status": 400, "error": {"type": "mapper_parsing_exception", "reason": "failed to parse field [Amount] of type [long]"}}});
+        assert!(
+            matches!(index_result(&bad, true), ItemResult::Done(WriteOutcome::Failed(r)) if r.contains("mapper_parsing_exception") && r.contains("Amount"))
+        );
+    }
+
+    #[test]
+    fn the_body_is_ndjson_with_external_versions_or_create() {
+        let mut g = crate::seed::Generator::new(3, chrono::Utc::now());
+        let mut a = g.next_record();
+        a.version = 42;
+        let mut b = g.next_record();
+        b.version = 0;
+        let body = String::from_utf8(index_body("vis", [&a, &b].into_iter())).unwrap();
+        let lines: Vec<Value> = body.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 4);
+        assert_eq!(lines[0]["index"]["version"], 42);
+        assert_eq!(lines[0]["index"]["version_type"], "external");
+        assert_eq!(lines[0]["index"]["_id"], doc_id(&a.workflow_id, &a.run_id));
+        assert_eq!(lines[1]["RunId"], a.run_id);
+        assert!(lines[2]["create"]["version"].is_null());
+        assert!(body.ends_with('\n'));
+    }
+}

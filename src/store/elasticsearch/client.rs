@@ -1,0 +1,206 @@
+//! A thin HTTP client for Elasticsearch 7/8 and OpenSearch 2 on reqwest: the handful of
+//! JSON endpoints vismig needs, basic auth, TLS from Temporal's config block, and one
+//! error classification. Raw JSON bodies are the same on all three servers for every
+//! call used here (search with `search_after`, `_bulk`, `_mapping`, `_settings`,
+//! `_count`, `_refresh`), so there is no per-flavor code path; the typed client crates
+//! would add a second HTTP stack (elasticsearch) or miss ES-only parameters (opensearch).
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use crate::config::Secret;
+use crate::config::persistence::ElasticsearchStore as EsConfig;
+use crate::store::StoreError;
+
+/// What `GET /` says about the server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerInfo {
+    /// `opensearch` or `elasticsearch`.
+    pub distribution: String,
+    pub version: String,
+}
+
+pub struct Client {
+    http: reqwest::Client,
+    /// `scheme://host:port`, no trailing slash.
+    base: String,
+    username: Option<String>,
+    password: Option<Secret>,
+}
+
+impl Client {
+    pub fn new(cfg: &EsConfig) -> anyhow::Result<Self> {
+        let url = cfg.url.as_ref().ok_or_else(|| anyhow::anyhow!("elasticsearch.url is missing"))?;
+        let scheme = if url.scheme.is_empty() { "http" } else { url.scheme.as_str() };
+        let base = format!("{scheme}://{}", url.host.trim_end_matches('/'));
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            // A bulk of a few thousand documents into a busy cluster can take a while;
+            // past this the request is retried as a timeout.
+            .timeout(Duration::from_secs(120))
+            .pool_max_idle_per_host(16)
+            .gzip(true);
+        if let Some(tls) = cfg.tls.as_ref().filter(|t| t.enabled) {
+            if let Some(ca) = &tls.ca_file {
+                let pem = std::fs::read(ca).map_err(|e| anyhow::anyhow!("elasticsearch.tls.caFile {ca}: {e}"))?;
+                for cert in reqwest::Certificate::from_pem_bundle(&pem)
+                    .map_err(|e| anyhow::anyhow!("elasticsearch.tls.caFile {ca}: not a PEM certificate: {e}"))?
+                {
+                    builder = builder.add_root_certificate(cert);
+                }
+            }
+            if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+                let mut pem =
+                    std::fs::read(cert).map_err(|e| anyhow::anyhow!("elasticsearch.tls.certFile {cert}: {e}"))?;
+                pem.extend(std::fs::read(key).map_err(|e| anyhow::anyhow!("elasticsearch.tls.keyFile {key}: {e}"))?);
+                let identity = reqwest::Identity::from_pem(&pem)
+                    .map_err(|e| anyhow::anyhow!("elasticsearch.tls certFile/keyFile: {e}"))?;
+                builder = builder.identity(identity);
+            }
+            // Temporal's `enableHostVerification: false` turns off the check of the
+            // server certificate's host name (Go's InsecureSkipVerify).
+            if tls.enable_host_verification == Some(false) {
+                builder = builder.tls_danger_accept_invalid_certs(true);
+            }
+        }
+        let http = builder.build().map_err(|e| anyhow::anyhow!("elasticsearch client: {e}"))?;
+        Ok(Self { http, base, username: cfg.username.clone(), password: cfg.password.clone() })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let mut req = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(user) = &self.username {
+            req = req.basic_auth(user, self.password.as_ref().map(|p| p.expose().to_string()));
+        }
+        req
+    }
+
+    /// Sends a JSON request and returns the JSON answer; `allow` lists non-2xx statuses
+    /// whose body the caller wants instead of an error (404 for "absent").
+    pub async fn json(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        allow: &[StatusCode],
+    ) -> Result<(StatusCode, Value), StoreError> {
+        let mut req = self.request(method.clone(), path);
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        self.send(req, &method, path, allow).await
+    }
+
+    /// `POST /_bulk` with an NDJSON body.
+    pub async fn bulk(&self, body: Vec<u8>) -> Result<Value, StoreError> {
+        let req = self.request(Method::POST, "/_bulk").header("content-type", "application/x-ndjson").body(body);
+        self.send(req, &Method::POST, "/_bulk", &[]).await.map(|(_, v)| v)
+    }
+
+    async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+        method: &Method,
+        path: &str,
+        allow: &[StatusCode],
+    ) -> Result<(StatusCode, Value), StoreError> {
+        let what = format!("{method} {}{path}", self.base);
+        let resp = req.send().await.map_err(|e| transport_error(&what, &e))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| transport_error(&what, &e))?;
+        let body: Value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        if status.is_success() || allow.contains(&status) {
+            return Ok((status, body));
+        }
+        Err(http_error(&what, status, &body))
+    }
+
+    pub async fn info(&self) -> Result<ServerInfo, StoreError> {
+        let (_, v) = self.json(Method::GET, "/", None, &[]).await?;
+        let version = v["version"]["number"].as_str().unwrap_or_default().to_string();
+        let distribution = v["version"]["distribution"].as_str().unwrap_or("elasticsearch").to_string();
+        Ok(ServerInfo { distribution, version })
+    }
+}
+
+fn transport_error(what: &str, e: &reqwest::Error) -> StoreError {
+    // The URL in reqwest's message carries no credentials (they go in a header).
+    let mut msg = format!("{what}: {e}");
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    if e.is_decode() || e.is_builder() { StoreError::Permanent(msg) } else { StoreError::Transient(msg) }
+}
+
+/// 429 and 5xx are the server pushing back or failing over: retried. Anything else
+/// (a 4xx) is a request the server will refuse again.
+fn http_error(what: &str, status: StatusCode, body: &Value) -> StoreError {
+    let msg = format!("{what}: HTTP {status}: {}", error_reason(body));
+    if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+        StoreError::Transient(msg)
+    } else {
+        StoreError::Permanent(msg)
+    }
+}
+
+/// The `type: reason` of an Elasticsearch error body, or the body itself, shortened.
+pub fn error_reason(body: &Value) -> String {
+    let err = &body["error"];
+    let text = match (err["type"].as_str(), err["reason"].as_str()) {
+        (Some(t), Some(r)) => {
+            let cause = &err["caused_by"];
+            match cause["reason"].as_str() {
+                Some(c) => format!("{t}: {r} (caused by {}: {c})", cause["type"].as_str().unwrap_or("error")),
+                None => format!("{t}: {r}"),
+            }
+        }
+        _ => match body {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        },
+    };
+    let mut text = text;
+    if text.len() > 400 {
+        let mut cut = 400;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn errors_name_the_server_reason_and_classify_pushback_as_transient() {
+        let body = json!({"error": {"type": "es_rejected_execution_exception", "reason": "queue full"}, "status": 429});
+        let e = http_error("POST http://h/_bulk", StatusCode::TOO_MANY_REQUESTS, &body);
+        assert!(matches!(e, StoreError::Transient(_)));
+        assert!(e.to_string().contains("es_rejected_execution_exception: queue full"), "{e}");
+        let e = http_error(
+            "GET http://h/x",
+            StatusCode::NOT_FOUND,
+            &json!({"error": {"type": "index_not_found_exception", "reason": "no such index [x]"}}),
+        );
+        assert!(matches!(e, StoreError::Permanent(_)));
+        assert!(e.to_string().contains("no such index [x]"));
+        assert!(matches!(http_error("x", StatusCode::BAD_GATEWAY, &Value::Null), StoreError::Transient(_)));
+    }
+}

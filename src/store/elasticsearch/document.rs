@@ -1,0 +1,311 @@
+//! A visibility record as Temporal's Elasticsearch store writes it (reference §5.2):
+//! the document id, the `_source` fields and their encodings, both ways.
+
+use base64::Engine;
+use chrono::{DateTime, Timelike, Utc};
+use serde_json::{Map, Value};
+
+use crate::record::{ExecutionStatus, SearchAttributeValue, SearchAttributes, VisibilityRecord};
+
+/// `_source` fields that are the record itself; every other top-level field is a
+/// search attribute (named by the user's name up to Temporal v1.30).
+pub const BASE_FIELDS: [&str; 20] = [
+    "VisibilityTaskKey",
+    "NamespaceId",
+    "WorkflowId",
+    "RunId",
+    "WorkflowType",
+    "StartTime",
+    "ExecutionTime",
+    "ExecutionStatus",
+    "TaskQueue",
+    "RootWorkflowId",
+    "RootRunId",
+    "ParentWorkflowId",
+    "ParentRunId",
+    "Memo",
+    "MemoEncoding",
+    "CloseTime",
+    "ExecutionDuration",
+    "HistoryLength",
+    "StateTransitionCount",
+    "HistorySizeBytes",
+];
+
+pub fn is_base_field(name: &str) -> bool {
+    BASE_FIELDS.contains(&name)
+}
+
+/// Temporal's `GetDocID`: `WorkflowId~RunId`, the workflow id cut (on a UTF-8 boundary)
+/// so the id stays within Elasticsearch's 512-byte limit.
+pub fn doc_id(workflow_id: &str, run_id: &str) -> String {
+    const MAX: usize = 512;
+    const DELIMITER: &str = "~";
+    if run_id.len() + DELIMITER.len() >= MAX {
+        // Run ids are UUIDs; this only guards against absurd input, as Temporal does.
+        let keep = if run_id.len() >= MAX { MAX } else { MAX - DELIMITER.len() };
+        return truncate_utf8(run_id, keep).to_string();
+    }
+    let room = MAX - run_id.len() - DELIMITER.len();
+    format!("{}{DELIMITER}{run_id}", truncate_utf8(workflow_id, room))
+}
+
+fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut cut = max;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &s[..cut]
+}
+
+/// Go's `time.Time` JSON form: RFC 3339, up to nine fraction digits with trailing zeros
+/// trimmed, `Z` for UTC. Temporal writes every datetime of a document this way.
+pub fn format_time(t: &DateTime<Utc>) -> String {
+    let mut s = t.format("%Y-%m-%dT%H:%M:%S").to_string();
+    let nanos = t.nanosecond() % 1_000_000_000;
+    if nanos > 0 {
+        let digits = format!("{nanos:09}");
+        s.push('.');
+        s.push_str(digits.trim_end_matches('0'));
+    }
+    s.push('Z');
+    s
+}
+
+fn parse_time(field: &str, v: &Value) -> Result<DateTime<Utc>, String> {
+    let s = v.as_str().ok_or_else(|| format!("{field} is not a string: {v}"))?;
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("{field} {s:?} is not an RFC 3339 time: {e}"))
+}
+
+/// The `_source` Temporal would write for `r`, search attributes under the names they
+/// carry in the record (the caller renames them first when families differ).
+pub fn to_source(r: &VisibilityRecord) -> Map<String, Value> {
+    let mut m = Map::with_capacity(24);
+    m.insert("NamespaceId".into(), r.namespace_id.clone().into());
+    m.insert("WorkflowId".into(), r.workflow_id.clone().into());
+    m.insert("RunId".into(), r.run_id.clone().into());
+    m.insert("WorkflowType".into(), r.workflow_type_name.clone().into());
+    m.insert("StartTime".into(), format_time(&r.start_time).into());
+    m.insert("ExecutionTime".into(), format_time(&r.execution_time).into());
+    m.insert("ExecutionStatus".into(), r.status.name().into());
+    m.insert("TaskQueue".into(), r.task_queue.clone().into());
+    m.insert("RootWorkflowId".into(), r.root_workflow_id.clone().into());
+    m.insert("RootRunId".into(), r.root_run_id.clone().into());
+    if let Some(p) = &r.parent_workflow_id {
+        m.insert("ParentWorkflowId".into(), p.clone().into());
+    }
+    if let Some(p) = &r.parent_run_id {
+        m.insert("ParentRunId".into(), p.clone().into());
+    }
+    if let Some(memo) = r.memo.as_ref().filter(|m| !m.is_empty()) {
+        m.insert("Memo".into(), base64::engine::general_purpose::STANDARD.encode(memo).into());
+        m.insert("MemoEncoding".into(), r.encoding.clone().into());
+    }
+    if let Some(t) = &r.close_time {
+        m.insert("CloseTime".into(), format_time(t).into());
+    }
+    for (name, v) in [
+        ("ExecutionDuration", r.execution_duration),
+        ("HistoryLength", r.history_length),
+        ("StateTransitionCount", r.state_transition_count),
+        ("HistorySizeBytes", r.history_size_bytes),
+    ] {
+        if let Some(v) = v {
+            m.insert(name.into(), v.into());
+        }
+    }
+    if let Some(sa) = &r.search_attributes {
+        for (name, value) in &sa.0 {
+            m.insert(name.clone(), value.to_json());
+        }
+    }
+    m
+}
+
+/// Reads one hit (`_source` plus `_version`) back into a record. Documents without a
+/// `VisibilityTaskKey` or with fields Temporal never writes are still read; a field
+/// with the wrong type is an error naming it.
+pub fn from_source(source: &Map<String, Value>, version: i64) -> Result<VisibilityRecord, String> {
+    let text = |name: &str| -> Result<String, String> {
+        match source.get(name) {
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(other) => Err(format!("{name} is not a string: {other}")),
+            None => Err(format!("{name} is missing")),
+        }
+    };
+    let opt_text = |name: &str| -> Result<Option<String>, String> {
+        match source.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => Err(format!("{name} is not a string: {other}")),
+        }
+    };
+    let opt_int = |name: &str| -> Result<Option<i64>, String> {
+        match source.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v.as_i64().map(Some).ok_or_else(|| format!("{name} is not an int64: {v}")),
+        }
+    };
+    let time = |name: &str| -> Result<DateTime<Utc>, String> {
+        parse_time(name, source.get(name).ok_or_else(|| format!("{name} is missing"))?)
+    };
+    let status_name = text("ExecutionStatus")?;
+    let status = ExecutionStatus::from_name(&status_name)
+        .ok_or_else(|| format!("ExecutionStatus {status_name:?} is unknown"))?;
+    let memo = match opt_text("Memo")? {
+        Some(b64) => Some(
+            base64::engine::general_purpose::STANDARD
+                .decode(b64.as_bytes())
+                .map_err(|e| format!("Memo is not base64: {e}"))?,
+        ),
+        None => None,
+    };
+    let encoding = match (opt_text("MemoEncoding")?, &memo) {
+        (Some(e), _) => e,
+        // Temporal refuses to read a memo without its encoding; so does vismig.
+        (None, Some(_)) => return Err("Memo without MemoEncoding".into()),
+        // No memo: Temporal's only encoding, as the SQL stores hold it.
+        (None, None) => "Proto3".to_string(),
+    };
+    let close_time = match source.get("CloseTime") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(parse_time("CloseTime", v)?),
+    };
+    let mut attrs = std::collections::BTreeMap::new();
+    for (name, v) in source {
+        if is_base_field(name) {
+            continue;
+        }
+        if let Some(value) = sa_from_json(name, v)? {
+            attrs.insert(name.clone(), value);
+        }
+    }
+    Ok(VisibilityRecord {
+        namespace_id: text("NamespaceId")?,
+        run_id: text("RunId")?,
+        workflow_id: text("WorkflowId")?,
+        workflow_type_name: text("WorkflowType")?,
+        start_time: time("StartTime")?,
+        execution_time: time("ExecutionTime")?,
+        close_time,
+        status,
+        history_length: opt_int("HistoryLength")?,
+        history_size_bytes: opt_int("HistorySizeBytes")?,
+        execution_duration: opt_int("ExecutionDuration")?,
+        state_transition_count: opt_int("StateTransitionCount")?,
+        memo,
+        encoding,
+        task_queue: opt_text("TaskQueue")?.unwrap_or_default(),
+        search_attributes: (!attrs.is_empty()).then_some(SearchAttributes(attrs)),
+        parent_workflow_id: opt_text("ParentWorkflowId")?,
+        parent_run_id: opt_text("ParentRunId")?,
+        root_workflow_id: opt_text("RootWorkflowId")?.unwrap_or_default(),
+        root_run_id: opt_text("RootRunId")?.unwrap_or_default(),
+        version,
+    })
+}
+
+/// A search attribute's JSON value. Elasticsearch accepts an array for any type, so a
+/// multi-valued Int or Bool is kept as a list; null and empty arrays are absent values.
+fn sa_from_json(name: &str, v: &Value) -> Result<Option<SearchAttributeValue>, String> {
+    Ok(Some(match v {
+        Value::Null => return Ok(None),
+        Value::String(s) => SearchAttributeValue::String(s.clone()),
+        Value::Bool(b) => SearchAttributeValue::Bool(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => SearchAttributeValue::Int(i),
+            None => SearchAttributeValue::Double(
+                n.as_f64().ok_or_else(|| format!("search attribute {name}: number {n} is out of range"))?,
+            ),
+        },
+        Value::Array(items) if items.is_empty() => return Ok(None),
+        Value::Array(items) if items.iter().all(Value::is_string) => {
+            SearchAttributeValue::KeywordList(items.iter().filter_map(|i| i.as_str().map(str::to_string)).collect())
+        }
+        Value::Array(items) => {
+            let mut list = Vec::with_capacity(items.len());
+            for item in items {
+                match sa_from_json(name, item)? {
+                    Some(SearchAttributeValue::KeywordList(_) | SearchAttributeValue::List(_)) => {
+                        return Err(format!("search attribute {name}: nested arrays"));
+                    }
+                    Some(value) => list.push(value),
+                    None => {}
+                }
+            }
+            SearchAttributeValue::List(list)
+        }
+        Value::Object(_) => return Err(format!("search attribute {name}: value is a JSON object")),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn doc_ids_follow_temporal_and_stay_within_512_bytes() {
+        assert_eq!(doc_id("order-42", "8d7e"), "order-42~8d7e");
+        let long = "é".repeat(400); // 800 bytes
+        let id = doc_id(&long, "0123456789abcdef0123456789abcdef0123");
+        assert!(id.len() <= 512, "{}", id.len());
+        assert!(id.ends_with("~0123456789abcdef0123456789abcdef0123"));
+        assert!(id.is_char_boundary(id.len() - 37));
+    }
+
+    #[test]
+    fn times_are_written_like_go_and_read_with_any_offset() {
+        let t = DateTime::parse_from_rfc3339("2024-05-01T12:00:00.123450000Z").unwrap().with_timezone(&Utc);
+        assert_eq!(format_time(&t), "2024-05-01T12:00:00.12345Z");
+        let t = DateTime::parse_from_rfc3339("2024-05-01T12:00:00Z").unwrap().with_timezone(&Utc);
+        assert_eq!(format_time(&t), "2024-05-01T12:00:00Z");
+        let back = parse_time("X", &json!("2024-05-01T14:00:00+02:00")).unwrap();
+        assert_eq!(back, t);
+        assert!(parse_time("StartTime", &json!("yesterday")).unwrap_err().contains("StartTime"));
+    }
+
+    #[test]
+    fn the_reference_example_round_trips() {
+        let src = json!({"VisibilityTaskKey":"3~1048612","NamespaceId":"2f1c","WorkflowId":"order-42",
+            "RunId":"8d7e","WorkflowType":"OrderWorkflow","StartTime":"2024-05-01T12:00:00.123456789Z",
+            "ExecutionTime":"2024-05-01T12:00:00.123456789Z","ExecutionStatus":"Completed",
+            "TaskQueue":"orders","RootWorkflowId":"order-42","RootRunId":"8d7e",
+            "Memo":"CgsKA2tleRIE","MemoEncoding":"Proto3","CustomerId":"c-1","Amounts":[1,2],
+            "CloseTime":"2024-05-01T12:00:01.623456789Z","ExecutionDuration":1500000000i64,
+            "HistoryLength":11,"StateTransitionCount":7,"HistorySizeBytes":2048});
+        let r = from_source(src.as_object().unwrap(), 1048612).unwrap();
+        assert_eq!(r.status, ExecutionStatus::Completed);
+        assert_eq!(r.version, 1048612);
+        assert_eq!(r.execution_duration, Some(1_500_000_000));
+        let sa = r.search_attributes.as_ref().unwrap();
+        assert_eq!(sa.0["CustomerId"], SearchAttributeValue::String("c-1".into()));
+        assert_eq!(
+            sa.0["Amounts"],
+            SearchAttributeValue::List(vec![SearchAttributeValue::Int(1), SearchAttributeValue::Int(2)])
+        );
+        let mut written = Value::Object(to_source(&r));
+        written["VisibilityTaskKey"] = json!("3~1048612");
+        assert_eq!(written, src);
+    }
+
+    #[test]
+    fn bad_documents_name_the_field() {
+        let mut src = json!({"NamespaceId":"n","WorkflowId":"w","RunId":"r","WorkflowType":"t",
+            "StartTime":"2024-05-01T12:00:00Z","ExecutionTime":"2024-05-01T12:00:00Z","ExecutionStatus":"Running"});
+        assert!(from_source(src.as_object().unwrap(), 0).is_ok());
+        src["ExecutionStatus"] = json!("Sleeping");
+        assert!(from_source(src.as_object().unwrap(), 0).unwrap_err().contains("ExecutionStatus"));
+        src["ExecutionStatus"] = json!("Running");
+        src["Memo"] = json!("CgsK");
+        assert!(from_source(src.as_object().unwrap(), 0).unwrap_err().contains("MemoEncoding"));
+        src["MemoEncoding"] = json!("Proto3");
+        src["HistoryLength"] = json!("eleven");
+        assert!(from_source(src.as_object().unwrap(), 0).unwrap_err().contains("HistoryLength"));
+    }
+}

@@ -1,0 +1,458 @@
+//! Elasticsearch 7/8 and OpenSearch 2 visibility indices, as Temporal's index template
+//! lays them out (reference §5), in both roles.
+//!
+//! Scan: `search_after` on the keyword sort `(RunId, WorkflowId)` (unique, since the
+//! document id is `WorkflowId~RunId`), filtered to one namespace and one run-id range per
+//! shard. Chosen over a point in time (opened and closed differently on Elasticsearch
+//! and OpenSearch, and gone when it expires) and over a sliced scroll (its context dies
+//! with the process): the cursor is two strings that resume exactly after any restart,
+//! on every server, and the shards are the same run-id ranges as the SQL stores'. Like
+//! the SQL scans it is not a snapshot; dual writes cover what changes meanwhile.
+//!
+//! Write: `_bulk` with Temporal's document id and `version_type: external` at the
+//! source's version, or `create` (insert if absent) when the source has none; per-item
+//! results decide the outcome, and only the items the server pushed back (429, 5xx) are
+//! retried.
+
+pub mod bulk;
+pub mod client;
+pub mod document;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use async_trait::async_trait;
+use reqwest::{Method, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use self::client::Client;
+use super::run_range::RunRange;
+use super::{
+    BadRow, CountQuery, Counts, Cursor, IndexDef, ScanPage, ShardSpec, Sink, Source, Split, Store, StoreError,
+    StoreResult, WriteOutcome,
+};
+use crate::attribute_names::Naming;
+use crate::config::StoreRef;
+use crate::config::persistence::ElasticsearchStore as EsConfig;
+use crate::record::{RecordKey, VisibilityRecord};
+
+/// Fields the scan, the counts and the reads filter or sort on; without them as
+/// keyword/date fields the index was not made from Temporal's template.
+const REQUIRED_MAPPING: [(&str, &[&str]); 6] = [
+    ("NamespaceId", &["keyword"]),
+    ("RunId", &["keyword"]),
+    ("WorkflowId", &["keyword"]),
+    ("ExecutionStatus", &["keyword"]),
+    ("StartTime", &["date_nanos", "date"]),
+    ("CloseTime", &["date_nanos", "date"]),
+];
+
+/// Most namespaces one terms aggregation lists; a cluster with more is refused loudly.
+const MAX_NAMESPACES: usize = 10_000;
+
+pub struct ElasticsearchStore {
+    name: String,
+    index: String,
+    client: Client,
+}
+
+/// Where a shard's scan stopped: the sort values of the last hit.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ScanCursor {
+    run_id: String,
+    workflow_id: String,
+}
+
+impl ElasticsearchStore {
+    pub fn open(name: &str, cfg: &EsConfig, store: &StoreRef) -> anyhow::Result<Self> {
+        let key = store.es_index_key.as_deref().unwrap_or("visibility");
+        let index = cfg.indices.get(key).cloned().ok_or_else(|| {
+            anyhow::anyhow!("persistence.datastores.{name}.elasticsearch.indices.{key}: missing (the index name)")
+        })?;
+        if let Some(v) = cfg.version.as_deref().filter(|v| !v.is_empty() && *v != "v7" && *v != "v8") {
+            anyhow::bail!("persistence.datastores.{name}.elasticsearch.version: {v:?} is not v7 or v8");
+        }
+        let client = Client::new(cfg).map_err(|e| anyhow::anyhow!("persistence.datastores.{name}: {e}"))?;
+        Ok(Self { name: name.to_string(), index, client })
+    }
+
+    pub fn index(&self) -> &str {
+        &self.index
+    }
+
+    fn context(&self, what: &str) -> String {
+        format!("{}: {what}", self.describe())
+    }
+
+    fn err(&self, what: &str, e: StoreError) -> StoreError {
+        match e {
+            StoreError::Transient(m) => StoreError::Transient(format!("{}: {m}", self.context(what))),
+            StoreError::Permanent(m) => StoreError::Permanent(format!("{}: {m}", self.context(what))),
+        }
+    }
+
+    async fn search(&self, body: &Value, what: &str) -> StoreResult<Value> {
+        self.client
+            .json(Method::POST, &format!("/{}/_search", self.index), Some(body), &[])
+            .await
+            .map(|(_, v)| v)
+            .map_err(|e| self.err(what, e))
+    }
+
+    /// Field name -> mapped type, across the concrete indices behind the name.
+    pub async fn mapping(&self) -> StoreResult<BTreeMap<String, String>> {
+        let (status, v) = self
+            .client
+            .json(Method::GET, &format!("/{}/_mapping", self.index), None, &[StatusCode::NOT_FOUND])
+            .await
+            .map_err(|e| self.err("reading the mapping", e))?;
+        if status == StatusCode::NOT_FOUND {
+            return Err(StoreError::Permanent(format!(
+                "{}: index {:?} does not exist; create it as Temporal's schema tools do (index template temporal_visibility_v1_template, then PUT /{})",
+                self.describe(),
+                self.index,
+                self.index
+            )));
+        }
+        let mut fields = BTreeMap::new();
+        for (_, idx) in v.as_object().into_iter().flatten() {
+            for (name, field) in idx["mappings"]["properties"].as_object().into_iter().flatten() {
+                fields.insert(name.clone(), field["type"].as_str().unwrap_or("object").to_string());
+            }
+        }
+        Ok(fields)
+    }
+
+    /// The namespace ids present (or those asked for), sorted.
+    async fn namespace_ids(&self, namespaces: &[String]) -> StoreResult<Vec<String>> {
+        if !namespaces.is_empty() {
+            let mut out = namespaces.to_vec();
+            out.sort();
+            return Ok(out);
+        }
+        let body = json!({
+            "size": 0, "track_total_hits": false,
+            "aggs": {"ns": {"terms": {"field": "NamespaceId", "size": MAX_NAMESPACES, "order": {"_key": "asc"}}}}
+        });
+        let v = self.search(&body, "listing namespaces").await?;
+        if v["aggregations"]["ns"]["sum_other_doc_count"].as_u64().unwrap_or(0) > 0 {
+            return Err(StoreError::Permanent(format!(
+                "{}: more than {MAX_NAMESPACES} namespaces; list the ones to copy in migration.namespaces",
+                self.describe()
+            )));
+        }
+        Ok(buckets(&v["aggregations"]["ns"]).filter_map(|b| b["key"].as_str().map(str::to_string)).collect())
+    }
+
+    fn namespace_filter(namespaces: &[String]) -> Value {
+        if namespaces.is_empty() { json!({"match_all": {}}) } else { json!({"terms": {"NamespaceId": namespaces}}) }
+    }
+
+    /// Hits into records, or bad rows naming what is wrong with the document.
+    fn decode_hits(&self, hits: &[Value]) -> (Vec<VisibilityRecord>, Vec<BadRow>) {
+        let mut records = Vec::with_capacity(hits.len());
+        let mut bad = Vec::new();
+        for hit in hits {
+            let source = hit["_source"].as_object();
+            let version = hit["_version"].as_i64().unwrap_or(0);
+            match source.ok_or_else(|| "hit without _source (is _source disabled in the mapping?)".to_string()) {
+                Ok(src) => match document::from_source(src, version) {
+                    Ok(r) => records.push(r),
+                    Err(reason) => bad.push(bad_row(hit, src, &format!("document {}: {reason}", hit["_id"]))),
+                },
+                Err(reason) => bad.push(bad_row(hit, &serde_json::Map::new(), &reason)),
+            }
+        }
+        (records, bad)
+    }
+
+    async fn settings(&self) -> StoreResult<serde_json::Map<String, Value>> {
+        let (_, v) = self
+            .client
+            .json(Method::GET, &format!("/{}/_settings?flat_settings=true", self.index), None, &[])
+            .await
+            .map_err(|e| self.err("reading index settings", e))?;
+        let mut out = serde_json::Map::new();
+        for (_, idx) in v.as_object().into_iter().flatten() {
+            for (k, val) in idx["settings"].as_object().into_iter().flatten() {
+                out.insert(k.clone(), val.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    async fn put_settings(&self, settings: &Value, what: &str) -> StoreResult<()> {
+        self.client
+            .json(Method::PUT, &format!("/{}/_settings", self.index), Some(settings), &[])
+            .await
+            .map(|_| ())
+            .map_err(|e| self.err(what, e))
+    }
+}
+
+fn buckets(agg: &Value) -> impl Iterator<Item = &Value> {
+    agg["buckets"].as_array().into_iter().flatten()
+}
+
+fn bad_row(hit: &Value, src: &serde_json::Map<String, Value>, reason: &str) -> BadRow {
+    let field = |name: &str| src.get(name).and_then(Value::as_str).unwrap_or_default().to_string();
+    BadRow {
+        namespace_id: field("NamespaceId"),
+        run_id: field("RunId"),
+        workflow_id: src.get("WorkflowId").and_then(Value::as_str).map(str::to_string),
+        reason: reason.to_string(),
+        raw: json!({"_id": hit["_id"], "_version": hit["_version"], "_source": hit["_source"]}),
+    }
+}
+
+/// The bulk-load settings a deferred refresh changes, and their values while copying.
+const BULK_SETTINGS: [(&str, &str); 3] =
+    [("index.refresh_interval", "-1"), ("index.number_of_replicas", "0"), ("index.auto_expand_replicas", "false")];
+
+#[async_trait]
+impl Store for ElasticsearchStore {
+    fn describe(&self) -> String {
+        format!("elasticsearch {}/{} (store {})", self.client.base(), self.index, self.name)
+    }
+
+    async fn preflight(&self) -> StoreResult<()> {
+        let info = self.client.info().await.map_err(|e| self.err("connecting", e))?;
+        let major: u32 = info.version.split('.').next().and_then(|m| m.parse().ok()).unwrap_or(0);
+        let supported = match info.distribution.as_str() {
+            "opensearch" => (1..=3).contains(&major),
+            _ => (7..=9).contains(&major),
+        };
+        if !supported {
+            return Err(StoreError::Permanent(format!(
+                "{}: {} {} is not supported (Elasticsearch 7-8 and OpenSearch 1-2 are)",
+                self.describe(),
+                info.distribution,
+                info.version
+            )));
+        }
+        let mapping = self.mapping().await?;
+        let mut problems = Vec::new();
+        for (field, types) in REQUIRED_MAPPING {
+            match mapping.get(field) {
+                Some(t) if types.contains(&t.as_str()) => {}
+                Some(t) => problems.push(format!("{field} is mapped as {t}, not {}", types.join(" or "))),
+                None => problems.push(format!("{field} is not mapped")),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(StoreError::Permanent(format!(
+                "{}: the index was not made from Temporal's index template ({}); its name must match temporal_visibility_v1* when it is created",
+                self.describe(),
+                problems.join("; ")
+            )));
+        }
+        tracing::debug!(store = %self.describe(), distribution = %info.distribution, version = %info.version, "connected");
+        Ok(())
+    }
+
+    async fn count(&self, query: &CountQuery) -> StoreResult<Counts> {
+        let cutoff = document::format_time(&query.cutoff);
+        let body = json!({
+            "size": 0, "track_total_hits": false,
+            "query": Self::namespace_filter(&query.namespaces),
+            "aggs": {"ns": {"terms": {"field": "NamespaceId", "size": MAX_NAMESPACES},
+                "aggs": {"status": {"terms": {"field": "ExecutionStatus", "size": 50},
+                    "aggs": {"recent": {"filter": {"bool": {"should": [
+                        {"range": {"StartTime": {"gte": cutoff}}},
+                        {"range": {"CloseTime": {"gte": cutoff}}}
+                    ], "minimum_should_match": 1}}}}}}}}
+        });
+        let v = self.search(&body, "counting").await?;
+        let mut counts = Counts::new();
+        for ns in buckets(&v["aggregations"]["ns"]) {
+            let id = ns["key"].as_str().unwrap_or_default();
+            for st in buckets(&ns["status"]) {
+                let name = st["key"].as_str().unwrap_or_default();
+                let total = st["doc_count"].as_i64().unwrap_or(0);
+                let recent = st["recent"]["doc_count"].as_i64().unwrap_or(0);
+                match crate::record::ExecutionStatus::from_name(name) {
+                    Some(status) => {
+                        super::sql::add_count(&mut counts, &self.describe(), id, status as i64, total, recent)
+                    }
+                    None => {
+                        tracing::warn!(store = %self.describe(), namespace_id = id, status = name, documents = total, "documents with an unknown ExecutionStatus are not counted")
+                    }
+                }
+            }
+        }
+        Ok(counts)
+    }
+
+    async fn read(&self, keys: &[RecordKey]) -> StoreResult<Vec<VisibilityRecord>> {
+        let mut by_ns: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for k in keys {
+            by_ns.entry(&k.namespace_id).or_default().push(&k.run_id);
+        }
+        let mut out = Vec::with_capacity(keys.len());
+        for (ns, runs) in by_ns {
+            for chunk in runs.chunks(1000) {
+                let body = json!({
+                    "size": chunk.len() * 2, "version": true, "track_total_hits": false,
+                    "query": {"bool": {"filter": [{"term": {"NamespaceId": ns}}, {"terms": {"RunId": chunk}}]}}
+                });
+                let v = self.search(&body, "reading records by key").await?;
+                let hits = v["hits"]["hits"].as_array().cloned().unwrap_or_default();
+                let (records, bad) = self.decode_hits(&hits);
+                if let Some(b) = bad.first() {
+                    return Err(StoreError::Permanent(format!("{}: {}", self.describe(), b.reason)));
+                }
+                out.extend(records);
+            }
+        }
+        Ok(out)
+    }
+
+    fn naming(&self) -> Naming {
+        Naming::UserNames
+    }
+}
+
+#[async_trait]
+impl Source for ElasticsearchStore {
+    async fn plan_shards(&self, namespaces: &[String], split: &Split) -> StoreResult<Vec<ShardSpec>> {
+        let ids = self.namespace_ids(namespaces).await?;
+        Ok(RunRange::plan(&ids, split).iter().map(RunRange::to_spec).collect())
+    }
+
+    async fn scan(&self, shard: &ShardSpec, after: Option<&Cursor>, limit: usize) -> StoreResult<ScanPage> {
+        let range = RunRange::from_spec(shard)?;
+        let mut run_bounds = serde_json::Map::new();
+        if let Some(start) = &range.start {
+            run_bounds.insert("gte".into(), start.clone().into());
+        }
+        if let Some(end) = &range.end {
+            run_bounds.insert("lt".into(), end.clone().into());
+        }
+        let mut filter = vec![json!({"term": {"NamespaceId": range.namespace_id}})];
+        if !run_bounds.is_empty() {
+            filter.push(json!({"range": {"RunId": run_bounds}}));
+        }
+        let mut body = json!({
+            "size": limit, "version": true, "track_total_hits": false,
+            "query": {"bool": {"filter": filter}},
+            "sort": [{"RunId": "asc"}, {"WorkflowId": "asc"}]
+        });
+        if let Some(c) = after {
+            let c: ScanCursor = serde_json::from_value(c.0.clone()).map_err(|e| {
+                StoreError::Permanent(format!("checkpoint cursor {} is not an Elasticsearch scan position: {e}", c.0))
+            })?;
+            body["search_after"] = json!([c.run_id, c.workflow_id]);
+        }
+        let v = self.search(&body, "scanning").await?;
+        let hits = v["hits"]["hits"].as_array().cloned().unwrap_or_default();
+        let cursor = hits.last().map(|h| {
+            let sort = &h["sort"];
+            Cursor(json!(ScanCursor {
+                run_id: sort[0].as_str().unwrap_or_default().to_string(),
+                workflow_id: sort[1].as_str().unwrap_or_default().to_string(),
+            }))
+        });
+        let done = hits.len() < limit;
+        let (records, bad_rows) = self.decode_hits(&hits);
+        Ok(ScanPage { records, bad_rows, cursor, done })
+    }
+
+    async fn estimate(&self, namespaces: &[String]) -> StoreResult<u64> {
+        let body = json!({"query": Self::namespace_filter(namespaces)});
+        let (_, v) = self
+            .client
+            .json(Method::POST, &format!("/{}/_count", self.index), Some(&body), &[])
+            .await
+            .map_err(|e| self.err("counting documents", e))?;
+        Ok(v["count"].as_u64().unwrap_or(0))
+    }
+
+    /// Every mapped field that is not part of the record itself, with the namespaces
+    /// whose documents hold it (one aggregation: a filter per field).
+    async fn search_attributes_in_use(
+        &self,
+        namespaces: &[String],
+    ) -> StoreResult<Option<BTreeMap<String, BTreeSet<String>>>> {
+        let fields: Vec<String> = self.mapping().await?.into_keys().filter(|f| !document::is_base_field(f)).collect();
+        if fields.is_empty() {
+            return Ok(Some(BTreeMap::new()));
+        }
+        let mut aggs = serde_json::Map::new();
+        for (i, f) in fields.iter().enumerate() {
+            aggs.insert(format!("f{i}"), json!({"filter": {"exists": {"field": f}}}));
+        }
+        let body = json!({
+            "size": 0, "track_total_hits": false, "query": Self::namespace_filter(namespaces),
+            "aggs": {"ns": {"terms": {"field": "NamespaceId", "size": MAX_NAMESPACES}, "aggs": aggs}}
+        });
+        let v = self.search(&body, "listing the search attributes in use").await?;
+        let mut used: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for ns in buckets(&v["aggregations"]["ns"]) {
+            let id = ns["key"].as_str().unwrap_or_default().to_string();
+            for (i, f) in fields.iter().enumerate() {
+                if ns[format!("f{i}")]["doc_count"].as_u64().unwrap_or(0) > 0 {
+                    used.entry(id.clone()).or_default().insert(f.clone());
+                }
+            }
+        }
+        Ok(Some(used))
+    }
+}
+
+#[async_trait]
+impl Sink for ElasticsearchStore {
+    fn max_batch(&self) -> usize {
+        // About 1-2 MB of NDJSON: large enough to amortise the round trip, well under
+        // http.max_content_length and Temporal's own 16 MiB bulk size.
+        2000
+    }
+
+    async fn write(&self, records: &[VisibilityRecord]) -> StoreResult<Vec<WriteOutcome>> {
+        bulk::write(&self.client, &self.index, records).await.map_err(|e| self.err("bulk write", e))
+    }
+
+    async fn delete(&self, keys: &[RecordKey]) -> StoreResult<u64> {
+        let found = self.read(keys).await?;
+        if found.is_empty() {
+            return Ok(0);
+        }
+        bulk::delete(&self.client, &self.index, &found).await.map_err(|e| self.err("bulk delete", e))
+    }
+
+    async fn flush(&self) -> StoreResult<()> {
+        self.client
+            .json(Method::POST, &format!("/{}/_refresh", self.index), None, &[])
+            .await
+            .map(|_| ())
+            .map_err(|e| self.err("refreshing the index", e))
+    }
+
+    async fn search_attribute_fields(&self) -> StoreResult<Option<BTreeSet<String>>> {
+        Ok(Some(self.mapping().await?.into_keys().filter(|f| !document::is_base_field(f)).collect()))
+    }
+
+    /// `bulkLoad.deferRefresh`: one "index" to defer, the index's refresh and replica
+    /// settings, saved as they are now so the rebuild restores exactly them.
+    async fn deferrable_indexes(&self) -> StoreResult<Vec<IndexDef>> {
+        let now = self.settings().await?;
+        let saved: serde_json::Map<String, Value> =
+            BULK_SETTINGS.iter().map(|(k, _)| (k.to_string(), now.get(*k).cloned().unwrap_or(Value::Null))).collect();
+        Ok(vec![IndexDef { name: format!("{} settings", self.index), definition: Value::Object(saved).to_string() }])
+    }
+
+    async fn drop_index(&self, _index: &IndexDef) -> StoreResult<()> {
+        let bulk: serde_json::Map<String, Value> =
+            BULK_SETTINGS.iter().map(|(k, v)| (k.to_string(), Value::String(v.to_string()))).collect();
+        self.put_settings(&Value::Object(bulk), "turning refresh and replicas off for the bulk load").await
+    }
+
+    async fn build_index(&self, index: &IndexDef) -> StoreResult<()> {
+        let saved: Value = serde_json::from_str(&index.definition).map_err(|e| {
+            StoreError::Permanent(format!("{}: saved settings {:?} are not JSON: {e}", self.describe(), index.name))
+        })?;
+        // Null restores a setting that was not set before to the index default.
+        self.put_settings(&saved, "restoring refresh and replicas after the bulk load").await?;
+        self.flush().await
+    }
+}
