@@ -165,15 +165,32 @@ pub async fn seed(config: &Config, records: u64, seed: u64) -> anyhow::Result<(u
     let sink = store::open_sink(config, &config.primary()).await?;
     sink.preflight().await?;
     let mut generator = crate::seed::Generator::new(seed, Utc::now());
+    // The generator names attributes as SQL does; an Elasticsearch primary gets the
+    // user's names, registered first as an operator would.
+    let renamer = crate::attribute_names::Renamer::new(
+        crate::attribute_names::Naming::FieldNames,
+        sink.naming(),
+        &crate::seed::seed_aliases(generator.namespaces()),
+        &Default::default(),
+    );
+    if !renamer.is_identity() {
+        let attributes: Vec<_> =
+            crate::seed::SEED_ALIASES.iter().map(|(_, alias, kind)| (alias.to_string(), *kind)).collect();
+        sink.register_search_attributes(&attributes).await?;
+    }
     let batch = sink.max_batch().min(1000);
     let started = Instant::now();
     let mut written = 0u64;
     while written < records {
         let n = (records - written).min(batch as u64) as usize;
-        let chunk: Vec<_> = (0..n).map(|_| generator.next_record()).collect();
+        let mut chunk: Vec<_> = (0..n).map(|_| generator.next_record()).collect();
+        for r in &mut chunk {
+            renamer.apply(r).map_err(|e| anyhow::anyhow!("seed: {e}"))?;
+        }
         sink.write(&chunk).await?;
         written += n as u64;
     }
+    sink.flush().await?;
     tracing::info!(records = written, seconds = started.elapsed().as_secs_f64(), store = %sink.describe(), "seeded");
     Ok((written, sink.describe()))
 }

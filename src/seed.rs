@@ -7,7 +7,9 @@ use chrono::{DateTime, Duration, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::record::{ExecutionStatus, SearchAttributeValue, SearchAttributes, VisibilityRecord};
+use std::collections::BTreeMap;
+
+use crate::record::{ExecutionStatus, SearchAttributeType, SearchAttributeValue, SearchAttributes, VisibilityRecord};
 
 pub struct Generator {
     rng: StdRng,
@@ -229,6 +231,27 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
         v >>= 7;
     }
     out.push(v as u8);
+}
+
+/// The user's names of the seed's custom search attributes, as an operator would have
+/// registered them (`temporal operator search-attribute create`): SQL stores hold them
+/// under the pre-allocated field, Elasticsearch under the name.
+pub const SEED_ALIASES: [(&str, &str, SearchAttributeType); 7] = [
+    ("Keyword01", "CustomerId", SearchAttributeType::Keyword),
+    ("Int01", "Amount", SearchAttributeType::Int),
+    ("Double01", "Score", SearchAttributeType::Double),
+    ("Bool01", "Priority", SearchAttributeType::Bool),
+    ("Datetime01", "DueTime", SearchAttributeType::Datetime),
+    ("Text01", "Note", SearchAttributeType::Text),
+    ("KeywordList01", "Tags", SearchAttributeType::KeywordList),
+];
+
+/// The seed's alias map for each of the given namespaces, in the shape of
+/// `migration.searchAttributeAliases`.
+pub fn seed_aliases(namespaces: &[String]) -> BTreeMap<String, BTreeMap<String, String>> {
+    let map: BTreeMap<String, String> =
+        SEED_ALIASES.iter().map(|(field, alias, _)| (field.to_string(), alias.to_string())).collect();
+    namespaces.iter().map(|ns| (ns.clone(), map.clone())).collect()
 }
 
 #[cfg(test)]

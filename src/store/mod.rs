@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::attribute_names::Naming;
 use crate::config::{Config, SqlFamily, StoreRef, persistence};
-use crate::record::{ExecutionStatus, RecordKey, VisibilityRecord};
+use crate::record::{ExecutionStatus, RecordKey, SearchAttributeType, VisibilityRecord};
 
 /// A slice of a source's key space, scanned by one worker. Made by `Source::plan_shards`
 /// and saved in the checkpoint, so a resumed run scans exactly the same slices.
@@ -178,6 +178,13 @@ pub trait Sink: Store {
 
     /// Makes every write so far visible to reads (Elasticsearch: a refresh).
     async fn flush(&self) -> StoreResult<()> {
+        Ok(())
+    }
+
+    /// Makes custom search attributes holdable, as `temporal operator search-attribute
+    /// create` does to this store (Elasticsearch: a mapping per name). SQL stores have
+    /// their pre-allocated columns already. Used by `vismig seed`.
+    async fn register_search_attributes(&self, _attributes: &[(String, SearchAttributeType)]) -> StoreResult<()> {
         Ok(())
     }
 

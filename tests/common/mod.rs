@@ -82,11 +82,15 @@ impl Work {
         self.path("dead-letter.jsonl")
     }
 
+    /// Writes the config. A store given as a flow map (`{ pluginName: … }`) is a `sql:`
+    /// block; any other text is the whole datastore body (`elasticsearch: { … }`).
     pub fn write_config(&self, extra_migration: &str) {
         let (p, s) =
             self.stores.clone().unwrap_or_else(|| (sqlite_store(&self.primary()), sqlite_store(&self.secondary())));
+        let body = |store: String| if store.starts_with('{') { format!("sql: {store}") } else { store };
+        let (p, s) = (body(p), body(s));
         let text = format!(
-            "persistence:\n  visibilityStore: primary\n  secondaryVisibilityStore: secondary\n  datastores:\n    primary:\n      sql: {p}\n    secondary:\n      sql: {s}\nmigration:\n  checkpoint: {{ type: file, path: \"{}\" }}\n  deadLetter: {{ path: \"{}\" }}\n{}",
+            "persistence:\n  visibilityStore: primary\n  secondaryVisibilityStore: secondary\n  datastores:\n    primary:\n      {p}\n    secondary:\n      {s}\nmigration:\n  checkpoint: {{ type: file, path: \"{}\" }}\n  deadLetter: {{ path: \"{}\" }}\n{}",
             self.checkpoint().display(),
             self.dead_letter().display(),
             if extra_migration.contains("metrics") {
@@ -166,6 +170,52 @@ pub fn mysql_store(database: &str, plugin: &str) -> String {
         env_or("VISMIG_TEST_MYSQL_USER", "temporal"),
         env_or("VISMIG_TEST_MYSQL_PASSWORD", "temporal"),
     )
+}
+
+/// A fresh index named `temporal_visibility_v1_vt_<test>_<pid>` on the OpenSearch or
+/// Elasticsearch of tests/services, made by Temporal's index template (applied by up.sh).
+pub async fn search_index(service: &str, test: &str) -> (String, String) {
+    let url = search_url(service);
+    let index = format!("temporal_visibility_v1_vt_{test}_{}", std::process::id());
+    let http = reqwest::Client::new();
+    http.delete(format!("{url}/{index}")).send().await.unwrap();
+    let resp = http.put(format!("{url}/{index}")).send().await.unwrap();
+    assert!(resp.status().is_success(), "creating index {index}: {}", resp.text().await.unwrap());
+    (url, index)
+}
+
+pub fn search_url(service: &str) -> String {
+    match service {
+        "opensearch" => env_or("VISMIG_TEST_OPENSEARCH_URL", "http://127.0.0.1:9200"),
+        "elasticsearch" => env_or("VISMIG_TEST_ELASTICSEARCH_URL", "http://127.0.0.1:9201"),
+        other => panic!("not a search service: {other}"),
+    }
+}
+
+/// The `elasticsearch:` datastore body for one index (cluster-to-cluster layout).
+pub fn search_store(url: &str, index: &str) -> String {
+    let (scheme, host) = url.split_once("://").unwrap();
+    format!(
+        "elasticsearch: {{ version: v7, url: {{ scheme: {scheme}, host: \"{host}\" }}, indices: {{ visibility: {index} }} }}"
+    )
+}
+
+/// One JSON request to a search service; panics on a non-2xx answer.
+pub async fn search_call(method: reqwest::Method, url: &str, body: Option<serde_json::Value>) -> serde_json::Value {
+    let mut req = reqwest::Client::new().request(method, url);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    let v: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
+    assert!(status.is_success(), "{url}: {status} {v}");
+    v
+}
+
+/// Deletes an index made by `search_index`.
+pub async fn drop_index(url: &str, index: &str) {
+    reqwest::Client::new().delete(format!("{url}/{index}")).send().await.unwrap();
 }
 
 /// Opens a store of a work directory's config through vismig's factory.

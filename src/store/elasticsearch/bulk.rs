@@ -30,46 +30,55 @@ pub async fn write(
     let mut outcomes: Vec<Option<WriteOutcome>> = vec![None; records.len()];
     let mut pending: Vec<usize> = (0..records.len()).collect();
     let mut delay = Duration::from_millis(200);
-    for attempt in 1..=ITEM_ATTEMPTS {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
         let body = index_body(index, pending.iter().map(|&i| &records[i]));
-        let response = client.bulk(body).await?;
-        let items = response["items"].as_array().ok_or_else(|| {
-            StoreError::Permanent(format!("_bulk answered without items: {}", error_reason(&response)))
-        })?;
-        if items.len() != pending.len() {
-            return Err(StoreError::Permanent(format!(
-                "_bulk answered {} items for {} documents",
-                items.len(),
-                pending.len()
-            )));
-        }
-        let mut retry = Vec::new();
-        let mut last_reason = String::new();
-        for (&i, item) in pending.iter().zip(items) {
-            match index_result(item, records[i].has_version()) {
-                ItemResult::Done(o) => outcomes[i] = Some(o),
-                ItemResult::Retry(reason) => {
-                    last_reason = reason;
-                    retry.push(i);
+        // A whole request pushed back (429, 5xx, a timeout) is retried here too, for the
+        // items still pending, so the outcomes of those already written are kept.
+        let last_reason = match client.bulk(body).await {
+            Ok(response) => {
+                let items = response["items"].as_array().ok_or_else(|| {
+                    StoreError::Permanent(format!("_bulk answered without items: {}", error_reason(&response)))
+                })?;
+                if items.len() != pending.len() {
+                    return Err(StoreError::Permanent(format!(
+                        "_bulk answered {} items for {} documents",
+                        items.len(),
+                        pending.len()
+                    )));
                 }
+                let mut retry = Vec::new();
+                let mut last_reason = String::new();
+                for (&i, item) in pending.iter().zip(items) {
+                    match index_result(item, records[i].has_version()) {
+                        ItemResult::Done(o) => outcomes[i] = Some(o),
+                        ItemResult::Retry(reason) => {
+                            last_reason = reason;
+                            retry.push(i);
+                        }
+                    }
+                }
+                pending = retry;
+                last_reason
             }
-        }
-        if retry.is_empty() {
+            Err(StoreError::Transient(reason)) => reason,
+            Err(e) => return Err(e),
+        };
+        if pending.is_empty() {
             return Ok(outcomes.into_iter().map(|o| o.expect("every item has an outcome")).collect());
         }
-        tracing::debug!(items = retry.len(), attempt, reason = %last_reason, "bulk items pushed back; retrying them");
+        tracing::debug!(items = pending.len(), attempt, reason = %last_reason, "bulk items pushed back; retrying them");
         if attempt == ITEM_ATTEMPTS {
             return Err(StoreError::Transient(format!(
                 "{} of {} bulk items still pushed back after {ITEM_ATTEMPTS} attempts: {last_reason}",
-                retry.len(),
+                pending.len(),
                 records.len()
             )));
         }
-        pending = retry;
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(15));
     }
-    unreachable!("the last attempt returns")
 }
 
 /// One action line and one source line per record: `index` at the external version

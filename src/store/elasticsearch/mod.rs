@@ -34,7 +34,7 @@ use super::{
 use crate::attribute_names::Naming;
 use crate::config::StoreRef;
 use crate::config::persistence::ElasticsearchStore as EsConfig;
-use crate::record::{RecordKey, VisibilityRecord};
+use crate::record::{RecordKey, SearchAttributeType, VisibilityRecord};
 
 /// Fields the scan, the counts and the reads filter or sort on; without them as
 /// keyword/date fields the index was not made from Temporal's template.
@@ -426,6 +426,27 @@ impl Sink for ElasticsearchStore {
             .await
             .map(|_| ())
             .map_err(|e| self.err("refreshing the index", e))
+    }
+
+    /// Temporal's `buildMappingBody`: the field type for each attribute type.
+    async fn register_search_attributes(&self, attributes: &[(String, SearchAttributeType)]) -> StoreResult<()> {
+        let mut properties = serde_json::Map::new();
+        for (name, kind) in attributes {
+            let mapping = match kind {
+                SearchAttributeType::Text => json!({"type": "text"}),
+                SearchAttributeType::Keyword | SearchAttributeType::KeywordList => json!({"type": "keyword"}),
+                SearchAttributeType::Int => json!({"type": "long"}),
+                SearchAttributeType::Double => json!({"type": "scaled_float", "scaling_factor": 10000}),
+                SearchAttributeType::Bool => json!({"type": "boolean"}),
+                SearchAttributeType::Datetime => json!({"type": "date_nanos"}),
+            };
+            properties.insert(name.clone(), mapping);
+        }
+        self.client
+            .json(Method::PUT, &format!("/{}/_mapping", self.index), Some(&json!({"properties": properties})), &[])
+            .await
+            .map(|_| ())
+            .map_err(|e| self.err("adding search attributes to the mapping", e))
     }
 
     async fn search_attribute_fields(&self) -> StoreResult<Option<BTreeSet<String>>> {
