@@ -10,6 +10,7 @@ use crate::backfill::checkpoint::Checkpoint;
 use crate::backfill::throttle::Throttle;
 use crate::backfill::{Backfill, Options, Summary};
 use crate::config::Config;
+use crate::flip::{self, dynamic_config::ReadState};
 use crate::metrics::{Control, Metrics};
 use crate::store::{self, Store};
 use crate::verify;
@@ -193,6 +194,137 @@ pub async fn seed(config: &Config, records: u64, seed: u64) -> anyhow::Result<(u
     sink.flush().await?;
     tracing::info!(records = written, seconds = started.elapsed().as_secs_f64(), store = %sink.describe(), "seeded");
     Ok((written, sink.describe()))
+}
+
+/// The flip state of Temporal's dynamic config, when the config says where it lives.
+pub struct FlipState {
+    /// The file, or the ConfigMap and key.
+    pub location: String,
+    pub state: Result<ReadState, String>,
+}
+
+pub async fn flip_state(config: &Config) -> Option<FlipState> {
+    let location = flip::Location::of(config)?;
+    let state = match location.read().await {
+        Ok(text) => ReadState::parse(&text).map_err(|e| format!("{}: {e}", location.describe())),
+        Err(e) => Err(format!("{e:#}")),
+    };
+    Some(FlipState { location: location.describe(), state })
+}
+
+/// Sets `vismig_read_flipped` from the dynamic config, when it is known. A dynamic
+/// config that cannot be read only warns: the metric is not worth failing a backfill.
+pub async fn observe_flip_state(config: &Config, metrics: &Metrics) {
+    match flip_state(config).await {
+        None => {}
+        Some(FlipState { state: Ok(state), location }) => {
+            metrics.set_read_state(&state, config.migration.namespace_names.keys());
+            tracing::info!(dynamic_config = %location, reads_from_secondary = %state.summary(), writing_mode = %state.writing_mode(), "flip state");
+        }
+        Some(FlipState { state: Err(e), .. }) => {
+            tracing::warn!(error = %e, "cannot read the dynamic config; vismig_read_flipped stays unset")
+        }
+    }
+}
+
+impl FlipState {
+    /// One row per namespace: `*` (every namespace without its own entry), those with
+    /// their own entry, and the names of `migration.namespaceNames`.
+    pub fn json(&self, config: &Config) -> serde_json::Value {
+        let state = match &self.state {
+            Ok(s) => s,
+            Err(e) => return serde_json::json!({ "location": self.location, "error": e }),
+        };
+        let rows: Vec<serde_json::Value> = state
+            .rows(config.migration.namespace_names.keys())
+            .into_iter()
+            .map(|(namespace, secondary, own)| {
+                serde_json::json!({
+                    "namespace": namespace,
+                    "reads": if secondary { "secondary" } else { "primary" },
+                    "writes": state.writing_mode(),
+                    "ownEntry": own,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "location": self.location,
+            "writingMode": state.writing_mode(),
+            "writingModeSet": state.writing_mode.is_some(),
+            "readsFromSecondary": state.summary(),
+            "namespaces": rows,
+        })
+    }
+
+    pub fn text(&self, config: &Config) -> String {
+        let state = match &self.state {
+            Ok(s) => s,
+            Err(e) => return format!("flip state: {e}\n"),
+        };
+        let mut out = format!(
+            "flip state ({}): reads from the secondary: {}; writing mode: {}\n",
+            self.location,
+            state.summary(),
+            state.writing_mode.clone().unwrap_or_else(|| "off (not set)".into())
+        );
+        let rows = state.rows(config.migration.namespace_names.keys());
+        let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max("namespace".len());
+        out.push_str(&format!("  {:<width$}  {:<9}  writes\n", "namespace", "reads"));
+        for (namespace, secondary, own) in rows {
+            let note = if namespace == flip::dynamic_config::ALL_NAMESPACES {
+                "  (every namespace without its own entry)"
+            } else if !own {
+                "  (no own entry)"
+            } else {
+                ""
+            };
+            out.push_str(&format!(
+                "  {namespace:<width$}  {:<9}  {}{note}\n",
+                if secondary { "secondary" } else { "primary" },
+                state.writing_mode()
+            ));
+        }
+        out
+    }
+}
+
+/// `vismig status`: checkpoint progress, the last verify and the flip state, as text or
+/// one JSON object.
+pub async fn status(config: &Config, json: bool) -> anyhow::Result<String> {
+    let store = crate::backfill::checkpoint::FileCheckpoint::new(&config.migration.checkpoint.path);
+    let checkpoint = store.load()?;
+    let last_verify: Option<serde_json::Value> =
+        std::fs::read_to_string(last_verify_path(config)).ok().and_then(|t| serde_json::from_str(&t).ok());
+    let flip = flip_state(config).await;
+    if json {
+        let mut out = match &checkpoint {
+            Some(cp) => serde_json::to_value(cp)?,
+            None => serde_json::json!({ "checkpoint": null, "path": store.path() }),
+        };
+        out["lastVerify"] = last_verify.unwrap_or(serde_json::Value::Null);
+        out["flip"] = flip.map(|f| f.json(config)).unwrap_or(serde_json::Value::Null);
+        return Ok(format!("{}\n", serde_json::to_string_pretty(&out)?));
+    }
+    let mut out = match &checkpoint {
+        Some(cp) => status_text(cp),
+        None => format!("no checkpoint at {}: no backfill has started with this config\n", store.path().display()),
+    };
+    match flip {
+        Some(f) => out.push_str(&f.text(config)),
+        None => out.push_str(
+            "flip state: unknown (set migration.flip.dynamicConfigFile or migration.flip.target.configMap)\n",
+        ),
+    }
+    match last_verify {
+        Some(v) => out.push_str(&format!(
+            "last verify: {} ({}) at {}\n",
+            v["result"].as_str().unwrap_or("?"),
+            v["mode"].as_str().unwrap_or("?"),
+            v["finishedAt"].as_str().unwrap_or("?")
+        )),
+        None => out.push_str("last verify: none\n"),
+    }
+    Ok(out)
 }
 
 pub fn status_text(cp: &Checkpoint) -> String {

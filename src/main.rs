@@ -72,7 +72,7 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
-    /// Edit Temporal's dynamic config: reads from the secondary (per namespace or all) and the writing mode.
+    /// Edit Temporal's dynamic config (file or ConfigMap): reads from the secondary (per namespace or all) and the writing mode.
     Flip {
         #[arg(long, short)]
         config: PathBuf,
@@ -95,7 +95,7 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Show checkpoint progress per shard.
+    /// Show checkpoint progress per shard, the last verify and the flip state per namespace.
     Status {
         #[arg(long, short)]
         config: PathBuf,
@@ -154,22 +154,18 @@ fn flip_exit(result: Result<flip::Done, flip::Error>, dry_run: bool) -> Result<u
     match result {
         Ok(done) => {
             print!("{}", done.diff);
-            let when = done
-                .poll_interval
-                .map(|p| format!("within its dynamicConfigClient.pollInterval ({p})"))
-                .unwrap_or_else(|| {
-                    "at its next dynamicConfigClient.pollInterval (60s in Temporal's docker config)".into()
-                });
             if dry_run {
-                println!("dry run: {} would change; nothing written", done.path.display());
+                println!("dry run: {} would change; nothing written", done.target);
             } else if done.changed {
                 println!(
-                    "flipped: {} written (backup {}); Temporal applies it {when}",
-                    done.path.display(),
-                    done.backup.map(|b| b.display().to_string()).unwrap_or_default()
+                    "flipped: {} {} (backup {}); Temporal applies it {}",
+                    done.target,
+                    done.action,
+                    done.backup.map(|b| b.display().to_string()).unwrap_or_default(),
+                    done.applies_when
                 );
             } else {
-                println!("nothing to do: {} already says so", done.path.display());
+                println!("nothing to do: {} already says so", done.target);
             }
             Ok(0)
         }
@@ -290,6 +286,7 @@ async fn run(command: Command) -> Result<u8, Failure> {
             let metrics = Metrics::new();
             let control = Control::new(config.migration.rate.records_per_second);
             start_listener(&config, &metrics, &control).await?;
+            commands::observe_flip_state(&config, &metrics).await;
             let summary = commands::backfill(&config, index, count, metrics, control, stop_signal()).await?;
             print_summary(&summary);
             Ok(0)
@@ -299,6 +296,7 @@ async fn run(command: Command) -> Result<u8, Failure> {
             let metrics = Metrics::new();
             let control = Control::new(config.migration.rate.records_per_second);
             start_listener(&config, &metrics, &control).await?;
+            commands::observe_flip_state(&config, &metrics).await;
             control.set_ready();
             let mode = commands::VerifyMode { deep, repair };
             let report = commands::verify(&config, &namespaces, mode, &metrics, &control).await?;
@@ -326,13 +324,14 @@ async fn run(command: Command) -> Result<u8, Failure> {
                 force,
             };
             let names = commands::namespace_names(&config).await?;
-            flip_exit(flip::flip(&config, &request, &names), dry_run)
+            flip_exit(flip::flip(&config, &request, &names).await, dry_run)
         }
         Command::Run { config: path } => {
             let config = Config::load(&path)?;
             let metrics = Metrics::new();
             let control = Control::new(config.migration.rate.records_per_second);
             start_listener(&config, &metrics, &control).await?;
+            commands::observe_flip_state(&config, &metrics).await;
             let summary = commands::backfill(&config, 0, 1, metrics.clone(), control.clone(), stop_signal()).await?;
             print_summary(&summary);
             if !summary.complete {
@@ -350,7 +349,15 @@ async fn run(command: Command) -> Result<u8, Failure> {
             let request =
                 flip::Request { namespaces: names.clone(), reads: Some(flip::Reads::Secondary), ..Default::default() };
             match config.migration.flip.mode {
-                vismig::config::migration::FlipMode::Auto => flip_exit(flip::flip(&config, &request, &registry), false),
+                vismig::config::migration::FlipMode::Auto => {
+                    let result = flip::flip(&config, &request, &registry).await;
+                    if let Ok(done) = &result
+                        && let Ok(state) = flip::dynamic_config::ReadState::parse(&done.text)
+                    {
+                        metrics.set_read_state(&state, config.migration.namespace_names.keys());
+                    }
+                    flip_exit(result, false)
+                }
                 vismig::config::migration::FlipMode::Manual => {
                     let ns: String = names.iter().map(|n| format!(" --namespace {n}")).collect();
                     println!(
@@ -364,48 +371,7 @@ async fn run(command: Command) -> Result<u8, Failure> {
         }
         Command::Status { config, output } => {
             let config = Config::load(&config)?;
-            let store = backfill::checkpoint::FileCheckpoint::new(&config.migration.checkpoint.path);
-            let Some(cp) = store.load()? else {
-                if output == Output::Json {
-                    println!("{}", serde_json::json!({"checkpoint": null, "path": store.path()}));
-                } else {
-                    println!("no checkpoint at {}: no backfill has started with this config", store.path().display());
-                }
-                return Ok(0);
-            };
-            let last_verify: Option<serde_json::Value> = std::fs::read_to_string(commands::last_verify_path(&config))
-                .ok()
-                .and_then(|t| serde_json::from_str(&t).ok());
-            if output == Output::Json {
-                let mut json = serde_json::to_value(&cp).expect("checkpoint serializes");
-                json["lastVerify"] = last_verify.unwrap_or(serde_json::Value::Null);
-                println!("{}", serde_json::to_string_pretty(&json).expect("status serializes"));
-            } else {
-                print!("{}", commands::status_text(&cp));
-                if let Some(path) = config.dynamic_config_file() {
-                    match flip::dynamic_config::readers_of_secondary_file(&path) {
-                        Ok(readers) => {
-                            let mode = std::fs::read_to_string(&path).ok().and_then(|t| flip::writing_mode(&t));
-                            println!(
-                                "flip state ({}): reads from the secondary: {}; writing mode: {}",
-                                path.display(),
-                                if readers.is_empty() { "no namespace".to_string() } else { readers.join(", ") },
-                                mode.unwrap_or_else(|| "off (not set)".into())
-                            );
-                        }
-                        Err(e) => println!("flip state: {e}"),
-                    }
-                }
-                match last_verify {
-                    Some(v) => println!(
-                        "last verify: {} ({}) at {}",
-                        v["result"].as_str().unwrap_or("?"),
-                        v["mode"].as_str().unwrap_or("?"),
-                        v["finishedAt"].as_str().unwrap_or("?")
-                    ),
-                    None => println!("last verify: none"),
-                }
-            }
+            print!("{}", commands::status(&config, output == Output::Json).await?);
             Ok(0)
         }
         Command::Seed { config, records, seed } => {

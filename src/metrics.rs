@@ -16,6 +16,8 @@ use prometheus::{
 };
 use tokio::sync::watch;
 
+use crate::flip::dynamic_config::ReadState;
+
 /// Every metric vismig exports. One registry per process, no globals.
 pub struct Metrics {
     /// vismig's own metrics, named `vismig_…`.
@@ -38,6 +40,9 @@ pub struct Metrics {
     pub verify_differences: IntGaugeVec,
     pub errors_total: IntCounterVec,
     pub dead_letter_total: IntCounter,
+    /// 1 when the namespace (NAME; `*` for every namespace without its own entry)
+    /// reads from the secondary store, 0 when from the primary.
+    pub read_flipped: IntGaugeVec,
 }
 
 pub const PHASES: [&str; 6] = ["preflight", "backfill", "indexes", "verify", "done", "failed"];
@@ -126,6 +131,16 @@ impl Metrics {
             dead_letter_total: reg!(
                 IntCounter::new("dead_letter_total", "Records written to the dead-letter file").unwrap()
             ),
+            read_flipped: reg!(
+                IntGaugeVec::new(
+                    Opts::new(
+                        "read_flipped",
+                        "1 when the namespace reads from the secondary store, 0 when from the primary (namespace=\"*\": every namespace without its own entry)"
+                    ),
+                    &["namespace"]
+                )
+                .unwrap()
+            ),
             registry,
             process: Registry::new(),
         };
@@ -142,6 +157,15 @@ impl Metrics {
     pub fn set_phase(&self, phase: &str) {
         for p in PHASES {
             self.phase.with_label_values(&[p]).set(i64::from(p == phase));
+        }
+    }
+
+    /// Sets `read_flipped` from the dynamic config, one series per row of
+    /// [`ReadState::rows`]; series of namespaces no longer listed disappear.
+    pub fn set_read_state<'a>(&self, state: &ReadState, also: impl IntoIterator<Item = &'a String>) {
+        self.read_flipped.reset();
+        for (namespace, secondary, _) in state.rows(also) {
+            self.read_flipped.with_label_values(&[namespace.as_str()]).set(i64::from(secondary));
         }
     }
 
@@ -256,5 +280,33 @@ async fn rate_handler(State(s): State<AppState>, body: String) -> (StatusCode, S
             StatusCode::BAD_REQUEST,
             format!("PUT /rate takes a whole number of records per second (0 = unlimited), not {:?}\n", body.trim()),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_flipped_follows_the_dynamic_config() {
+        let m = Metrics::new();
+        let text = "system.enableReadFromSecondaryVisibility:\n  - value: true\n    constraints: { namespace: orders }\n  - value: false\n";
+        let known = ["payments".to_string()];
+        m.set_read_state(&ReadState::parse(text).unwrap(), &known);
+        let out = m.render();
+        for line in [
+            "vismig_read_flipped{namespace=\"*\"} 0",
+            "vismig_read_flipped{namespace=\"orders\"} 1",
+            "vismig_read_flipped{namespace=\"payments\"} 0",
+        ] {
+            assert!(out.contains(line), "{line} missing:\n{out}");
+        }
+        m.set_read_state(
+            &ReadState::parse("system.enableReadFromSecondaryVisibility:\n  - value: true\n").unwrap(),
+            &[],
+        );
+        let out = m.render();
+        assert!(out.contains("vismig_read_flipped{namespace=\"*\"} 1"), "{out}");
+        assert!(!out.contains("namespace=\"orders\""), "a namespace no longer listed disappears: {out}");
     }
 }

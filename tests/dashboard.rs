@@ -40,6 +40,7 @@ fn the_dashboard_and_the_exported_metrics_match() {
     metrics.verify_records.with_label_values(&["ns", "primary", "Completed"]).set(1);
     metrics.verify_differences.with_label_values(&["ns", "missing"]).set(0);
     metrics.errors_total.with_label_values(&["write", "transient"]).inc();
+    metrics.read_flipped.with_label_values(&["*"]).set(0);
     let exported: BTreeSet<String> = metrics
         .render()
         .lines()

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use super::checkpoint::{Checkpoint, DeferredIndex, FileCheckpoint};
 use crate::config::Config;
-use crate::flip::dynamic_config;
+use crate::flip::{Location, dynamic_config};
 use crate::metrics::Metrics;
 use crate::store::Sink;
 
@@ -28,20 +28,21 @@ fn option(config: &Config) -> &'static str {
 }
 
 /// Refuses unless the dynamic config is known and nobody reads from the secondary.
-pub fn guard(config: &Config) -> anyhow::Result<()> {
+pub async fn guard(config: &Config) -> anyhow::Result<()> {
     let option = option(config);
-    let Some(path) = &config.dynamic_config_file() else {
+    let Some(location) = Location::of(config) else {
         anyhow::bail!(
-            "{option} needs migration.flip.dynamicConfigFile (Temporal's dynamic-config file), to check that no namespace reads from the secondary while its indexes are deferred"
+            "{option} needs migration.flip.dynamicConfigFile (Temporal's dynamic-config file) or migration.flip.target.configMap, to check that no namespace reads from the secondary while its indexes are deferred"
         );
     };
-    let readers =
-        dynamic_config::readers_of_secondary_file(path).map_err(|e| anyhow::anyhow!("dynamic config: {e}"))?;
+    let text = location.read().await.map_err(|e| anyhow::anyhow!("dynamic config: {e:#}"))?;
+    let readers = dynamic_config::readers_of_secondary(&text)
+        .map_err(|e| anyhow::anyhow!("dynamic config: {}: {e}", location.describe()))?;
     if !readers.is_empty() {
         anyhow::bail!(
             "{option} refused: {} in {} reads from the secondary ({}); list queries there need its indexes and fresh results. Turn the option off, or move reads back first",
             dynamic_config::READ_FROM_SECONDARY,
-            path.display(),
+            location.describe(),
             readers.join(", ")
         );
     }
@@ -58,7 +59,7 @@ pub async fn defer_indexes(
     if cp.deferred_indexes.iter().all(|d| d.dropped) && !cp.deferred_indexes.is_empty() {
         return Ok(());
     }
-    guard(config)?;
+    guard(config).await?;
     if cp.deferred_indexes.is_empty() {
         let indexes = sink.deferrable_indexes().await?;
         cp.deferred_indexes =

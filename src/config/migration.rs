@@ -153,12 +153,42 @@ pub struct Flip {
     /// The last verify must be younger than this for a flip.
     #[serde(deserialize_with = "duration")]
     pub max_verify_age: Duration,
+    /// Where the dynamic config lives when it is not a file vismig can write: absent
+    /// means `dynamicConfigFile`.
+    pub target: Option<FlipTarget>,
 }
 
 impl Default for Flip {
     fn default() -> Self {
-        Self { mode: FlipMode::Manual, dynamic_config_file: None, max_verify_age: Duration::from_secs(3600) }
+        Self {
+            mode: FlipMode::Manual,
+            dynamic_config_file: None,
+            max_verify_age: Duration::from_secs(3600),
+            target: None,
+        }
     }
+}
+
+/// `migration.flip.target`: the dynamic config inside a Kubernetes ConfigMap, edited
+/// through the API server (in Kubernetes the mounted file is read-only).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct FlipTarget {
+    pub config_map: Option<ConfigMapTarget>,
+}
+
+/// One key of one ConfigMap. Missing fields are reported by validation, one line each.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ConfigMapTarget {
+    /// The Kubernetes namespace of the ConfigMap (not a Temporal namespace).
+    pub namespace: String,
+    pub name: String,
+    /// The key of `data` that holds the dynamic-config YAML (the mounted file's name).
+    pub key: String,
+    /// The API server's URL, instead of the in-cluster address or the kubeconfig's
+    /// server (out-of-cluster access through a tunnel, tests).
+    pub api_server: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]

@@ -380,6 +380,61 @@ fn validate_migration(m: &Migration, problems: &mut Vec<String>) {
             }
         }
     }
+    validate_flip_target(&m.flip, problems);
+}
+
+fn validate_flip_target(flip: &migration::Flip, problems: &mut Vec<String>) {
+    let Some(target) = &flip.target else { return };
+    let at = "migration.flip.target.configMap";
+    let Some(cm) = &target.config_map else {
+        problems.push(
+            "migration.flip.target: needs configMap: { namespace, name, key } (or leave target out to edit migration.flip.dynamicConfigFile)"
+                .to_string(),
+        );
+        return;
+    };
+    if flip.dynamic_config_file.is_some() {
+        problems.push(format!(
+            "migration.flip.dynamicConfigFile: set together with {at}; keep one (in Kubernetes, the ConfigMap that Temporal's pods mount)"
+        ));
+    }
+    let dns_label = |s: &str| {
+        s.len() <= 63
+            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !s.starts_with('-')
+            && !s.ends_with('-')
+    };
+    if cm.namespace.is_empty() {
+        problems.push(format!("{at}.namespace: missing (the Kubernetes namespace of the ConfigMap)"));
+    } else if !dns_label(&cm.namespace) {
+        problems.push(format!(
+            "{at}.namespace: {:?} is not a Kubernetes namespace name (lower-case letters, digits and '-', at most 63)",
+            cm.namespace
+        ));
+    }
+    if cm.name.is_empty() {
+        problems.push(format!("{at}.name: missing (the ConfigMap that holds Temporal's dynamic config)"));
+    } else if cm.name.len() > 253 || !cm.name.split('.').all(|part| !part.is_empty() && dns_label(part)) {
+        problems.push(format!(
+            "{at}.name: {:?} is not a ConfigMap name (lower-case letters, digits, '-' and '.', at most 253)",
+            cm.name
+        ));
+    }
+    if cm.key.is_empty() {
+        problems.push(format!(
+            "{at}.key: missing (the key of the ConfigMap's data that holds the YAML, e.g. dynamic_config.yaml)"
+        ));
+    } else if cm.key.len() > 253 || !cm.key.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)) {
+        problems.push(format!("{at}.key: {:?} is not a ConfigMap key (letters, digits, '-', '_' and '.')", cm.key));
+    }
+    if let Some(url) = &cm.api_server {
+        let ok = reqwest::Url::parse(url).is_ok_and(|u| {
+            (u.scheme() == "https" || u.scheme() == "http") && u.host_str().is_some_and(|h| !h.is_empty())
+        });
+        if !ok {
+            problems.push(format!("{at}.apiServer: {url:?} is not a URL like https://10.0.0.1:6443"));
+        }
+    }
 }
 
 /// A YAML/serde error as one line. The expanded text may hold secrets, so the message

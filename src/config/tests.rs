@@ -159,3 +159,65 @@ fn several_problems_are_reported_one_per_line() {
     let e = error_of(&text);
     assert_eq!(e.lines().count(), 2, "{e}");
 }
+
+#[test]
+fn a_configmap_flip_target_is_read_and_each_bad_field_named() {
+    let target = |body: &str| format!("{GOOD}  flip:\n    target:\n      configMap: {body}\n");
+    let c = Config::parse(
+        &target("{ namespace: temporal, name: temporal-dynamic-config, key: dynamic_config.yaml, apiServer: \"https://10.0.0.1:6443\" }"),
+        env,
+    )
+    .unwrap();
+    let cm = c.migration.flip.target.unwrap().config_map.unwrap();
+    assert_eq!(
+        (cm.namespace.as_str(), cm.name.as_str(), cm.key.as_str()),
+        ("temporal", "temporal-dynamic-config", "dynamic_config.yaml")
+    );
+    assert_eq!(cm.api_server.as_deref(), Some("https://10.0.0.1:6443"));
+
+    let cases = [
+        (
+            target("{ name: dc, key: dc.yaml }"),
+            "config error: migration.flip.target.configMap.namespace: missing (the Kubernetes namespace of the ConfigMap)",
+        ),
+        (
+            target("{ namespace: Temporal_NS, name: dc, key: dc.yaml }"),
+            "config error: migration.flip.target.configMap.namespace: \"Temporal_NS\" is not a Kubernetes namespace name (lower-case letters, digits and '-', at most 63)",
+        ),
+        (
+            target("{ namespace: temporal, key: dc.yaml }"),
+            "config error: migration.flip.target.configMap.name: missing (the ConfigMap that holds Temporal's dynamic config)",
+        ),
+        (
+            target("{ namespace: temporal, name: \"dc..x\", key: dc.yaml }"),
+            "config error: migration.flip.target.configMap.name: \"dc..x\" is not a ConfigMap name (lower-case letters, digits, '-' and '.', at most 253)",
+        ),
+        (
+            target("{ namespace: temporal, name: dc }"),
+            "config error: migration.flip.target.configMap.key: missing (the key of the ConfigMap's data that holds the YAML, e.g. dynamic_config.yaml)",
+        ),
+        (
+            target("{ namespace: temporal, name: dc, key: \"a/b.yaml\" }"),
+            "config error: migration.flip.target.configMap.key: \"a/b.yaml\" is not a ConfigMap key (letters, digits, '-', '_' and '.')",
+        ),
+        (
+            target("{ namespace: temporal, name: dc, key: dc.yaml, apiServer: \"10.0.0.1:6443\" }"),
+            "config error: migration.flip.target.configMap.apiServer: \"10.0.0.1:6443\" is not a URL like https://10.0.0.1:6443",
+        ),
+        (
+            format!("{GOOD}  flip:\n    target: {{}}\n"),
+            "config error: migration.flip.target: needs configMap: { namespace, name, key } (or leave target out to edit migration.flip.dynamicConfigFile)",
+        ),
+        (
+            format!(
+                "{GOOD}  flip:\n    dynamicConfigFile: /etc/dc.yaml\n    target: {{ configMap: {{ namespace: t, name: dc, key: dc.yaml }} }}\n"
+            ),
+            "config error: migration.flip.dynamicConfigFile: set together with migration.flip.target.configMap; keep one (in Kubernetes, the ConfigMap that Temporal's pods mount)",
+        ),
+    ];
+    for (text, want) in cases {
+        assert_eq!(error_of(&text), want, "config:\n{text}");
+    }
+    let e = error_of(&target("{ namespace: t, name: dc, key: dc.yaml, server: x }"));
+    assert!(e.starts_with("config error: migration.flip.target.configMap: unknown field `server`"), "{e}");
+}

@@ -292,4 +292,23 @@ history.defaultActivityRetryPolicy:
         assert!(diff.contains("-  - value: false # everyone else\n+  - value: true # everyone else\n"), "{diff}");
         assert_eq!(unified_diff("dc.yaml", FILE, FILE), "");
     }
+
+    /// What Helm's `toYaml` writes into the chart's `<release>-dynamic-config` ConfigMap:
+    /// keys sorted, lists not indented under their key, no newline at the end (`|-`).
+    #[test]
+    fn helm_rendered_configmap_text() {
+        let helm = "system.enableReadFromSecondaryVisibility:\n- constraints:\n    namespace: orders\n  value: false\nsystem.secondaryVisibilityWritingMode:\n- value: dual";
+        let key = "system.enableReadFromSecondaryVisibility";
+        let out = set(helm, key, &Target::Namespace("orders".into()), &Scalar::Bool(true)).unwrap();
+        assert_eq!(changed_lines(helm, &out), vec![(4, "  value: true".to_string())]);
+        let out = set(&out, key, &Target::Global, &Scalar::Bool(true)).unwrap();
+        let out =
+            set(&out, "system.secondaryVisibilityWritingMode", &Target::Global, &Scalar::Str("on".into())).unwrap();
+        assert_eq!(
+            out,
+            "system.enableReadFromSecondaryVisibility:\n- constraints:\n    namespace: orders\n  value: true\n- value: true\nsystem.secondaryVisibilityWritingMode:\n- value: \"on\""
+        );
+        let doc: Value = yaml_serde::from_str(&out).unwrap();
+        assert_eq!(doc[key].as_sequence().unwrap().len(), 2);
+    }
 }

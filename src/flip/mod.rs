@@ -1,12 +1,19 @@
-//! The flip: edits Temporal's dynamic-config file so that reads (per namespace or for
-//! all) go to the secondary visibility store, or back, and optionally sets the writing
-//! mode. Guarded: reads move to the secondary (or writes to secondary-only) only after
-//! a passing verify of those namespaces, younger than `maxVerifyAge`, while writes go to
-//! both stores; `--force` overrides, loudly. Every other byte of the file stays as it
-//! was; the write is atomic, with a timestamped backup and an audit line in the log.
+//! The flip: edits Temporal's dynamic config so that reads (per namespace or for all)
+//! go to the secondary visibility store, or back, and optionally sets the writing mode.
+//! Guarded: reads move to the secondary (or writes to secondary-only) only after a
+//! passing verify of those namespaces, younger than `maxVerifyAge`, while writes go to
+//! both stores; `--force` overrides, loudly. Every other byte stays as it was.
+//!
+//! One edit (`edit.rs`), one guard, two places to write it: a file (`file.rs`: atomic
+//! replace, timestamped backup beside it) or a key of a Kubernetes ConfigMap
+//! (`configmap.rs`: GET, PATCH carrying the resourceVersion, re-read and re-edit on a
+//! conflict, timestamped backup beside the checkpoint). Both log an audit line.
 
+pub mod configmap;
 pub mod dynamic_config;
 pub mod edit;
+mod file;
+pub mod kubeconfig;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,9 +21,10 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use yaml_serde::Value;
 
-use self::dynamic_config::{READ_FROM_SECONDARY, WRITING_MODE};
+use self::dynamic_config::{READ_FROM_SECONDARY, ReadState, WRITING_MODE};
 use self::edit::{Scalar, Target};
 use crate::config::Config;
+use crate::config::migration::ConfigMapTarget;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reads {
@@ -68,45 +76,98 @@ impl From<anyhow::Error> for Error {
 }
 
 pub struct Done {
-    pub path: PathBuf,
+    /// What was edited: the file's path, or the ConfigMap and key.
+    pub target: String,
     pub changed: bool,
     pub diff: String,
+    /// How it was written, e.g. `written` or `patched (resourceVersion 41 -> 42)`.
+    pub action: String,
     pub backup: Option<PathBuf>,
-    pub poll_interval: Option<String>,
+    /// When Temporal will see the change.
+    pub applies_when: String,
+    /// The dynamic config as it is now (after the edit, unless a dry run).
+    pub text: String,
+}
+
+/// Where Temporal's dynamic config lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    File(PathBuf),
+    ConfigMap(ConfigMapTarget),
+}
+
+impl Location {
+    /// `migration.flip.target.configMap`, else `migration.flip.dynamicConfigFile`, else
+    /// the server config's `dynamicConfigClient.filepath`; none when the config names none.
+    pub fn of(config: &Config) -> Option<Location> {
+        match config.migration.flip.target.as_ref().and_then(|t| t.config_map.clone()) {
+            Some(cm) => Some(Location::ConfigMap(cm)),
+            None => config.dynamic_config_file().map(Location::File),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Location::File(path) => path.display().to_string(),
+            Location::ConfigMap(cm) => configmap::describe(cm),
+        }
+    }
+
+    /// The dynamic config's text now.
+    pub async fn read(&self) -> anyhow::Result<String> {
+        match self {
+            Location::File(path) => std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read the dynamic config {}: {e}", path.display())),
+            Location::ConfigMap(cm) => Ok(configmap::Client::new(cm)?.get(cm).await?.text),
+        }
+    }
+}
+
+/// One edit: set `key` for a target to a value.
+type Change = (&'static str, Target, Scalar);
+
+/// The edit of one version of the dynamic config, checked and guarded.
+struct Plan {
+    new: String,
+    diff: String,
+    /// The guard refused and `--force` overrode it: why.
+    forced: Option<String>,
 }
 
 /// `names` maps namespace names to ids (see `commands::namespace_names`).
-pub fn flip(config: &Config, req: &Request, names: &BTreeMap<String, String>) -> Result<Done, Error> {
+pub async fn flip(config: &Config, req: &Request, names: &BTreeMap<String, String>) -> Result<Done, Error> {
     if req.reads.is_none() && req.writes.is_none() {
         return Err(Error::Config(
             "flip: say what to change: --reads secondary|primary and/or --writes off|dual|on".into(),
         ));
     }
-    let path = config.dynamic_config_file().ok_or_else(|| {
+    let location = Location::of(config).ok_or_else(|| {
         Error::Config(
-            "config error: migration.flip.dynamicConfigFile: missing (Temporal's dynamic-config file, or point --config at the server config with its dynamicConfigClient block)"
+            "config error: migration.flip.dynamicConfigFile: missing (Temporal's dynamic-config file, or migration.flip.target.configMap, or point --config at the server config with its dynamicConfigClient block)"
                 .into(),
         )
     })?;
-    let old = std::fs::read_to_string(&path)
-        .map_err(|e| Error::Failed(anyhow::anyhow!("cannot read the dynamic config {}: {e}", path.display())))?;
-
-    let guarded = req.reads == Some(Reads::Secondary) || req.writes == Some(Writes::On);
-    if guarded && let Err(reason) = guard(config, &old, req, names) {
-        if !req.force {
-            return Err(Error::Refused(reason));
+    let changes = changes(req);
+    let plan = |label: &str, old: &str| self::plan(config, req, names, &changes, label, old);
+    match &location {
+        Location::File(path) => {
+            let poll = config.dynamic_config_client.as_ref().and_then(|c| c.poll_interval.clone());
+            file::flip(path, req.dry_run, poll, plan, &summary(&changes))
         }
-        tracing::warn!(reason = %reason, "FORCED FLIP: the guard refused, --force overrides it");
-        eprintln!("WARNING: flipping despite the guard (--force): {reason}");
+        Location::ConfigMap(cm) => {
+            let backup_dir = config.migration.checkpoint.path.parent().map(Path::to_path_buf).unwrap_or_default();
+            configmap::flip(cm, req.dry_run, &backup_dir, plan, &summary(&changes)).await
+        }
     }
+}
 
-    let mut new = old.clone();
+fn changes(req: &Request) -> Vec<Change> {
     let targets: Vec<Target> = if req.namespaces.is_empty() {
         vec![Target::Global]
     } else {
         req.namespaces.iter().map(|n| Target::Namespace(n.clone())).collect()
     };
-    let mut changes: Vec<(&str, Target, Scalar)> = Vec::new();
+    let mut changes = Vec::new();
     if let Some(reads) = req.reads {
         for t in &targets {
             changes.push((READ_FROM_SECONDARY, t.clone(), Scalar::Bool(reads == Reads::Secondary)));
@@ -115,32 +176,54 @@ pub fn flip(config: &Config, req: &Request, names: &BTreeMap<String, String>) ->
     if let Some(writes) = req.writes {
         changes.push((WRITING_MODE, Target::Global, Scalar::Str(writes.value().to_string())));
     }
-    for (key, target, value) in &changes {
-        new = edit::set(&new, key, target, value)
-            .map_err(|e| Error::Failed(anyhow::anyhow!("{}: {e}", path.display())))?;
-    }
-    check_only_intended(&old, &new, &changes).map_err(|e| {
-        Error::Failed(anyhow::anyhow!("{}: refusing to write an edit that {e}; nothing was changed", path.display()))
-    })?;
-    let diff = edit::unified_diff(&path.display().to_string(), &old, &new);
-    let poll_interval = config.dynamic_config_client.as_ref().and_then(|c| c.poll_interval.clone());
-    if req.dry_run || new == old {
-        return Ok(Done { path, changed: new != old, diff, backup: None, poll_interval });
-    }
-    let backup = backup_path(&path, Utc::now());
-    std::fs::copy(&path, &backup)
-        .map_err(|e| Error::Failed(anyhow::anyhow!("cannot write the backup {}: {e}", backup.display())))?;
-    write_keeping_mode(&path, new.as_bytes())
-        .map_err(|e| Error::Failed(anyhow::anyhow!("cannot write {}: {e}", path.display())))?;
-    let summary: Vec<String> = changes
+    changes
+}
+
+/// For the audit line.
+fn summary(changes: &[Change]) -> String {
+    let parts: Vec<String> = changes
         .iter()
         .map(|(k, t, v)| match t {
             Target::Global => format!("{k}={v:?} (all namespaces)"),
             Target::Namespace(n) => format!("{k}={v:?} (namespace {n})"),
         })
         .collect();
-    tracing::info!(audit = true, file = %path.display(), backup = %backup.display(), changes = %summary.join("; "), forced = req.force && guarded, "flip: dynamic config changed");
-    Ok(Done { path, changed: true, diff, backup: Some(backup), poll_interval })
+    parts.join("; ")
+}
+
+/// Guards, edits and checks one version `old` of the dynamic config (`label` names it
+/// in messages). Run again on every fresh read, so a concurrent change is re-checked.
+fn plan(
+    config: &Config,
+    req: &Request,
+    names: &BTreeMap<String, String>,
+    changes: &[Change],
+    label: &str,
+    old: &str,
+) -> Result<Plan, Error> {
+    let guarded = req.reads == Some(Reads::Secondary) || req.writes == Some(Writes::On);
+    let mut forced = None;
+    if guarded && let Err(reason) = guard(config, old, req, names) {
+        if !req.force {
+            return Err(Error::Refused(reason));
+        }
+        forced = Some(reason);
+    }
+    let mut new = old.to_string();
+    for (key, target, value) in changes {
+        new = edit::set(&new, key, target, value).map_err(|e| Error::Failed(anyhow::anyhow!("{label}: {e}")))?;
+    }
+    check_only_intended(old, &new, changes).map_err(|e| {
+        Error::Failed(anyhow::anyhow!("{label}: refusing to write an edit that {e}; nothing was changed"))
+    })?;
+    let diff = edit::unified_diff(label, old, &new);
+    Ok(Plan { new, diff, forced })
+}
+
+/// Says loudly that `--force` overrode the guard.
+fn warn_forced(reason: &str) {
+    tracing::warn!(reason = %reason, "FORCED FLIP: the guard refused, --force overrides it");
+    eprintln!("WARNING: flipping despite the guard (--force): {reason}");
 }
 
 /// Why reads may not move to the secondary yet, if they may not.
@@ -201,13 +284,7 @@ fn guard(config: &Config, dynamic_config: &str, req: &Request, names: &BTreeMap<
 
 /// The global writing mode in the dynamic config, if set.
 pub fn writing_mode(text: &str) -> Option<String> {
-    let doc: Value = yaml_serde::from_str(text).ok()?;
-    let map = doc.as_mapping()?;
-    let entries = map.iter().find(|(k, _)| k.as_str().is_some_and(|k| k.eq_ignore_ascii_case(WRITING_MODE)))?.1;
-    entries.as_sequence()?.iter().find_map(|e| {
-        let unconstrained = e.get("constraints").is_none_or(|c| c.as_mapping().is_none_or(|m| m.is_empty()));
-        if unconstrained { e.get("value").and_then(|v| v.as_str().map(String::from)) } else { None }
-    })
+    ReadState::parse(text).ok()?.writing_mode
 }
 
 /// The edited document must equal the old one except for the edited keys, and the
@@ -231,16 +308,4 @@ fn check_only_intended(old: &str, new: &str, changes: &[(&str, Target, Scalar)])
         }
     }
     Ok(())
-}
-
-fn backup_path(path: &Path, now: DateTime<Utc>) -> PathBuf {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("dynamicconfig.yaml");
-    path.with_file_name(format!("{name}.vismig-backup-{}", now.format("%Y%m%dT%H%M%S%.3fZ")))
-}
-
-/// Atomic replace that keeps the file's permission bits.
-fn write_keeping_mode(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let permissions = std::fs::metadata(path)?.permissions();
-    crate::backfill::checkpoint::write_atomically(path, data)?;
-    std::fs::set_permissions(path, permissions)
 }
