@@ -472,3 +472,75 @@ async fn defer_refresh_turns_refresh_off_and_restores_it_even_after_a_crash() {
     drop_index(&url, &primary).await;
     drop_index(&url, &secondary).await;
 }
+
+/// A proxy in front of the primary that loses every third scroll page, six times in
+/// all, after the server has moved the scroll on: the answer never reaches vismig
+/// (HTTP 502 instead).
+async fn lossy_scroll_proxy(upstream: String) -> (String, Arc<AtomicU64>) {
+    use axum::body::Bytes;
+    use axum::http::{HeaderMap, Method as M, StatusCode, Uri};
+    let lost = Arc::new(AtomicU64::new(0));
+    let state = Arc::new((upstream, lost.clone(), AtomicU64::new(0)));
+    let handler = move |method: M, uri: Uri, headers: HeaderMap, body: Bytes| {
+        let state = state.clone();
+        async move {
+            let (upstream, lost, scrolls) = (&state.0, &state.1, &state.2);
+            let target = format!("{upstream}{}", uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
+            let ctype = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("application/json");
+            let m = reqwest::Method::from_bytes(method.as_str().as_bytes()).unwrap();
+            let resp = reqwest::Client::new()
+                .request(m, &target)
+                .header("content-type", ctype)
+                .body(body.to_vec())
+                .send()
+                .await
+                .unwrap();
+            let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
+            let bytes = resp.bytes().await.unwrap().to_vec();
+            if uri.path() == "/_search/scroll"
+                && method == M::POST
+                && scrolls.fetch_add(1, Ordering::SeqCst) % 3 == 2
+                && lost.load(Ordering::SeqCst) < 6
+            {
+                lost.fetch_add(1, Ordering::SeqCst);
+                return (StatusCode::BAD_GATEWAY, b"upstream connection reset".to_vec());
+            }
+            (status, bytes)
+        }
+    };
+    let app = axum::Router::new().fallback(handler);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), lost)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scroll_page_lost_in_flight_restarts_its_shard_and_nothing_is_skipped() {
+    if !service_up("opensearch") {
+        return;
+    }
+    let (url, primary) = search_index("opensearch", "os_lost_a").await;
+    let (_, secondary) = search_index("opensearch", "os_lost_b").await;
+    register_seed_attributes(&url, &secondary).await;
+    let seeding = Work::with_stores(Some(search_store(&url, &primary)), None, "").await;
+    let out = seeding.run(&["seed", "--records", "3000", "--seed", "19"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let (proxy, lost) = lossy_scroll_proxy(url.clone()).await;
+    // One shard per namespace, pages of 100: about six scroll pages per shard.
+    let work = Work::with_stores(
+        Some(search_store(&proxy, &primary)),
+        Some(search_store(&url, &secondary)),
+        "  batchSize: 100\n  concurrency: 1\n",
+    )
+    .await;
+    let out = work.run(&["backfill"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(lost.load(Ordering::SeqCst) >= 5, "the proxy lost {} pages", lost.load(Ordering::SeqCst));
+    assert!(text(&out).contains("reading the shard again from its start"), "{}", text(&out));
+    let (p, s) = (all_records(source_of(&seeding, true).await).await, all_records(source_of(&work, false).await).await);
+    assert_eq!(p.len(), 3000);
+    assert_eq!(p, s, "no page lost with its scroll was skipped");
+    drop_index(&url, &primary).await;
+    drop_index(&url, &secondary).await;
+}

@@ -97,9 +97,11 @@ impl Client {
         self.send(req, &method, path, allow).await
     }
 
-    /// `POST /_bulk` with an NDJSON body.
+    /// `POST /_bulk` with an NDJSON body. The answer is cut to what the per-item
+    /// outcomes need: a full one repeats index, id, shards and sequence numbers per item.
     pub async fn bulk(&self, body: Vec<u8>) -> Result<Value, StoreError> {
-        let req = self.request(Method::POST, "/_bulk").header("content-type", "application/x-ndjson").body(body);
+        const PATH: &str = "/_bulk?filter_path=errors,items.*.status,items.*.result,items.*.error";
+        let req = self.request(Method::POST, PATH).header("content-type", "application/x-ndjson").body(body);
         self.send(req, &Method::POST, "/_bulk", &[]).await.map(|(_, v)| v)
     }
 

@@ -1,13 +1,16 @@
 //! Elasticsearch 7/8 and OpenSearch 2 visibility indices, as Temporal's index template
 //! lays them out (reference §5), in both roles.
 //!
-//! Scan: `search_after` on the keyword sort `(RunId, WorkflowId)` (unique, since the
-//! document id is `WorkflowId~RunId`), filtered to one namespace and one run-id range per
-//! shard. Chosen over a point in time (opened and closed differently on Elasticsearch
-//! and OpenSearch, and gone when it expires) and over a sliced scroll (its context dies
-//! with the process): the cursor is two strings that resume exactly after any restart,
-//! on every server, and the shards are the same run-id ranges as the SQL stores'. Like
-//! the SQL scans it is not a snapshot; dual writes cover what changes meanwhile.
+//! Scan: one scroll in index order (`_doc`) per shard, a shard being one namespace and
+//! one run-id range (the same data-independent plan as the SQL stores', so the processes
+//! of an Indexed Job agree on it). Measured on OpenSearch 2, a scroll page costs the
+//! server a tenth of a `search_after` page sorted on keywords (0.4 s against 4-5 s of
+//! server time for 100k documents), and the scan is most of the server's extra work
+//! over `_reindex`. Scrolls work alike on Elasticsearch 7/8 and OpenSearch 2, where a
+//! point in time does not. The price: a scroll does not survive the process, nor a
+//! failed page (a scroll request is not idempotent). So a shard resumes from its start
+//! after a restart or an error; the documents it copied already come back from the
+//! secondary as "already present" (a version check, no indexing), and none is skipped.
 //!
 //! Write: `_bulk` with Temporal's document id and `version_type: external` at the
 //! source's version, or `create` (insert if absent) when the source has none; per-item
@@ -54,14 +57,25 @@ pub struct ElasticsearchStore {
     name: String,
     index: String,
     client: Client,
+    /// Random per process; see `ScrollCursor::epoch`.
+    epoch: String,
+    /// Scrolls whose last page failed: the server may have moved them on, so the page
+    /// is lost to them and their shard starts again.
+    broken_scrolls: std::sync::Mutex<BTreeSet<String>>,
 }
 
-/// Where a shard's scan stopped: the sort values of the last hit.
+/// How long a scroll lives between two pages. A pause of the run longer than this
+/// costs the shard a restart from its start, nothing more.
+const SCROLL_KEEP_ALIVE: &str = "10m";
+
+/// Where a shard's scan stands: its scroll, valid only in the process that opened it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ScanCursor {
-    run_id: String,
-    workflow_id: String,
+struct ScrollCursor {
+    scroll_id: String,
+    /// The opening process's `epoch`: a cursor from a checkpoint of an earlier process
+    /// names a scroll that may have run past what was acknowledged.
+    epoch: String,
 }
 
 impl ElasticsearchStore {
@@ -74,7 +88,13 @@ impl ElasticsearchStore {
             anyhow::bail!("persistence.datastores.{name}.elasticsearch.version: {v:?} is not v7 or v8");
         }
         let client = Client::new(cfg).map_err(|e| anyhow::anyhow!("persistence.datastores.{name}: {e}"))?;
-        Ok(Self { name: name.to_string(), index, client })
+        Ok(Self {
+            name: name.to_string(),
+            index,
+            client,
+            epoch: uuid::Uuid::new_v4().to_string(),
+            broken_scrolls: Default::default(),
+        })
     }
 
     pub fn index(&self) -> &str {
@@ -98,6 +118,23 @@ impl ElasticsearchStore {
             .await
             .map(|(_, v)| v)
             .map_err(|e| self.err(what, e))
+    }
+
+    /// A search for documents: the answer holds only the hits' ids, versions, sources
+    /// and sort values.
+    async fn search_hits(&self, body: &Value, what: &str) -> StoreResult<Vec<Value>> {
+        const FILTER: &str = "filter_path=hits.hits._id,hits.hits._version,hits.hits._source,hits.hits.sort";
+        let mut v = self
+            .client
+            .json(Method::POST, &format!("/{}/_search?{FILTER}", self.index), Some(body), &[])
+            .await
+            .map(|(_, v)| v)
+            .map_err(|e| self.err(what, e))?;
+        // With no hits, the filtered answer is `{}`.
+        Ok(match v["hits"]["hits"].take() {
+            Value::Array(hits) => hits,
+            _ => Vec::new(),
+        })
     }
 
     /// Field name -> mapped type, across the concrete indices behind the name.
@@ -167,6 +204,18 @@ impl ElasticsearchStore {
         (records, bad)
     }
 
+    /// Frees a finished scroll now rather than at its keep-alive; a failure only logs.
+    async fn clear_scroll(&self, scroll_id: &str) {
+        if scroll_id.is_empty() {
+            return;
+        }
+        let body = json!({"scroll_id": [scroll_id]});
+        if let Err(e) = self.client.json(Method::DELETE, "/_search/scroll", Some(&body), &[StatusCode::NOT_FOUND]).await
+        {
+            tracing::debug!(store = %self.describe(), error = %e, "clearing a finished scroll failed; it expires by itself");
+        }
+    }
+
     async fn settings(&self) -> StoreResult<serde_json::Map<String, Value>> {
         let (_, v) = self
             .client
@@ -189,6 +238,25 @@ impl ElasticsearchStore {
             .map(|_| ())
             .map_err(|e| self.err(what, e))
     }
+}
+
+/// Scroll answers cut to what a page needs.
+const SCROLL_FILTER: &str = "filter_path=_scroll_id,hits.hits._id,hits.hits._version,hits.hits._source";
+
+/// One shard's documents: its namespace and run-id range.
+fn range_query(range: &RunRange) -> Value {
+    let mut run_bounds = serde_json::Map::new();
+    if let Some(start) = &range.start {
+        run_bounds.insert("gte".into(), start.clone().into());
+    }
+    if let Some(end) = &range.end {
+        run_bounds.insert("lt".into(), end.clone().into());
+    }
+    let mut filter = vec![json!({"term": {"NamespaceId": range.namespace_id}})];
+    if !run_bounds.is_empty() {
+        filter.push(json!({"range": {"RunId": run_bounds}}));
+    }
+    json!({"bool": {"filter": filter}})
 }
 
 fn buckets(agg: &Value) -> impl Iterator<Item = &Value> {
@@ -296,8 +364,7 @@ impl Store for ElasticsearchStore {
                     "size": chunk.len() * 2, "version": true, "track_total_hits": false,
                     "query": {"bool": {"filter": [{"term": {"NamespaceId": ns}}, {"terms": {"RunId": chunk}}]}}
                 });
-                let v = self.search(&body, "reading records by key").await?;
-                let hits = v["hits"]["hits"].as_array().cloned().unwrap_or_default();
+                let hits = self.search_hits(&body, "reading records by key").await?;
                 let (records, bad) = self.decode_hits(&hits);
                 if let Some(b) = bad.first() {
                     return Err(StoreError::Permanent(format!("{}: {}", self.describe(), b.reason)));
@@ -322,38 +389,52 @@ impl Source for ElasticsearchStore {
 
     async fn scan(&self, shard: &ShardSpec, after: Option<&Cursor>, limit: usize) -> StoreResult<ScanPage> {
         let range = RunRange::from_spec(shard)?;
-        let mut run_bounds = serde_json::Map::new();
-        if let Some(start) = &range.start {
-            run_bounds.insert("gte".into(), start.clone().into());
+        let live = match after {
+            None => None,
+            Some(c) => {
+                let c: ScrollCursor = serde_json::from_value(c.0.clone()).map_err(|e| {
+                    StoreError::Permanent(format!("checkpoint cursor {} is not an Elasticsearch scroll: {e}", c.0))
+                })?;
+                let broken = self.broken_scrolls.lock().unwrap().contains(&c.scroll_id);
+                if c.epoch == self.epoch && !broken {
+                    Some(c.scroll_id)
+                } else {
+                    tracing::info!(store = %self.describe(), namespace_id = %range.namespace_id, start = ?range.start, "reading the shard again from its start (its scroll is gone); documents already copied are skipped by the secondary's version check");
+                    None
+                }
+            }
+        };
+        let (_, mut v) = match &live {
+            Some(id) => {
+                let body = json!({"scroll": SCROLL_KEEP_ALIVE, "scroll_id": id});
+                let result =
+                    self.client.json(Method::POST, &format!("/_search/scroll?{SCROLL_FILTER}"), Some(&body), &[]).await;
+                if result.is_err() {
+                    self.broken_scrolls.lock().unwrap().insert(id.clone());
+                }
+                result.map_err(|e| self.err("scanning (continuing a scroll)", e))?
+            }
+            None => {
+                let body = json!({
+                    "size": limit, "version": true,
+                    "query": range_query(&range), "sort": ["_doc"]
+                });
+                let path = format!("/{}/_search?scroll={SCROLL_KEEP_ALIVE}&{SCROLL_FILTER}", self.index);
+                self.client.json(Method::POST, &path, Some(&body), &[]).await.map_err(|e| self.err("scanning", e))?
+            }
+        };
+        let hits = match v["hits"]["hits"].take() {
+            Value::Array(hits) => hits,
+            _ => Vec::new(),
+        };
+        let scroll_id = v["_scroll_id"].as_str().unwrap_or_default().to_string();
+        // Only an empty page ends a scroll: a short one may come from a multi-shard index.
+        let done = hits.is_empty();
+        if done {
+            self.clear_scroll(&scroll_id).await;
         }
-        if let Some(end) = &range.end {
-            run_bounds.insert("lt".into(), end.clone().into());
-        }
-        let mut filter = vec![json!({"term": {"NamespaceId": range.namespace_id}})];
-        if !run_bounds.is_empty() {
-            filter.push(json!({"range": {"RunId": run_bounds}}));
-        }
-        let mut body = json!({
-            "size": limit, "version": true, "track_total_hits": false,
-            "query": {"bool": {"filter": filter}},
-            "sort": [{"RunId": "asc"}, {"WorkflowId": "asc"}]
-        });
-        if let Some(c) = after {
-            let c: ScanCursor = serde_json::from_value(c.0.clone()).map_err(|e| {
-                StoreError::Permanent(format!("checkpoint cursor {} is not an Elasticsearch scan position: {e}", c.0))
-            })?;
-            body["search_after"] = json!([c.run_id, c.workflow_id]);
-        }
-        let v = self.search(&body, "scanning").await?;
-        let hits = v["hits"]["hits"].as_array().cloned().unwrap_or_default();
-        let cursor = hits.last().map(|h| {
-            let sort = &h["sort"];
-            Cursor(json!(ScanCursor {
-                run_id: sort[0].as_str().unwrap_or_default().to_string(),
-                workflow_id: sort[1].as_str().unwrap_or_default().to_string(),
-            }))
-        });
-        let done = hits.len() < limit;
+        let cursor =
+            (!scroll_id.is_empty()).then(|| Cursor(json!(ScrollCursor { scroll_id, epoch: self.epoch.clone() })));
         let (records, bad_rows) = self.decode_hits(&hits);
         Ok(ScanPage { records, bad_rows, cursor, done })
     }
