@@ -42,6 +42,18 @@ pub struct Metrics {
 
 pub const PHASES: [&str; 6] = ["preflight", "backfill", "indexes", "verify", "done", "failed"];
 pub const OUTCOMES: [&str; 5] = ["inserted", "updated", "skipped_newer", "skipped_present", "failed"];
+/// Every `errors_total{stage,kind}` pair vismig counts, exported at 0 from the start so
+/// that rate() and increase() on the dashboard show 0, not "no data", for a clean run.
+pub const ERROR_LABELS: [(&str, &str); 8] = [
+    ("scan", "transient"),
+    ("scan", "gave_up"),
+    ("scan", "permanent"),
+    ("scan", "bad_row"),
+    ("write", "transient"),
+    ("write", "gave_up"),
+    ("write", "permanent"),
+    ("write", "refused"),
+];
 
 impl Metrics {
     pub fn new() -> Arc<Self> {
@@ -135,6 +147,9 @@ impl Metrics {
             .expect("process collector");
         for outcome in OUTCOMES {
             m.records_written_total.with_label_values(&[outcome]);
+        }
+        for (stage, kind) in ERROR_LABELS {
+            m.errors_total.with_label_values(&[stage, kind]);
         }
         Arc::new(m)
     }

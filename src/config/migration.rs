@@ -22,6 +22,11 @@ pub struct Migration {
     pub verify: Verify,
     pub bulk_load: BulkLoad,
     pub flip: Flip,
+    /// After SIGTERM/SIGINT, how long the batches already read may take to be written
+    /// before they are abandoned (unacknowledged, so the checkpoint never passes them)
+    /// and the process exits. Keep it below Kubernetes' terminationGracePeriodSeconds.
+    #[serde(deserialize_with = "duration")]
+    pub stop_timeout: Duration,
 }
 
 impl Default for Migration {
@@ -38,6 +43,7 @@ impl Default for Migration {
             verify: Verify::default(),
             bulk_load: BulkLoad::default(),
             flip: Flip::default(),
+            stop_timeout: Duration::from_secs(20),
         }
     }
 }
@@ -96,11 +102,16 @@ impl Default for DeadLetter {
 pub struct Metrics {
     /// `host:port` of the metrics and control listener; empty disables it.
     pub listen: String,
+    /// Keep serving `/metrics` this long after a command finished (not after a stop by
+    /// a signal), so that Prometheus scrapes the final values of a short-lived Job:
+    /// phase, progress, verify results. 0 (the default) exits at once.
+    #[serde(deserialize_with = "duration")]
+    pub linger: Duration,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:9090".to_string() }
+        Self { listen: "127.0.0.1:9090".to_string(), linger: Duration::ZERO }
     }
 }
 
