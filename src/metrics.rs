@@ -30,7 +30,9 @@ pub struct Metrics {
     pub throttle_wait_seconds_total: prometheus::Counter,
     pub checkpoint_writes_total: IntCounter,
     pub checkpoint_age_seconds: Gauge,
-    pub records_estimated_total: IntGauge,
+    /// A counter, as its `_total` name says (Prometheus' conventions, `promtool check
+    /// metrics`): it rises once, from 0 to the estimate, when the backfill has one.
+    pub records_estimated_total: IntCounter,
     pub progress_ratio: Gauge,
     pub eta_seconds: Gauge,
     pub phase: IntGaugeVec,
@@ -113,7 +115,8 @@ impl Metrics {
                 Gauge::new("checkpoint_age_seconds", "Seconds since the last checkpoint save").unwrap()
             ),
             records_estimated_total: reg!(
-                IntGauge::new("records_estimated_total", "Estimated records to copy (this process's shards)").unwrap()
+                IntCounter::new("records_estimated_total", "Estimated records to copy (this process's shards)")
+                    .unwrap()
             ),
             progress_ratio: reg!(Gauge::new("progress_ratio", "Scanned records over the estimate, 0 to 1").unwrap()),
             eta_seconds: reg!(Gauge::new("eta_seconds", "Estimated seconds until the backfill is done").unwrap()),

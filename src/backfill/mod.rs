@@ -161,7 +161,8 @@ impl Backfill {
         };
 
         let mut checkpoint = checkpoint;
-        self.metrics.records_estimated_total.set(checkpoint.estimated_total as i64);
+        let estimated = &self.metrics.records_estimated_total;
+        estimated.inc_by(checkpoint.estimated_total.saturating_sub(estimated.get()));
         if checkpoint.is_complete() {
             bulk_load::rebuild_indexes(self.sink.as_ref(), &mut checkpoint, &store, &self.metrics).await?;
             tracing::info!(checkpoint = %store.path().display(), "the checkpoint says this backfill is already complete; nothing to do (move the checkpoint away to copy again)");
