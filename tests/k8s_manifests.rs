@@ -6,6 +6,8 @@
 //! scrape settings, exit codes, RBAC, volumes and shard counts agree.
 //! The tools come from tests/tools/install.sh (VISMIG_TEST_TOOLS, set by tests/run.sh).
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -438,4 +440,149 @@ fn the_manifests_agree_with_each_other_and_with_vismig() {
             }
         }
     }
+}
+
+/// A stand-in for kubectl: `get configmap NAME -o json` prints the ConfigMap kept in
+/// $FAKE_KUBE/configmap.json; `patch configmap NAME --type merge -p PATCH` applies the
+/// merge patch to it (refusing a stale resourceVersion, as the API server does) and
+/// bumps the version. Every call is logged to $FAKE_KUBE/calls.
+const FAKE_KUBECTL: &str = r#"#!/bin/bash
+set -euo pipefail
+printf '%s\n' "$*" >>"$FAKE_KUBE/calls"
+case "$1 $2" in
+  "get configmap")
+    [ "$3" = "$(jq -r .metadata.name "$FAKE_KUBE/configmap.json")" ] || { echo "configmaps \"$3\" not found" >&2; exit 1; }
+    cat "$FAKE_KUBE/configmap.json" ;;
+  "patch configmap")
+    [ "$4 $5 $6" = "--type merge -p" ] || { echo "unexpected: $*" >&2; exit 1; }
+    printf '%s' "$7" >"$FAKE_KUBE/patch.json"
+    current=$(jq -r .metadata.resourceVersion "$FAKE_KUBE/configmap.json")
+    wanted=$(jq -r '.metadata.resourceVersion // empty' "$FAKE_KUBE/patch.json")
+    if [ -n "$wanted" ] && [ "$wanted" != "$current" ]; then
+      echo "Error from server (Conflict): the object has been modified" >&2; exit 1
+    fi
+    jq --slurpfile p "$FAKE_KUBE/patch.json" '. * ($p[0] | del(.metadata)) | .metadata.resourceVersion = ((.metadata.resourceVersion | tonumber) + 1 | tostring)' \
+      "$FAKE_KUBE/configmap.json" >"$FAKE_KUBE/next.json"
+    mv "$FAKE_KUBE/next.json" "$FAKE_KUBE/configmap.json"
+    echo "configmap/$3 patched" ;;
+  *) echo "unexpected kubectl $*" >&2; exit 1 ;;
+esac
+"#;
+
+const TEMPORAL_DYNAMIC_CONFIG: &str = "# Owned by the platform team.\nlimit.maxIDLength:\n  - value: 255\n    constraints: {}\nsystem.secondaryVisibilityWritingMode:\n  - value: \"dual\"\nsystem.enableReadFromSecondaryVisibility:\n  - value: false   # all namespaces\n";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_verify_and_flip_job_flips_the_configmap_through_get_and_patch_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let objects = objects();
+    let job = find(&objects, "Job", "vismig-verify-flip");
+    let spec = &job["spec"]["template"]["spec"];
+    let steps: Vec<&Value> =
+        spec["initContainers"].as_array().unwrap().iter().chain(spec["containers"].as_array().unwrap()).collect();
+    let names: Vec<&str> = steps.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["fetch", "verify", "flip", "apply"]);
+
+    // The stores: a backfilled SQLite pair. Each step runs with its container's
+    // environment and its volumes (/work, /data) mapped to directories here.
+    let work = common::Work::seeded(500, "").await;
+    let out = work.run(&["backfill"]);
+    assert!(out.status.success(), "{}", common::text(&out));
+    let root = work.path("pod");
+    let (work_dir, data_dir, kube, bin) = (root.join("work"), root.join("data"), root.join("kube"), root.join("bin"));
+    for d in [&work_dir, &data_dir, &kube, &bin] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let kubectl = bin.join("kubectl");
+    std::fs::write(&kubectl, FAKE_KUBECTL).unwrap();
+    std::fs::set_permissions(&kubectl, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let map = |s: &str| s.replace("/work", work_dir.to_str().unwrap()).replace("/data", data_dir.to_str().unwrap());
+    let fetch_env = container_env(steps[0], None);
+    let (cm_name, cm_key) = (fetch_env["DYNAMIC_CONFIG_MAP"].clone(), fetch_env["DYNAMIC_CONFIG_KEY"].clone());
+    let configmap = serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": cm_name, "resourceVersion": "4711"},
+        "data": {cm_key.clone(): TEMPORAL_DYNAMIC_CONFIG, "other.yaml": "untouched: true\n"},
+    });
+    std::fs::write(kube.join("configmap.json"), configmap.to_string()).unwrap();
+    // vismig's own config for these stores, with the flip's file from the environment,
+    // as the ConfigMap's config has it.
+    work.write_config("  flip: { dynamicConfigFile: \"${VISMIG_DYNAMIC_CONFIG_FILE}\" }\n");
+
+    let run_step = |step: &Value| -> (Option<i32>, String) {
+        let env = container_env(step, None);
+        let mut cmd = if step["image"].as_str().unwrap().contains("/vismig:") {
+            let args: Vec<String> = strs(&step["args"]);
+            let config_at = args.iter().position(|a| a == "--config").unwrap() + 1;
+            let mut args = args.clone();
+            args[config_at] = work.config().to_str().unwrap().to_string();
+            let mut c = Command::new(common::bin());
+            c.args(&args);
+            c
+        } else {
+            let command = strs(&step["command"]);
+            assert_eq!(&command[..2], ["/bin/bash", "-ceu"]);
+            let mut c = Command::new("bash");
+            c.args(["-ceu", &map(&command[2])]);
+            c
+        };
+        for (k, v) in &env {
+            cmd.env(k, map(v));
+        }
+        let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+        let out = cmd.env("PATH", path).env("FAKE_KUBE", &kube).stdin(Stdio::null()).output().unwrap();
+        (out.status.code(), common::text(&out))
+    };
+    let mut log = String::new();
+    for step in &steps {
+        let (code, text) = run_step(step);
+        log.push_str(&format!("--- {}: exit {code:?}\n{text}", step["name"]));
+        assert_eq!(code, Some(0), "{log}");
+    }
+    // get, then one patch that carries the resourceVersion it read.
+    let calls = std::fs::read_to_string(kube.join("calls")).unwrap();
+    let verbs: Vec<&str> = calls.lines().map(|l| l.split(' ').next().unwrap()).collect();
+    assert_eq!(verbs, ["get", "patch"], "{calls}");
+    let patch: Value = serde_json::from_str(&std::fs::read_to_string(kube.join("patch.json")).unwrap()).unwrap();
+    assert_eq!(patch["metadata"]["resourceVersion"], "4711", "{patch}");
+    let after: Value = serde_json::from_str(&std::fs::read_to_string(kube.join("configmap.json")).unwrap()).unwrap();
+    let flipped = after["data"][&cm_key].as_str().unwrap();
+    assert_eq!(
+        flipped,
+        TEMPORAL_DYNAMIC_CONFIG.replace("  - value: false   # all namespaces", "  - value: true   # all namespaces"),
+        "only the read flag changed, comments kept:\n{log}"
+    );
+    assert_eq!(after["data"]["other.yaml"], "untouched: true\n");
+    let backups: Vec<String> = std::fs::read_dir(&data_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with("dynamic-config-before-flip-"))
+        .collect();
+    assert_eq!(backups.len(), 1, "{backups:?}");
+    assert_eq!(std::fs::read_to_string(data_dir.join(&backups[0])).unwrap(), TEMPORAL_DYNAMIC_CONFIG);
+
+    // Run again: already flipped, so nothing is patched.
+    std::fs::remove_file(kube.join("calls")).unwrap();
+    std::fs::remove_dir_all(&work_dir).unwrap();
+    std::fs::create_dir_all(&work_dir).unwrap();
+    for step in &steps {
+        let (code, text) = run_step(step);
+        assert_eq!(code, Some(0), "{text}");
+    }
+    let calls = std::fs::read_to_string(kube.join("calls")).unwrap();
+    assert_eq!(calls.lines().count(), 1, "only the get: {calls}");
+
+    // Someone changes the ConfigMap between fetch and apply: the patch is refused.
+    std::fs::remove_dir_all(&work_dir).unwrap();
+    std::fs::create_dir_all(&work_dir).unwrap();
+    let mut cm: Value = serde_json::from_str(&std::fs::read_to_string(kube.join("configmap.json")).unwrap()).unwrap();
+    cm["data"][&cm_key] = TEMPORAL_DYNAMIC_CONFIG.into();
+    std::fs::write(kube.join("configmap.json"), cm.to_string()).unwrap();
+    for step in &steps[..3] {
+        assert_eq!(run_step(step).0, Some(0));
+    }
+    cm["metadata"]["resourceVersion"] = "9999".into();
+    std::fs::write(kube.join("configmap.json"), cm.to_string()).unwrap();
+    let (code, text) = run_step(steps[3]);
+    assert_ne!(code, Some(0), "a stale patch must fail: {text}");
+    assert!(text.contains("Conflict"), "{text}");
 }
