@@ -1,6 +1,7 @@
 //! vismig: moves Temporal visibility records from the primary visibility store to the
 //! secondary one. The CLI maps each subcommand to one function; exit codes follow
-//! DESIGN.md: 0 done/equal, 1 failed, 2 bad config or usage, 3 verify found differences.
+//! DESIGN.md: 0 done/equal, 1 failed, 2 bad config or usage, 3 verify found differences,
+//! 4 flip refused, 5 stopped by a signal before the end (checkpoint saved: run again).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -144,6 +145,11 @@ fn parse_shard(s: &str) -> Result<(usize, usize), String> {
     Ok((i, n))
 }
 
+/// Exit code of a backfill (or `run`) stopped by SIGTERM/SIGINT before the end, with its
+/// checkpoint saved. Not 0, so that a Kubernetes Job does not count the stopped pod as
+/// a completion: it is restarted and resumes from the checkpoint.
+const EXIT_STOPPED: u8 = 5;
+
 /// Failures that map to exit codes.
 enum Failure {
     Config(String),
@@ -258,6 +264,29 @@ fn stop_signal() -> watch::Receiver<bool> {
     rx
 }
 
+/// Keeps the process (and its `/metrics`) up for `migration.metrics.linger` after a
+/// command finished, so that Prometheus scrapes the final values of a short Job. A stop
+/// signal ends the wait at once.
+async fn linger(config: &Config, stop: Option<watch::Receiver<bool>>) {
+    let linger = config.migration.metrics.linger;
+    if linger.is_zero() || config.migration.metrics.listen.is_empty() {
+        return;
+    }
+    tracing::info!(
+        seconds = linger.as_secs_f64(),
+        "finished; serving /metrics a little longer (migration.metrics.linger) so Prometheus scrapes the final values"
+    );
+    match stop {
+        Some(mut stop) => {
+            tokio::select! {
+                _ = tokio::time::sleep(linger) => {}
+                _ = stop.wait_for(|s| *s) => {}
+            }
+        }
+        None => tokio::time::sleep(linger).await,
+    }
+}
+
 async fn start_listener(config: &Config, metrics: &Arc<Metrics>, control: &Arc<Control>) -> anyhow::Result<()> {
     let listen = &config.migration.metrics.listen;
     if listen.is_empty() {
@@ -287,9 +316,20 @@ async fn run(command: Command) -> Result<u8, Failure> {
             let control = Control::new(config.migration.rate.records_per_second);
             start_listener(&config, &metrics, &control).await?;
             commands::observe_flip_state(&config, &metrics).await;
-            let summary = commands::backfill(&config, index, count, metrics, control, stop_signal()).await?;
-            print_summary(&summary);
-            Ok(0)
+            let stop = stop_signal();
+            let result = commands::backfill(&config, index, count, metrics, control, stop.clone()).await;
+            let code = match &result {
+                Ok(summary) => {
+                    print_summary(summary);
+                    if summary.complete { 0 } else { EXIT_STOPPED }
+                }
+                Err(_) => 1,
+            };
+            if code != EXIT_STOPPED {
+                linger(&config, Some(stop)).await;
+            }
+            result?;
+            Ok(code)
         }
         Command::Verify { config, namespaces, deep, repair, output } => {
             let config = Config::load(&config)?;
@@ -299,7 +339,9 @@ async fn run(command: Command) -> Result<u8, Failure> {
             commands::observe_flip_state(&config, &metrics).await;
             control.set_ready();
             let mode = commands::VerifyMode { deep, repair };
-            let report = commands::verify(&config, &namespaces, mode, &metrics, &control).await?;
+            let result = commands::verify(&config, &namespaces, mode, &metrics, &control).await;
+            linger(&config, None).await;
+            let report = result?;
             if output == Output::Json {
                 println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
             } else {
@@ -332,13 +374,23 @@ async fn run(command: Command) -> Result<u8, Failure> {
             let control = Control::new(config.migration.rate.records_per_second);
             start_listener(&config, &metrics, &control).await?;
             commands::observe_flip_state(&config, &metrics).await;
-            let summary = commands::backfill(&config, 0, 1, metrics.clone(), control.clone(), stop_signal()).await?;
+            let stop = stop_signal();
+            let summary = match commands::backfill(&config, 0, 1, metrics.clone(), control.clone(), stop.clone()).await
+            {
+                Ok(summary) => summary,
+                Err(e) => {
+                    linger(&config, Some(stop)).await;
+                    return Err(e.into());
+                }
+            };
             print_summary(&summary);
             if !summary.complete {
-                return Ok(0);
+                return Ok(EXIT_STOPPED);
             }
             let mode = commands::VerifyMode { deep: config.migration.verify.deep, repair: false };
-            let report = commands::verify(&config, &[], mode, &metrics, &control).await?;
+            let result = commands::verify(&config, &[], mode, &metrics, &control).await;
+            linger(&config, Some(stop)).await;
+            let report = result?;
             print!("{}", report.text());
             if !report.is_equal() {
                 eprintln!("verify found differences: not flipping (see vismig verify --deep, and --repair)");

@@ -32,7 +32,9 @@ pub struct Metrics {
     pub throttle_wait_seconds_total: prometheus::Counter,
     pub checkpoint_writes_total: IntCounter,
     pub checkpoint_age_seconds: Gauge,
-    pub records_estimated_total: IntGauge,
+    /// A counter, as its `_total` name says (Prometheus' conventions, `promtool check
+    /// metrics`): it rises once, from 0 to the estimate, when the backfill has one.
+    pub records_estimated_total: IntCounter,
     pub progress_ratio: Gauge,
     pub eta_seconds: Gauge,
     pub phase: IntGaugeVec,
@@ -47,6 +49,18 @@ pub struct Metrics {
 
 pub const PHASES: [&str; 6] = ["preflight", "backfill", "indexes", "verify", "done", "failed"];
 pub const OUTCOMES: [&str; 5] = ["inserted", "updated", "skipped_newer", "skipped_present", "failed"];
+/// Every `errors_total{stage,kind}` pair vismig counts, exported at 0 from the start so
+/// that rate() and increase() on the dashboard show 0, not "no data", for a clean run.
+pub const ERROR_LABELS: [(&str, &str); 8] = [
+    ("scan", "transient"),
+    ("scan", "gave_up"),
+    ("scan", "permanent"),
+    ("scan", "bad_row"),
+    ("write", "transient"),
+    ("write", "gave_up"),
+    ("write", "permanent"),
+    ("write", "refused"),
+];
 
 impl Metrics {
     pub fn new() -> Arc<Self> {
@@ -106,7 +120,8 @@ impl Metrics {
                 Gauge::new("checkpoint_age_seconds", "Seconds since the last checkpoint save").unwrap()
             ),
             records_estimated_total: reg!(
-                IntGauge::new("records_estimated_total", "Estimated records to copy (this process's shards)").unwrap()
+                IntCounter::new("records_estimated_total", "Estimated records to copy (this process's shards)")
+                    .unwrap()
             ),
             progress_ratio: reg!(Gauge::new("progress_ratio", "Scanned records over the estimate, 0 to 1").unwrap()),
             eta_seconds: reg!(Gauge::new("eta_seconds", "Estimated seconds until the backfill is done").unwrap()),
@@ -150,6 +165,9 @@ impl Metrics {
             .expect("process collector");
         for outcome in OUTCOMES {
             m.records_written_total.with_label_values(&[outcome]);
+        }
+        for (stage, kind) in ERROR_LABELS {
+            m.errors_total.with_label_values(&[stage, kind]);
         }
         Arc::new(m)
     }

@@ -1,5 +1,5 @@
 //! The Grafana dashboard uses only metric names vismig exports, and shows every one.
-//! (Evaluating its PromQL against a real Prometheus scraping a backfill is still to come.)
+//! tests/prometheus.rs evaluates its PromQL against a real Prometheus scraping a backfill.
 
 use std::collections::BTreeSet;
 

@@ -4,9 +4,11 @@
 
 mod common;
 
+use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use common::*;
+use sqlx::Connection;
 use vismig::record::{ExecutionStatus, VisibilityRecord};
 
 async fn wait_for(mut cond: impl FnMut() -> bool, what: &str) {
@@ -202,7 +204,7 @@ async fn the_rate_limit_is_what_slows_the_run() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn sigterm_saves_the_checkpoint_and_exits_zero() {
+async fn sigterm_saves_the_checkpoint_and_exits_5_so_a_job_restarts_it() {
     let work = Work::seeded(10_000, "  batchSize: 200\n  rate: { recordsPerSecond: 1500 }\n").await;
     let child = work
         .vismig(&["backfill"])
@@ -212,14 +214,72 @@ async fn sigterm_saves_the_checkpoint_and_exits_zero() {
         .unwrap();
     wait_for(|| settled(&work) >= 1_000, "1000 settled records").await;
     let pid = child.id().to_string();
+    let signalled = Instant::now();
     assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let out = child.wait_with_output().unwrap();
+    let took = signalled.elapsed();
     let log = text(&out);
-    assert_eq!(out.status.code(), Some(0), "{log}");
+    // Not 0: a Kubernetes Job counts exit 0 as a completion and would never resume.
+    assert_eq!(out.status.code(), Some(5), "{log}");
     assert!(log.contains("SIGTERM"), "{log}");
     assert!(log.contains("run the same command to resume"), "{log}");
+    // Well inside Kubernetes' default 30 s grace period.
+    assert!(took < Duration::from_secs(10), "exit took {took:?} after SIGTERM");
+    let checkpoint: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(work.checkpoint()).unwrap()).unwrap();
+    let saved_at = chrono::DateTime::parse_from_rfc3339(checkpoint["updatedAt"].as_str().unwrap()).unwrap();
+    let signalled_at = chrono::Utc::now() - chrono::Duration::from_std(took).unwrap();
+    assert!(saved_at >= signalled_at, "the checkpoint was saved after the signal ({saved_at} < {signalled_at})");
     let stopped_at = settled(&work);
     assert!(stopped_at > 0 && stopped_at < 10_000, "{stopped_at}");
+    assert_eq!(records(&work.secondary()).await.len() as u64, stopped_at, "every settled record is written, no more");
+
+    // The restart resumes: it copies only the rest.
+    let out = work.run(&["backfill", "--rate", "0"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let checkpoint: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(work.checkpoint()).unwrap()).unwrap();
+    let totals = &checkpoint["totals"];
+    assert_eq!(totals["inserted"], 10_000, "{checkpoint}");
+    for again in ["updated", "skippedNewer", "skippedPresent"] {
+        assert_eq!(totals[again], 0, "the stop settled every batch it read: nothing is copied twice ({checkpoint})");
+    }
+    assert_eq!(records(&work.primary()).await, records(&work.secondary()).await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_that_hangs_after_sigterm_is_abandoned_at_the_stop_timeout() {
+    let work = Work::seeded(
+        5_000,
+        "  batchSize: 100\n  concurrency: 1\n  rate: { recordsPerSecond: 1000 }\n  stopTimeout: 2s\n",
+    )
+    .await;
+    let child = work
+        .vismig(&["backfill"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(|| settled(&work) >= 500, "500 settled records").await;
+    // Another writer holds the secondary's write lock: vismig's next write waits for it
+    // (SQLite's busy timeout is 30 s), like a write to a store that stopped answering.
+    let opts = sqlx::sqlite::SqliteConnectOptions::from_str("sqlite://").unwrap().filename(work.secondary());
+    let mut lock = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
+    sqlx::raw_sql("BEGIN EXCLUSIVE").execute(&mut lock).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before = settled(&work);
+    let pid = child.id().to_string();
+    let signalled = Instant::now();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+    let took = signalled.elapsed();
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(5), "{log}");
+    assert!(log.contains("abandoning them"), "{log}");
+    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(8), "exit took {took:?} (stopTimeout 2s)");
+    assert_eq!(settled(&work), before, "nothing was written while the lock was held");
+    sqlx::raw_sql("ROLLBACK").execute(&mut lock).await.unwrap();
+    lock.close().await.unwrap();
 
     let out = work.run(&["backfill", "--rate", "0"]);
     assert!(out.status.success(), "{}", text(&out));

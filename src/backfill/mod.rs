@@ -40,6 +40,8 @@ pub struct Options {
     pub burst: Option<u32>,
     pub checkpoint_interval: Duration,
     pub retry: RetryPolicy,
+    /// After the stop signal, how long the batches already read may take to be written.
+    pub stop_timeout: Duration,
 }
 
 impl Options {
@@ -52,6 +54,7 @@ impl Options {
             burst: m.rate.burst,
             checkpoint_interval: Duration::from_secs(1),
             retry: RetryPolicy::default(),
+            stop_timeout: m.stop_timeout,
         }
     }
 }
@@ -176,7 +179,8 @@ impl Backfill {
         };
 
         let mut checkpoint = checkpoint;
-        self.metrics.records_estimated_total.set(checkpoint.estimated_total as i64);
+        let estimated = &self.metrics.records_estimated_total;
+        estimated.inc_by(checkpoint.estimated_total.saturating_sub(estimated.get()));
         if checkpoint.is_complete() {
             bulk_load::rebuild_indexes(self.sink.as_ref(), &mut checkpoint, &store, &self.metrics).await?;
             tracing::info!(checkpoint = %store.path().display(), "the checkpoint says this backfill is already complete; nothing to do (move the checkpoint away to copy again)");
@@ -346,23 +350,49 @@ impl Backfill {
             })
         };
 
-        // Wait for the scanners; a fatal writer error aborts everything.
+        // Wait for the scanners; a fatal writer error aborts everything. After the stop
+        // signal, the batches already read get `stop_timeout` to be written; then the
+        // tasks still busy (a store that hangs) are abandoned, so that the process exits
+        // within Kubernetes' grace period. An abandoned batch was never acknowledged, so
+        // the checkpoint saved below does not pass it.
         let mut failure: Option<anyhow::Error> = None;
         let mut scanners_left = true;
         let mut writers_left = true;
+        let mut stop_watch = cancel.clone();
+        let mut stop_watch_open = true;
+        let mut stop_deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+        let mut abandoned = false;
         while scanners_left || writers_left {
             tokio::select! {
                 r = scanners.join_next(), if scanners_left => match r {
                     None => scanners_left = false,
                     Some(Ok(Ok(()))) => {}
+                    Some(Err(e)) if abandoned && e.is_cancelled() => {}
                     Some(Ok(Err(e))) => { failure.get_or_insert(e); abort_tx.send_replace(true); }
                     Some(Err(e)) => { failure.get_or_insert(anyhow::anyhow!("scanner task failed: {e}")); abort_tx.send_replace(true); }
                 },
                 r = writers.join_next(), if writers_left => match r {
                     None => writers_left = false,
                     Some(Ok(Ok(()))) => {}
+                    Some(Err(e)) if abandoned && e.is_cancelled() => {}
                     Some(Ok(Err(e))) => { failure.get_or_insert(e); abort_tx.send_replace(true); }
                     Some(Err(e)) => { failure.get_or_insert(anyhow::anyhow!("writer task failed: {e}")); abort_tx.send_replace(true); }
+                },
+                r = stop_watch.changed(), if stop_watch_open && stop_deadline.is_none() => {
+                    if r.is_err() {
+                        stop_watch_open = false;
+                    } else if *stop_watch.borrow() {
+                        stop_deadline = Some(Box::pin(tokio::time::sleep(self.options.stop_timeout)));
+                    }
+                },
+                _ = async { stop_deadline.as_mut().expect("guarded").await }, if stop_deadline.is_some() && !abandoned => {
+                    abandoned = true;
+                    tracing::warn!(
+                        stop_timeout_seconds = self.options.stop_timeout.as_secs_f64(),
+                        "batches still in flight after migration.stopTimeout; abandoning them (they are not acknowledged, so the next run copies them again)"
+                    );
+                    scanners.abort_all();
+                    writers.abort_all();
                 },
             }
         }

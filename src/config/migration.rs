@@ -26,6 +26,11 @@ pub struct Migration {
     /// SQL and Elasticsearch (reference §6): the namespace's alias map, as
     /// `temporal operator search-attribute list` shows it.
     pub search_attribute_aliases: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+    /// After SIGTERM/SIGINT, how long the batches already read may take to be written
+    /// before they are abandoned (unacknowledged, so the checkpoint never passes them)
+    /// and the process exits. Keep it below Kubernetes' terminationGracePeriodSeconds.
+    #[serde(deserialize_with = "duration")]
+    pub stop_timeout: Duration,
 }
 
 impl Default for Migration {
@@ -43,6 +48,7 @@ impl Default for Migration {
             bulk_load: BulkLoad::default(),
             flip: Flip::default(),
             search_attribute_aliases: Default::default(),
+            stop_timeout: Duration::from_secs(20),
         }
     }
 }
@@ -101,11 +107,16 @@ impl Default for DeadLetter {
 pub struct Metrics {
     /// `host:port` of the metrics and control listener; empty disables it.
     pub listen: String,
+    /// Keep serving `/metrics` this long after a command finished (not after a stop by
+    /// a signal), so that Prometheus scrapes the final values of a short-lived Job:
+    /// phase, progress, verify results. 0 (the default) exits at once.
+    #[serde(deserialize_with = "duration")]
+    pub linger: Duration,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:9090".to_string() }
+        Self { listen: "127.0.0.1:9090".to_string(), linger: Duration::ZERO }
     }
 }
 

