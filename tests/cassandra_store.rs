@@ -2,8 +2,9 @@
 //! tests/services, with Temporal v1.23's schema applied by temporal-cassandra-tool and
 //! rows written the way Temporal v1.23 writes them (open insert `USING TIMESTAMP` start
 //! ms; close = one logged batch deleting the open row and inserting the closed one):
-//! every field of every record compared after Cassandra -> SQLite and Cassandra ->
-//! PostgreSQL, kill -9 and resume, a run in both tables ending closed, counts verify.
+//! 50,001 runs in three namespaces, every field of every record compared after
+//! Cassandra -> SQLite, PostgreSQL, MariaDB and OpenSearch; kill -9 and resume, a run in
+//! both tables ending closed, counts verify.
 
 mod common;
 
@@ -73,10 +74,11 @@ async fn cassandra_work(ks: &Keyspace, secondary: Option<String>, extra: &str) -
     let work = Work::with_stores(None, secondary, extra).await;
     let (_, s) = work.stores.clone().unwrap();
     let text = format!(
-        "persistence:\n  visibilityStore: primary\n  secondaryVisibilityStore: secondary\n  datastores:\n    primary:\n      cassandra: {{ hosts: \"{}\", port: {}, keyspace: {}, connectTimeout: 10s }}\n    secondary:\n      sql: {s}\nmigration:\n  checkpoint: {{ type: file, path: \"{}\" }}\n  deadLetter: {{ path: \"{}\" }}\n  metrics: {{ listen: \"\" }}\n{extra}",
+        "persistence:\n  visibilityStore: primary\n  secondaryVisibilityStore: secondary\n  datastores:\n    primary:\n      cassandra: {{ hosts: \"{}\", port: {}, keyspace: {}, connectTimeout: 10s }}\n    secondary:\n      {}\nmigration:\n  checkpoint: {{ type: file, path: \"{}\" }}\n  deadLetter: {{ path: \"{}\" }}\n  metrics: {{ listen: \"\" }}\n{extra}",
         cassandra_host(),
         cassandra_port(),
         ks.0,
+        if s.starts_with('{') { format!("sql: {s}") } else { s.clone() },
         work.checkpoint().display(),
         work.dead_letter().display(),
     );
@@ -259,6 +261,39 @@ async fn seeded_keyspace(test: &str, per_ns: usize) -> (Keyspace, Vec<Run>) {
     (ks, runs)
 }
 
+/// 50,001 runs in three namespaces, written once per test process and copied by each
+/// copy test into its own target. Keyspaces an earlier test process left are dropped.
+async fn shared_keyspace() -> &'static (Keyspace, Vec<Run>) {
+    static SHARED: tokio::sync::OnceCell<(Keyspace, Vec<Run>)> = tokio::sync::OnceCell::const_new();
+    SHARED
+        .get_or_init(|| async {
+            drop_stale_shared_keyspaces().await;
+            let started = Instant::now();
+            let seeded = seeded_keyspace("cass_shared", 16_667).await;
+            eprintln!("wrote {} runs into Cassandra in {:.1}s", seeded.1.len(), started.elapsed().as_secs_f64());
+            seeded
+        })
+        .await
+}
+
+async fn drop_stale_shared_keyspaces() {
+    let s = SessionBuilder::new()
+        .known_node(format!("{}:{}", cassandra_host(), cassandra_port()))
+        .build()
+        .await
+        .expect("Cassandra is listed in VISMIG_TEST_SERVICES but unreachable");
+    let rows = s.query_unpaged("SELECT keyspace_name FROM system_schema.keyspaces", ()).await.unwrap();
+    let names: Vec<String> =
+        rows.into_rows_result().unwrap().rows::<(String,)>().unwrap().map(|r| r.unwrap().0).collect();
+    for name in names {
+        let Some(pid) = name.strip_prefix("vt_cass_shared_") else { continue };
+        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        drop(Keyspace(name));
+    }
+}
+
 fn assert_same(got: &[VisibilityRecord], want: &[VisibilityRecord]) {
     assert_eq!(got.len(), want.len());
     for (g, w) in got.iter().zip(want) {
@@ -271,7 +306,7 @@ async fn cassandra_to_sqlite_copies_every_field() {
     if !service_up("cassandra") {
         return;
     }
-    let (ks, runs) = seeded_keyspace("cass_sqlite", 700).await;
+    let (ks, runs) = shared_keyspace().await;
     let want = expected(&runs);
     let work = cassandra_work(&ks, None, "  batchSize: 300\n  concurrency: 4\n").await;
 
@@ -335,7 +370,7 @@ async fn cassandra_to_postgres_copies_every_field() {
     if !service_up("cassandra") || !service_up("postgres") {
         return;
     }
-    let (ks, runs) = seeded_keyspace("cass_pg", 1_000).await;
+    let (ks, runs) = shared_keyspace().await;
     let want = expected(&runs);
     let db = db_name("cass_pg");
     reset_db("postgres", &db, "advanced");
@@ -409,7 +444,7 @@ async fn cassandra_to_mariadb_copies_every_field() {
     if !service_up("cassandra") || !service_up("mariadb") {
         return;
     }
-    let (ks, runs) = seeded_keyspace("cass_my", 1_000).await;
+    let (ks, runs) = shared_keyspace().await;
     let want = expected(&runs);
     let db = db_name("cass_my");
     reset_db("mariadb", &db, "advanced");
@@ -419,4 +454,78 @@ async fn cassandra_to_mariadb_copies_every_field() {
     assert_same(&all_records(source_of(&work, false).await).await, &want);
     let out = work.run(&["verify"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cassandra_to_opensearch_copies_every_field() {
+    if !service_up("cassandra") || !service_up("opensearch") {
+        return;
+    }
+    let (ks, runs) = shared_keyspace().await;
+    // Elasticsearch keeps no empty memo and no encoding without a memo (Temporal's
+    // document omits both), and reads such a run back with Temporal's only encoding.
+    let want: Vec<VisibilityRecord> = expected(&runs)
+        .into_iter()
+        .map(|mut r| {
+            if r.memo.as_ref().is_none_or(|m| m.is_empty()) {
+                r.memo = None;
+                r.encoding = "Proto3".into();
+            }
+            r
+        })
+        .collect();
+    let (url, index) = search_index("opensearch", "cass_os").await;
+    let work = cassandra_work(&ks, Some(search_store(&url, &index)), "  batchSize: 500\n  concurrency: 4\n").await;
+    let out = work.run(&["backfill"]);
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("1 dead-lettered"), "{log}");
+    assert_same(&all_records(source_of(&work, false).await).await, &want);
+    // No version in Cassandra: written with `create`, so a second run changes nothing.
+    std::fs::remove_file(work.checkpoint()).unwrap();
+    let out = work.run(&["backfill"]);
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("0 inserted") && log.contains(&format!("{} skipped (already present)", want.len())), "{log}");
+    let out = work.run(&["verify"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    drop_index(&url, &index).await;
+}
+
+/// The benchmark of issue #5 (run by benches/cassandra_to_pg.sh, not by `cargo test`):
+/// 200,001 runs written as Temporal v1.23 writes them, copied to PostgreSQL's advanced
+/// schema; prints records/s of the whole `vismig backfill` process.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "benchmark: benches/cassandra_to_pg.sh"]
+async fn cassandra_to_postgres_200k_benchmark() {
+    assert!(service_up("cassandra") && service_up("postgres"), "needs tests/services/up.sh cassandra postgres");
+    let records: usize = std::env::var("VISMIG_BENCH_RECORDS").ok().and_then(|v| v.parse().ok()).unwrap_or(200_001);
+    let started = Instant::now();
+    let (ks, runs) = seeded_keyspace("cass_bench", records.div_ceil(3)).await;
+    eprintln!("wrote {} runs into Cassandra in {:.1}s", runs.len(), started.elapsed().as_secs_f64());
+    let db = db_name("cass_bench");
+    reset_db("postgres", &db, "advanced");
+    let work = cassandra_work(
+        &ks,
+        Some(pg_store(&db, "postgres12")),
+        "  batchSize: 1000\n  concurrency: 4\n  rate: { recordsPerSecond: 0 }\n",
+    )
+    .await;
+    let started = Instant::now();
+    let out = work.run(&["backfill"]);
+    let elapsed = started.elapsed().as_secs_f64();
+    assert!(out.status.success(), "{}", text(&out));
+    let copied = runs.len() - 1; // one run has an unknown status: dead letter
+    println!(
+        "Cassandra -> PostgreSQL: {copied} records in {elapsed:.1}s = {:.0} records/s (vismig backfill, concurrency 4, batch 1000)",
+        copied as f64 / elapsed
+    );
+    let out = work.run(&["verify"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let drop = std::process::Command::new("bash")
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/services/drop-test-dbs.sh"))
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(drop.status.success(), "{}", text(&drop));
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Drops the databases integration tests create (named vt_*, one set per test process),
+# Drops the databases and search indices integration tests create (named vt_*, one set per test process),
 # so repeated runs on one machine do not fill its disk. Run after up.sh.
 set -euo pipefail
 # shellcheck disable=SC1091
@@ -18,3 +18,13 @@ case " ${VISMIG_TEST_SERVICES:-} " in *" mariadb "*)
     my -e "DROP DATABASE \`$db\`"
   done ;;
 esac
+# Indices the search tests create: temporal_visibility_v1_<prefix>* (the name must match
+# Temporal's template). Listed first: a wildcard DELETE may be refused by the cluster.
+for svc in opensearch elasticsearch; do
+  case " ${VISMIG_TEST_SERVICES:-} " in *" $svc "*)
+    if [ "$svc" = opensearch ]; then url=$VISMIG_TEST_OPENSEARCH_URL; else url=$VISMIG_TEST_ELASTICSEARCH_URL; fi
+    for index in $(curl -fsS -m 10 "$url/_cat/indices/temporal_visibility_v1_${prefix}*?h=index" 2>/dev/null); do
+      curl -fsS -m 30 -X DELETE "$url/$index" >/dev/null
+    done ;;
+  esac
+done
