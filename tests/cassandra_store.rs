@@ -307,8 +307,8 @@ async fn cassandra_to_sqlite_copies_every_field() {
         return;
     }
     let (ks, runs) = shared_keyspace().await;
-    let want = expected(&runs);
-    let work = cassandra_work(&ks, None, "  batchSize: 300\n  concurrency: 4\n").await;
+    let want = expected(runs);
+    let work = cassandra_work(ks, None, "  batchSize: 300\n  concurrency: 4\n").await;
 
     // The source itself, paged by 7 over a plan of 5 windows per namespace: the rows
     // sharing one close time are paged through, nothing repeats, nothing is missing.
@@ -371,10 +371,10 @@ async fn cassandra_to_postgres_copies_every_field() {
         return;
     }
     let (ks, runs) = shared_keyspace().await;
-    let want = expected(&runs);
+    let want = expected(runs);
     let db = db_name("cass_pg");
     reset_db("postgres", &db, "advanced");
-    let work = cassandra_work(&ks, Some(pg_store(&db, "postgres12")), "  batchSize: 500\n  concurrency: 4\n").await;
+    let work = cassandra_work(ks, Some(pg_store(&db, "postgres12")), "  batchSize: 500\n  concurrency: 4\n").await;
     let started = Instant::now();
     let out = work.run(&["backfill"]);
     let elapsed = started.elapsed();
@@ -445,10 +445,10 @@ async fn cassandra_to_mariadb_copies_every_field() {
         return;
     }
     let (ks, runs) = shared_keyspace().await;
-    let want = expected(&runs);
+    let want = expected(runs);
     let db = db_name("cass_my");
     reset_db("mariadb", &db, "advanced");
-    let work = cassandra_work(&ks, Some(mysql_store(&db, "mysql8")), "  batchSize: 500\n  concurrency: 4\n").await;
+    let work = cassandra_work(ks, Some(mysql_store(&db, "mysql8")), "  batchSize: 500\n  concurrency: 4\n").await;
     let out = work.run(&["backfill"]);
     assert!(out.status.success(), "{}", text(&out));
     assert_same(&all_records(source_of(&work, false).await).await, &want);
@@ -464,7 +464,7 @@ async fn cassandra_to_opensearch_copies_every_field() {
     let (ks, runs) = shared_keyspace().await;
     // Elasticsearch keeps no empty memo and no encoding without a memo (Temporal's
     // document omits both), and reads such a run back with Temporal's only encoding.
-    let want: Vec<VisibilityRecord> = expected(&runs)
+    let want: Vec<VisibilityRecord> = expected(runs)
         .into_iter()
         .map(|mut r| {
             if r.memo.as_ref().is_none_or(|m| m.is_empty()) {
@@ -475,7 +475,7 @@ async fn cassandra_to_opensearch_copies_every_field() {
         })
         .collect();
     let (url, index) = search_index("opensearch", "cass_os").await;
-    let work = cassandra_work(&ks, Some(search_store(&url, &index)), "  batchSize: 500\n  concurrency: 4\n").await;
+    let work = cassandra_work(ks, Some(search_store(&url, &index)), "  batchSize: 500\n  concurrency: 4\n").await;
     let out = work.run(&["backfill"]);
     let log = text(&out);
     assert!(out.status.success(), "{log}");

@@ -186,7 +186,8 @@ async fn opensearch_deep_verify_and_repair() {
         Some(serde_json::json!({"index": {"gc_deletes": "0s"}})),
     )
     .await;
-    let attrs = vismig::seed::SEED_ALIASES.iter().map(|(_, alias, kind)| (alias.to_string(), *kind)).collect::<Vec<_>>();
+    let attrs =
+        vismig::seed::SEED_ALIASES.iter().map(|(_, alias, kind)| (alias.to_string(), *kind)).collect::<Vec<_>>();
     let work = Work::with_stores(
         Some(search_store(&url, &a)),
         Some(search_store(&url, &b)),

@@ -97,7 +97,9 @@ pub fn differing_fields(a: &VisibilityRecord, b: &VisibilityRecord) -> Vec<Strin
     );
     // An empty memo is no memo, and its encoding means nothing: Elasticsearch stores
     // neither, SQL stores NULL or empty bytes with "Proto3", Cassandra may store nothing.
-    let memo = |r: &VisibilityRecord| r.memo.as_deref().filter(|m| !m.is_empty());
+    fn memo(r: &VisibilityRecord) -> Option<&[u8]> {
+        r.memo.as_deref().filter(|m| !m.is_empty())
+    }
     if memo(a) != memo(b) {
         out.push("memo".to_string());
     } else if memo(a).is_some() && a.encoding != b.encoding {
