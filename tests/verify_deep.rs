@@ -29,8 +29,10 @@ async fn seed_differences(work: &Work) -> Seeded {
     let psink = vismig::store::open_sink(&config, &config.primary()).await.unwrap();
     let pick = |i: usize| primary.iter().filter(|r| r.status == ExecutionStatus::Running).nth(i).unwrap().clone();
 
-    let missing = pick(0);
-    sink.delete(&[missing.key()]).await.unwrap();
+    // In the primary only: a run the backfill did not see (not a delete from the
+    // secondary, which Elasticsearch would keep as a tombstone at a higher version).
+    let missing = vismig::seed::Generator::new(98, chrono::Utc::now()).next_record();
+    psink.write(std::slice::from_ref(&missing)).await.unwrap();
 
     let mut g = vismig::seed::Generator::new(99, chrono::Utc::now());
     let extra = g.next_record();
@@ -40,15 +42,13 @@ async fn seed_differences(work: &Work) -> Seeded {
     let tampered = pick(1);
     let mut t = tampered.clone();
     t.task_queue = "tampered-queue".into();
-    sink.delete(&[t.key()]).await.unwrap();
-    sink.write(&[t]).await.unwrap();
+    replace_at_same_version(&config, sink.as_ref(), t).await;
 
-    let stale = pick(2);
-    let mut s = stale.clone();
-    s.version -= 1;
-    s.workflow_type_name = "Stale".into();
-    sink.delete(&[s.key()]).await.unwrap();
-    sink.write(&[s]).await.unwrap();
+    // Older in the secondary: the primary moved on to a newer version.
+    let mut stale = pick(2);
+    stale.version += 1;
+    stale.workflow_type_name = "Renamed".into();
+    psink.write(std::slice::from_ref(&stale)).await.unwrap();
 
     let newer = pick(3);
     let mut n = newer.clone();
@@ -69,6 +69,25 @@ async fn seed_differences(work: &Work) -> Seeded {
     psink.flush().await.unwrap();
 
     Seeded { missing, extra, tampered, stale, newer: n, closing }
+}
+
+/// Puts `r` in the secondary over the record of the same key and version, which the
+/// version guard never does: SQL deletes and inserts; Elasticsearch (where a delete
+/// leaves a tombstone at a higher version) indexes with `version_type: external_gte`.
+async fn replace_at_same_version(config: &vismig::config::Config, sink: &dyn vismig::store::Sink, r: VisibilityRecord) {
+    let secondary = config.secondary();
+    if let Some(es) = &config.datastore(&secondary).elasticsearch {
+        let url = es.url.as_ref().unwrap();
+        let index = &es.indices[secondary.es_index_key.as_deref().unwrap()];
+        let id = vismig::store::elasticsearch::document::doc_id(&r.workflow_id, &r.run_id);
+        let doc = serde_json::Value::Object(vismig::store::elasticsearch::document::to_source(&r));
+        let target =
+            format!("{}://{}/{index}/_doc/{id}?version={}&version_type=external_gte", url.scheme, url.host, r.version);
+        search_call(reqwest::Method::PUT, &target, Some(doc)).await;
+    } else {
+        sink.delete(&[r.key()]).await.unwrap();
+        sink.write(&[r]).await.unwrap();
+    }
 }
 
 fn differences(report: &serde_json::Value) -> Vec<(String, String, Vec<String>, Option<String>)> {
@@ -178,14 +197,6 @@ async fn opensearch_deep_verify_and_repair() {
     }
     let (url, a) = search_index("opensearch", "deep_a").await;
     let (_, b) = search_index("opensearch", "deep_b").await;
-    // Deletes leave no tombstone, as in SQL, so the test can put an older version back
-    // (Temporal's retention deletes are what leave tombstones in production).
-    search_call(
-        reqwest::Method::PUT,
-        &format!("{url}/{b}/_settings"),
-        Some(serde_json::json!({"index": {"gc_deletes": "0s"}})),
-    )
-    .await;
     let attrs =
         vismig::seed::SEED_ALIASES.iter().map(|(_, alias, kind)| (alias.to_string(), *kind)).collect::<Vec<_>>();
     let work = Work::with_stores(
