@@ -4,6 +4,7 @@
 # server, in one invocation. Each target index is made by Temporal's template with the
 # seed's search attributes mapped, and dropped after its run.
 #   benches/os_to_os.sh [RECORDS] [CONCURRENCY...]     defaults: 100000, "2 4"
+#   VISMIG_BENCH_BATCH=N sets vismig's batch size (default 1000, like the anchors' pages)
 # Needs tests/services/up.sh opensearch. Prints records/s of each, and vismig's ratio to
 # both anchors and its peak RSS.
 set -euo pipefail
@@ -48,7 +49,7 @@ persistence:
         url: { scheme: http, host: "${url#http://}" }
         indices: { visibility: $src, secondary_visibility: $1 }
 migration:
-  batchSize: 1000
+  batchSize: ${VISMIG_BENCH_BATCH:-1000}
   concurrency: $2
   rate: { recordsPerSecond: 0 }
   checkpoint: { type: file, path: $work/checkpoint-$1-$2.json }
