@@ -166,6 +166,24 @@ pub fn pg_store(database: &str, plugin: &str) -> String {
     )
 }
 
+/// A connection URL for a database on the PostgreSQL of tests/services.
+pub fn pg_url(db: &str) -> String {
+    format!(
+        "postgres://{}:{}@{}:{}/{db}",
+        env_or("VISMIG_TEST_PG_USER", "temporal"),
+        env_or("VISMIG_TEST_PG_PASSWORD", "temporal"),
+        env_or("VISMIG_TEST_PG_HOST", "127.0.0.1"),
+        env_or("VISMIG_TEST_PG_PORT", "5432"),
+    )
+}
+
+/// Runs SQL statements on a database of the PostgreSQL of tests/services.
+pub async fn pg_exec(db: &str, sql: &str) {
+    let pool = sqlx::PgPool::connect(&pg_url(db)).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string())).execute(&pool).await.unwrap();
+    pool.close().await;
+}
+
 /// The `sql:` block of a MySQL 8 (MariaDB variant) datastore on the test server.
 pub fn mysql_store(database: &str, plugin: &str) -> String {
     format!(
