@@ -34,9 +34,12 @@ pub async fn write(
     loop {
         attempt += 1;
         let body = index_body(index, pending.iter().map(|&i| &records[i]));
-        // A whole request pushed back (429, 5xx, a timeout) is retried here too, for the
-        // items still pending, so the outcomes of those already written are kept.
+        // A whole request pushed back (429, 5xx, a timeout, no connection) before any item
+        // was written goes back to the caller, whose retry backs off where the operator
+        // sees it (`/readyz`, `vismig_errors_total`). Once some items are written, it is
+        // retried here for the items still pending, so their outcomes are kept.
         let last_reason = match client.bulk(body).await {
+            Err(e @ StoreError::Transient(_)) if attempt == 1 => return Err(e),
             Ok(response) => {
                 let items = response["items"].as_array().ok_or_else(|| {
                     StoreError::Permanent(format!("_bulk answered without items: {}", error_reason(&response)))

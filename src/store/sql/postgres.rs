@@ -7,7 +7,6 @@
 //! inserted rows from updated ones in the same round trip.
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -36,6 +35,8 @@ pub struct PostgresStore {
     database: String,
     standard: bool,
     pool: PgPool,
+    /// For the preflight's probe; never printed (it holds the password).
+    options: PgConnectOptions,
     schema: OnceCell<Schema>,
 }
 
@@ -126,14 +127,15 @@ impl PostgresStore {
         }
         let pool = PgPoolOptions::new()
             .max_connections(cfg.max_conns.unwrap_or(8).max(1))
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_lazy_with(options);
+            .acquire_timeout(super::CONNECT_TIMEOUT)
+            .connect_lazy_with(options.clone());
         Ok(Self {
             name: name.to_string(),
             address: format!("{host}:{port}"),
             database: cfg.database_name.clone(),
             standard: family == SqlFamily::PostgresStandard,
             pool,
+            options,
             schema: OnceCell::new(),
         })
     }
@@ -247,6 +249,7 @@ impl Store for PostgresStore {
     }
 
     async fn preflight(&self) -> StoreResult<()> {
+        super::probe(&self.options, &self.context(&format!("connecting to {}", self.address))).await?;
         self.schema().await.map(|_| ())
     }
 
