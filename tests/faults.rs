@@ -16,3 +16,5 @@
 mod common;
 #[path = "faults/kill.rs"]
 mod kill;
+#[path = "faults/outage.rs"]
+mod outage;

@@ -157,10 +157,18 @@ fn env_or(name: &str, default: &str) -> String {
 
 /// The `sql:` block of a PostgreSQL datastore on the test server.
 pub fn pg_store(database: &str, plugin: &str) -> String {
+    pg_store_at(database, plugin, &pg_addr())
+}
+
+/// `host:port` of the PostgreSQL of tests/services.
+pub fn pg_addr() -> String {
+    format!("{}:{}", env_or("VISMIG_TEST_PG_HOST", "127.0.0.1"), env_or("VISMIG_TEST_PG_PORT", "5432"))
+}
+
+/// The `sql:` block of a PostgreSQL datastore reached through `addr` (a proxy).
+pub fn pg_store_at(database: &str, plugin: &str, addr: &str) -> String {
     format!(
-        "{{ pluginName: {plugin}, databaseName: {database}, connectAddr: \"{}:{}\", user: {}, password: \"{}\" }}",
-        env_or("VISMIG_TEST_PG_HOST", "127.0.0.1"),
-        env_or("VISMIG_TEST_PG_PORT", "5432"),
+        "{{ pluginName: {plugin}, databaseName: {database}, connectAddr: \"{addr}\", user: {}, password: \"{}\" }}",
         env_or("VISMIG_TEST_PG_USER", "temporal"),
         env_or("VISMIG_TEST_PG_PASSWORD", "temporal"),
     )
