@@ -14,6 +14,8 @@
 //! Print the figures with `cargo test --test faults -- --nocapture`.
 
 mod common;
+#[path = "faults/dual_writes.rs"]
+mod dual_writes;
 #[path = "faults/kill.rs"]
 mod kill;
 #[path = "faults/outage.rs"]
