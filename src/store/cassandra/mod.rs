@@ -803,7 +803,8 @@ impl Source for CassandraStore {
 }
 
 /// Go durations as Temporal's config writes them: `10s`, `500ms`, `1m`, or bare seconds.
-fn parse_duration(text: Option<&str>) -> Option<Duration> {
+/// Temporal's `connectTimeout` (`10s`, `500ms`, `1.5s`, a bare number of seconds).
+pub fn parse_duration(text: Option<&str>) -> Option<Duration> {
     let t = text?.trim();
     let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len()));
     let n: f64 = num.parse().ok()?;
@@ -817,7 +818,7 @@ fn parse_duration(text: Option<&str>) -> Option<Duration> {
     Some(Duration::from_secs_f64(secs))
 }
 
-fn parse_consistency(text: &str) -> Option<Consistency> {
+pub fn parse_consistency(text: &str) -> Option<Consistency> {
     Some(match text.trim().to_ascii_lowercase().as_str() {
         "one" => Consistency::One,
         "two" => Consistency::Two,
