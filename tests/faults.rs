@@ -13,6 +13,8 @@
 //!
 //! Print the figures with `cargo test --test faults -- --nocapture`.
 
+#[path = "faults/bad_input.rs"]
+mod bad_input;
 mod common;
 #[path = "faults/dual_writes.rs"]
 mod dual_writes;
