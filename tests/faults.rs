@@ -22,3 +22,5 @@ mod dual_writes;
 mod kill;
 #[path = "faults/outage.rs"]
 mod outage;
+#[path = "faults/secrets.rs"]
+mod secrets;

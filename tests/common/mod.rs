@@ -396,14 +396,14 @@ pub struct Running {
 impl Running {
     /// Starts `vismig <args> --log-format json` and waits for the listener's address.
     pub fn start(work: &Work, args: &[&str]) -> Running {
-        let mut child = work
-            .vismig(args)
-            .arg("--log-format")
-            .arg("json")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        Running::spawn(work.vismig(args))
+    }
+
+    /// Like `start`, for a command prepared by the caller (`work.vismig(…)` with more
+    /// environment).
+    pub fn spawn(mut command: Command) -> Running {
+        let mut child =
+            command.arg("--log-format").arg("json").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(String::new()));
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
