@@ -221,3 +221,91 @@ async fn opensearch_refusing_every_bulk_with_429() {
     assert!(!work.dead_letter().exists());
     drop_index(&url, &index).await;
 }
+
+/// Writes to the secondary index blocked for 8 s (`index.blocks.write`, what an operator
+/// or the cluster at its disk's flood stage sets): vismig waits, never dead-letters.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_opensearch_write_block_is_waited_out() {
+    if !service_up("opensearch") {
+        return;
+    }
+    let (url, index) = search_index("opensearch", "os_write_block").await;
+    register_seed_attributes(&url, &index).await;
+    let seeded = Work::seeded(2_000, "").await;
+    let work = Work::with_stores(None, Some(search_store(&url, &index)), &migration(&aliases_yaml(1))).await;
+    std::fs::copy(seeded.primary(), work.primary()).unwrap();
+    let settings = format!("{url}/{index}/_settings");
+    let run = Running::start(&work, &["backfill"]);
+    wait_until(Duration::from_secs(60), "500 settled records", async || settled(&work) >= 500).await;
+    search_call(reqwest::Method::PUT, &settings, Some(serde_json::json!({"index.blocks.write": true}))).await;
+    let mut reason = String::new();
+    wait_until(Duration::from_secs(15), "/readyz to say not ready", async || {
+        let (status, body) = run.get("/readyz").await;
+        reason = body;
+        status == 503
+    })
+    .await;
+    assert!(reason.contains("cluster_block_exception"), "{reason}");
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    search_call(reqwest::Method::PUT, &settings, Some(serde_json::json!({"index.blocks.write": null}))).await;
+    reqwest::Client::new().put(format!("{}/rate", run.base)).body("0").send().await.unwrap();
+    let (code, stdout, log) = run.finish().await;
+    assert_eq!(code, Some(0), "{stdout}\n{log}");
+    assert!(stdout.contains("2000 inserted") && stdout.contains("0 dead-lettered"), "{stdout}");
+    assert!(!work.dead_letter().exists(), "nothing is dead-lettered for a block");
+    println!(
+        "OpenSearch write block for 8 s: /readyz 503 ({}), exit 0, 2000 of 2000 records copied, 0 dead-lettered",
+        reason.trim()
+    );
+    drop_index(&url, &index).await;
+}
+
+/// The secondary index deleted in the middle of the copy: the run stops (exit 1) saying
+/// so, nothing goes to the dead letter, and once the index is back the rerun resumes and
+/// completes.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_opensearch_index_deleted_mid_run() {
+    if !service_up("opensearch") {
+        return;
+    }
+    let (url, index) = search_index("opensearch", "os_index_gone").await;
+    register_seed_attributes(&url, &index).await;
+    let seeded = Work::seeded(2_000, "").await;
+    let extra = migration(&aliases_yaml(1)).replace("  metrics: { listen: \"127.0.0.1:0\" }\n", "");
+    let work = Work::with_stores(None, Some(search_store(&url, &index)), &extra).await;
+    std::fs::copy(seeded.primary(), work.primary()).unwrap();
+    let child = work
+        .vismig(&["backfill"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(60), "500 settled records", async || settled(&work) >= 500).await;
+    drop_index(&url, &index).await;
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(log.contains("no such index") && log.contains("was the index deleted?"), "{log}");
+    assert!(log.contains("checkpoint saved"), "{log}");
+    assert!(!work.dead_letter().exists(), "nothing is dead-lettered for a missing index");
+    let stopped_at = settled(&work);
+    assert!(stopped_at < 2_000, "{stopped_at}");
+
+    search_index("opensearch", "os_index_gone").await;
+    register_seed_attributes(&url, &index).await;
+    work.write_config(&extra.replace("recordsPerSecond: 400", "recordsPerSecond: 0"));
+    let out = work.run(&["backfill"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("resuming from checkpoint"), "{}", text(&out));
+    // What was copied before the delete is gone with the index: verify finds it missing,
+    // and --repair copies it again (and refreshes, so that the next verify counts it).
+    let out = work.run(&["verify", "--repair", "--output", "json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let repaired = String::from_utf8_lossy(&out.stdout).to_string();
+    let out = work.run(&["verify", "--deep", "--output", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}\nrepair: {repaired}", String::from_utf8_lossy(&out.stdout));
+    println!(
+        "OpenSearch index deleted mid-run: exit 1 at {stopped_at} settled naming the missing index, 0 dead-lettered; recreated, resumed, repaired: deep verify equal"
+    );
+    drop_index(&url, &index).await;
+}
