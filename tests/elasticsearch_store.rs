@@ -7,7 +7,8 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use common::*;
 use reqwest::Method;
@@ -233,7 +234,7 @@ async fn items_pushed_back_with_429_are_retried_and_nothing_is_lost() {
     let (_, secondary) = search_index("opensearch", "os_429_b").await;
     register_seed_attributes(&url, &secondary).await;
     let proxy = proxy::pushback_proxy(url.clone(), true).await;
-    let rejected = proxy.rejected.clone();
+    let rejected: Arc<AtomicU64> = proxy.rejected.clone();
     let work = Work::with_stores(
         Some(search_store(&url, &primary)),
         Some(search_store(&proxy.url, &secondary)),
