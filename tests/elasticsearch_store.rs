@@ -15,42 +15,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use vismig::attribute_names::{Naming, Renamer};
 use vismig::record::VisibilityRecord;
-use vismig::seed::{Generator, SEED_ALIASES, seed_aliases};
-use vismig::store::Sink;
-
-/// The seed's attributes, registered on an index as `temporal operator search-attribute
-/// create` would.
-async fn register_seed_attributes(url: &str, index: &str) {
-    let store = vismig::store::elasticsearch::ElasticsearchStore::open(
-        "test",
-        &es_config(url, index),
-        &vismig::config::StoreRef { datastore: "test".into(), es_index_key: None },
-    )
-    .unwrap();
-    let attrs: Vec<_> = SEED_ALIASES.iter().map(|(_, alias, kind)| (alias.to_string(), *kind)).collect();
-    store.register_search_attributes(&attrs).await.unwrap();
-}
-
-fn es_config(url: &str, index: &str) -> vismig::config::persistence::ElasticsearchStore {
-    let (scheme, host) = url.split_once("://").unwrap();
-    vismig::config::persistence::ElasticsearchStore {
-        url: Some(vismig::config::persistence::EsUrl { scheme: scheme.into(), host: host.into() }),
-        indices: BTreeMap::from([("visibility".to_string(), index.to_string())]),
-        ..Default::default()
-    }
-}
-
-/// `migration.searchAttributeAliases` for the namespaces of seed `seed`.
-fn aliases_yaml(seed: u64) -> String {
-    let mut out = String::from("  searchAttributeAliases:\n");
-    for (ns, map) in seed_aliases(Generator::new(seed, chrono::Utc::now()).namespaces()) {
-        out.push_str(&format!("    \"{ns}\":\n"));
-        for (field, alias) in map {
-            out.push_str(&format!("      {field}: {alias}\n"));
-        }
-    }
-    out
-}
+use vismig::seed::{Generator, seed_aliases};
 
 fn renamed(records: &[VisibilityRecord], seed: u64, from: Naming, to: Naming) -> Vec<VisibilityRecord> {
     let aliases = seed_aliases(Generator::new(seed, chrono::Utc::now()).namespaces());
@@ -260,82 +225,6 @@ async fn the_version_guard_holds_on_opensearch() {
     drop_index(&url, &secondary).await;
 }
 
-/// A proxy in front of OpenSearch that pushes back like a node with a tiny write queue:
-/// every third item of a bulk is not forwarded and answered 429 (each document at most
-/// twice), and every fourth bulk request is refused whole with HTTP 429.
-async fn pushback_proxy(upstream: String) -> (String, Arc<AtomicU64>) {
-    use axum::body::Bytes;
-    use axum::http::{HeaderMap, Method as M, StatusCode, Uri};
-    let rejected = Arc::new(AtomicU64::new(0));
-    let state = Arc::new((upstream, rejected.clone(), AtomicU64::new(0), std::sync::Mutex::new(BTreeMap::new())));
-    let handler = move |method: M, uri: Uri, headers: HeaderMap, body: Bytes| {
-        let state = state.clone();
-        async move {
-            let (upstream, rejected, requests, seen) = (&state.0, &state.1, &state.2, &state.3);
-            let http = reqwest::Client::new();
-            let target = format!("{upstream}{}", uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
-            let ctype = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("application/json");
-            if uri.path() != "/_bulk" {
-                let m = reqwest::Method::from_bytes(method.as_str().as_bytes()).unwrap();
-                let resp =
-                    http.request(m, &target).header("content-type", ctype).body(body.to_vec()).send().await.unwrap();
-                let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
-                return (status, resp.bytes().await.unwrap().to_vec());
-            }
-            if requests.fetch_add(1, Ordering::SeqCst) % 4 == 3 {
-                rejected.fetch_add(1, Ordering::SeqCst);
-                let refusal = json!({"error": {"type": "es_rejected_execution_exception", "reason": "rejected execution (queue capacity 1)"}, "status": 429});
-                return (StatusCode::TOO_MANY_REQUESTS, refusal.to_string().into_bytes());
-            }
-            let lines: Vec<&[u8]> = body.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
-            let mut forward = Vec::new();
-            let mut plan = Vec::new(); // None: forwarded; Some(item): answered here
-            for (i, pair) in lines.chunks(2).enumerate() {
-                let action: Value = serde_json::from_slice(pair[0]).unwrap();
-                let op = action.as_object().unwrap().keys().next().unwrap().clone();
-                let id = action[&op]["_id"].as_str().unwrap().to_string();
-                let times = {
-                    let mut seen = seen.lock().unwrap();
-                    let n = seen.entry(id.clone()).or_insert(0u32);
-                    *n += 1;
-                    *n
-                };
-                if i % 3 == 0 && times <= 2 {
-                    rejected.fetch_add(1, Ordering::SeqCst);
-                    plan.push(Some(json!({op: {"_id": id, "status": 429, "error": {"type": "es_rejected_execution_exception", "reason": "rejected execution of coordinating operation"}}})));
-                } else {
-                    for l in pair {
-                        forward.extend_from_slice(l);
-                        forward.push(b'\n');
-                    }
-                    plan.push(None);
-                }
-            }
-            let mut answered: Vec<Value> = if forward.is_empty() {
-                Vec::new()
-            } else {
-                let resp = http
-                    .post(&target)
-                    .header("content-type", "application/x-ndjson")
-                    .body(forward)
-                    .send()
-                    .await
-                    .unwrap();
-                let v: Value = resp.json().await.unwrap();
-                v["items"].as_array().unwrap().clone()
-            };
-            answered.reverse();
-            let items: Vec<Value> = plan.into_iter().map(|p| p.unwrap_or_else(|| answered.pop().unwrap())).collect();
-            (StatusCode::OK, json!({"took": 1, "errors": true, "items": items}).to_string().into_bytes())
-        }
-    };
-    let app = axum::Router::new().fallback(handler);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (format!("http://{addr}"), rejected)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn items_pushed_back_with_429_are_retried_and_nothing_is_lost() {
     if !service_up("opensearch") {
@@ -344,10 +233,11 @@ async fn items_pushed_back_with_429_are_retried_and_nothing_is_lost() {
     let (url, primary) = search_index("opensearch", "os_429_a").await;
     let (_, secondary) = search_index("opensearch", "os_429_b").await;
     register_seed_attributes(&url, &secondary).await;
-    let (proxy, rejected) = pushback_proxy(url.clone()).await;
+    let proxy = proxy::pushback_proxy(url.clone(), true).await;
+    let rejected: Arc<AtomicU64> = proxy.rejected.clone();
     let work = Work::with_stores(
         Some(search_store(&url, &primary)),
-        Some(search_store(&proxy, &secondary)),
+        Some(search_store(&proxy.url, &secondary)),
         "  batchSize: 300\n",
     )
     .await;

@@ -241,16 +241,6 @@ async fn preflight_names_a_missing_table_and_a_wrong_password_stays_secret() {
     assert!(!log.contains("Wr0ngS3cret"), "the password never appears: {log}");
 }
 
-fn pg_url(db: &str) -> String {
-    format!(
-        "postgres://{}:{}@{}:{}/{db}",
-        std::env::var("VISMIG_TEST_PG_USER").unwrap_or("temporal".into()),
-        std::env::var("VISMIG_TEST_PG_PASSWORD").unwrap_or("temporal".into()),
-        std::env::var("VISMIG_TEST_PG_HOST").unwrap_or("127.0.0.1".into()),
-        std::env::var("VISMIG_TEST_PG_PORT").unwrap_or("5432".into()),
-    )
-}
-
 /// (indexes on executions_visibility, how many of them are valid)
 async fn index_count(db: &str) -> (i64, i64) {
     let pool = sqlx::PgPool::connect(&pg_url(db)).await.unwrap();

@@ -318,8 +318,8 @@ impl Backfill {
                         ack = ack_rx.recv() => {
                             let Some(ack) = ack else { break };
                             let mut cp = shared.lock().unwrap();
-                            add_counts(&mut cp.totals, &ack.counts);
-                            if let Some(adv) = marks.entry(ack.shard).or_default().ack(ack.seq, ack.cursor, ack.last, ack.records) {
+                            if let Some(adv) = marks.entry(ack.shard).or_default().ack(ack.seq, ack.cursor, ack.last, ack.records, ack.counts) {
+                                add_counts(&mut cp.totals, &adv.counts);
                                 cp.totals.scanned += adv.records;
                                 let shard = cp.shards.iter_mut().find(|s| s.id == ack.shard).expect("acked shard exists");
                                 if adv.cursor.is_some() { shard.cursor = adv.cursor; }

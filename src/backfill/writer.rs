@@ -41,6 +41,17 @@ pub struct OutcomeCounts {
     pub dead_letter: u64,
 }
 
+impl OutcomeCounts {
+    pub fn add(&mut self, other: &OutcomeCounts) {
+        self.inserted += other.inserted;
+        self.updated += other.updated;
+        self.skipped_newer += other.skipped_newer;
+        self.skipped_present += other.skipped_present;
+        self.failed += other.failed;
+        self.dead_letter += other.dead_letter;
+    }
+}
+
 pub enum WriteError {
     Fatal(String),
     Cancelled,

@@ -213,9 +213,23 @@ pub enum FlipMode {
     Never,
 }
 
+/// Parses the duration inside the deserializer's visit of the value, so that an error
+/// names the field itself (`migration.verify.cutoff`), not only the block around it.
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(d)?;
-    parse_duration(&text).map_err(serde::de::Error::custom)
+    struct Visitor;
+    impl serde::de::Visitor<'_> for Visitor {
+        type Value = Duration;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a duration such as 30s, 5m or 1h")
+        }
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Duration, E> {
+            parse_duration(text).map_err(E::custom)
+        }
+        fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Duration, E> {
+            self.visit_str(&n.to_string())
+        }
+    }
+    d.deserialize_any(Visitor)
 }
 
 /// Parses `500ms`, `30s`, `5m`, `1h`, `1h30m` (Go's duration syntax, whole numbers).

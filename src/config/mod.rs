@@ -45,13 +45,37 @@ impl fmt::Display for Secret {
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         // Numbers are accepted too: YAML reads an unquoted all-digit password as one.
-        let v = yaml_serde::Value::deserialize(d)?;
-        match v {
-            yaml_serde::Value::String(s) => Ok(Secret(s)),
-            yaml_serde::Value::Number(n) => Ok(Secret(n.to_string())),
-            yaml_serde::Value::Null => Ok(Secret(String::new())),
-            _ => Err(serde::de::Error::custom("expected a string")),
+        // Refused inside the visit of the value, so that the error names the field;
+        // never with the value (it may be most of a password).
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Secret;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Secret, E> {
+                Ok(Secret(s.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Secret, E> {
+                Ok(Secret(n.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Secret, E> {
+                Ok(Secret(n.to_string()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<Secret, E> {
+                Ok(Secret(n.to_string()))
+            }
+            fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<Secret, E> {
+                Ok(Secret(b.to_string()))
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Secret, E> {
+                Ok(Secret(String::new()))
+            }
+            fn visit_none<E: serde::de::Error>(self) -> Result<Secret, E> {
+                Ok(Secret(String::new()))
+            }
         }
+        d.deserialize_any(Visitor)
     }
 }
 
@@ -292,8 +316,22 @@ fn validate_datastore(name: &str, ds: &DataStore, problems: &mut Vec<String>) {
                 if sql.database_name.is_empty() {
                     problems.push(format!("{at}.sql.databaseName: missing"));
                 }
+                let unix = sql.connect_protocol.as_deref() == Some("unix");
                 if family != SqlFamily::Sqlite && sql.connect_addr.is_empty() {
                     problems.push(format!("{at}.sql.connectAddr: missing (host:port)"));
+                } else if family != SqlFamily::Sqlite && !unix && !valid_host_port(&sql.connect_addr) {
+                    problems.push(format!(
+                        "{at}.sql.connectAddr: {:?} is not host:port (a port is a number up to 65535; IPv6 as [::1]:5432)",
+                        sql.connect_addr
+                    ));
+                }
+                if matches!(family, SqlFamily::Postgres | SqlFamily::PostgresStandard)
+                    && let Some(mode) = sql.connect_attributes.get("sslmode")
+                    && !["disable", "allow", "prefer", "require", "verify-ca", "verify-full"].contains(&mode.as_str())
+                {
+                    problems.push(format!(
+                        "{at}.sql.connectAttributes.sslmode: {mode:?} is not a PostgreSQL sslmode (disable, allow, prefer, require, verify-ca, verify-full)"
+                    ));
                 }
             }
         }
@@ -307,6 +345,23 @@ fn validate_datastore(name: &str, ds: &DataStore, problems: &mut Vec<String>) {
         }
         if c.keyspace.is_empty() {
             problems.push(format!("{at}.cassandra.keyspace: missing"));
+        } else if !c.keyspace.trim().chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') {
+            problems.push(format!(
+                "{at}.cassandra.keyspace: {:?} is not a plain keyspace name (letters, digits, _)",
+                c.keyspace
+            ));
+        }
+        if let Some(t) = &c.connect_timeout
+            && crate::store::cassandra::parse_duration(Some(t)).is_none_or(|d| d.is_zero())
+        {
+            problems.push(format!("{at}.cassandra.connectTimeout: {t:?} is not a duration (use e.g. 10s, 600ms)"));
+        }
+        if let Some(level) = c.consistency.as_ref().and_then(|x| x.default.as_ref()).map(|d| d.consistency.as_str())
+            && crate::store::cassandra::parse_consistency(level).is_none()
+        {
+            problems.push(format!(
+                "{at}.cassandra.consistency.default.consistency: {level:?} is not a consistency level (e.g. LOCAL_QUORUM, QUORUM, ONE)"
+            ));
         }
     }
     if let Some(es) = &ds.elasticsearch {
@@ -330,6 +385,23 @@ fn validate_datastore(name: &str, ds: &DataStore, problems: &mut Vec<String>) {
         {
             problems.push(format!("{at}.elasticsearch.version: must be v7 or v8 (or empty), not {v:?}"));
         }
+    }
+}
+
+/// `host`, `host:port`, `[v6]`, `[v6]:port` or a bare IPv6 address, the port a number.
+fn valid_host_port(addr: &str) -> bool {
+    let addr = addr.trim();
+    if let Some(rest) = addr.strip_prefix('[') {
+        return match rest.split_once(']') {
+            Some((host, "")) => !host.is_empty(),
+            Some((host, port)) => !host.is_empty() && port.strip_prefix(':').is_some_and(|p| p.parse::<u16>().is_ok()),
+            None => false,
+        };
+    }
+    match addr.split(':').count() {
+        1 => !addr.is_empty(),
+        2 => addr.split_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok()),
+        _ => addr.parse::<std::net::Ipv6Addr>().is_ok(),
     }
 }
 

@@ -134,6 +134,76 @@ fn each_broken_config_names_its_field() {
 }
 
 #[test]
+fn address_modes_and_cassandra_settings_are_checked_when_loading() {
+    let pg = |sql: &str| {
+        GOOD.replace(
+            "sql: { pluginName: sqlite, databaseName: /tmp/s.db, connectAddr: localhost, password: \"${SECRET_PWD}\" }",
+            sql,
+        )
+    };
+    let cassandra =
+        |body: &str| GOOD.replace("    secondary:\n", &format!("    cass:\n      cassandra: {body}\n    secondary:\n"));
+    let cases = [
+        (
+            pg("sql: { pluginName: postgres12, databaseName: v, connectAddr: \"db:port\" }"),
+            "config error: persistence.datastores.secondary.sql.connectAddr: \"db:port\" is not host:port (a port is a number up to 65535; IPv6 as [::1]:5432)",
+        ),
+        (
+            pg("sql: { pluginName: mysql8, databaseName: v, connectAddr: \"db:70000\" }"),
+            "config error: persistence.datastores.secondary.sql.connectAddr: \"db:70000\" is not host:port (a port is a number up to 65535; IPv6 as [::1]:5432)",
+        ),
+        (
+            pg(
+                "sql: { pluginName: postgres12, databaseName: v, connectAddr: \"db:5432\", connectAttributes: { sslmode: sometimes } }",
+            ),
+            "config error: persistence.datastores.secondary.sql.connectAttributes.sslmode: \"sometimes\" is not a PostgreSQL sslmode (disable, allow, prefer, require, verify-ca, verify-full)",
+        ),
+        (
+            cassandra("{ hosts: h, keyspace: \"temporal-vis\" }"),
+            "config error: persistence.datastores.cass.cassandra.keyspace: \"temporal-vis\" is not a plain keyspace name (letters, digits, _)",
+        ),
+        (
+            cassandra("{ hosts: h, keyspace: v, connectTimeout: 5 seconds }"),
+            "config error: persistence.datastores.cass.cassandra.connectTimeout: \"5 seconds\" is not a duration (use e.g. 10s, 600ms)",
+        ),
+        (
+            cassandra("{ hosts: h, keyspace: v, consistency: { default: { consistency: MAYBE } } }"),
+            "config error: persistence.datastores.cass.cassandra.consistency.default.consistency: \"MAYBE\" is not a consistency level (e.g. LOCAL_QUORUM, QUORUM, ONE)",
+        ),
+    ];
+    for (text, want) in cases {
+        assert_eq!(error_of(&text), want, "config:\n{text}");
+    }
+    for ok in ["db", "db:5432", "[::1]:5432", "[::1]", "::1", "10.0.0.1:3306"] {
+        assert!(valid_host_port(ok), "{ok}");
+    }
+    for bad in ["", "db:", ":5432", "db:port", "[::1]5432", "[]:1"] {
+        assert!(!valid_host_port(bad), "{bad}");
+    }
+}
+
+#[test]
+fn errors_from_durations_and_passwords_name_the_field_itself() {
+    let e = error_of(&format!("{GOOD}  verify: {{ cutoff: 5 minutes }}\n"));
+    assert!(e.starts_with("config error: migration.verify.cutoff: invalid duration \"5 minutes\""), "{e}");
+    let e = error_of(&format!("{GOOD}  flip: {{ maxVerifyAge: 1d }}\n"));
+    assert!(e.starts_with("config error: migration.flip.maxVerifyAge: invalid duration \"1d\""), "{e}");
+    let e = error_of(&GOOD.replace("password: \"${SECRET_PWD}\"", "password: [\"${SECRET_PWD}\"]"));
+    assert!(
+        e.starts_with("config error: persistence.datastores.secondary.sql.password: invalid type: sequence"),
+        "{e}"
+    );
+    assert!(!e.contains("hunter2"), "{e}");
+    let c = Config::parse(&format!("{GOOD}  verify: {{ cutoff: 0, recheckAfter: 1s }}\n"), env).unwrap();
+    assert_eq!(c.migration.verify.cutoff, std::time::Duration::ZERO);
+    let c = Config::parse(&GOOD.replace("password: \"${SECRET_PWD}\"", "password: 12345"), env).unwrap();
+    assert_eq!(
+        c.persistence.datastores["secondary"].sql.as_ref().unwrap().password.as_ref().unwrap().expose(),
+        "12345"
+    );
+}
+
+#[test]
 fn unknown_keys_in_the_migration_block_are_errors() {
     let e = error_of(&GOOD.replace("concurrency: 4", "concurency: 4"));
     assert!(e.starts_with("config error: migration: unknown field `concurency`"), "{e}");

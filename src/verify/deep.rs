@@ -145,11 +145,18 @@ impl DeepVerify {
         }
         let persistent = if found.is_empty() { found } else { self.recheck(found, opts).await? };
         let mut outcome = Outcome { compared, ..Default::default() };
+        let mut repaired = false;
         for mut d in persistent {
             if opts.repair {
                 d.repair = Some(self.repair(&d).await?);
+                repaired = true;
             }
             outcome.differences.entry(d.namespace_id.clone()).or_default().push(d);
+        }
+        if repaired {
+            // What was re-copied or deleted is visible to the next verify's counts and to
+            // Temporal's list queries at once (Elasticsearch: a refresh).
+            self.sink.flush().await?;
         }
         Ok(outcome)
     }

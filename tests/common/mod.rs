@@ -3,10 +3,15 @@
 //! every record back through the library.
 #![allow(dead_code)]
 
+pub mod proxy;
+
+use std::collections::BTreeMap;
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use sqlx::Connection;
 use tokio::sync::OnceCell;
@@ -152,13 +157,39 @@ fn env_or(name: &str, default: &str) -> String {
 
 /// The `sql:` block of a PostgreSQL datastore on the test server.
 pub fn pg_store(database: &str, plugin: &str) -> String {
+    pg_store_at(database, plugin, &pg_addr())
+}
+
+/// `host:port` of the PostgreSQL of tests/services.
+pub fn pg_addr() -> String {
+    format!("{}:{}", env_or("VISMIG_TEST_PG_HOST", "127.0.0.1"), env_or("VISMIG_TEST_PG_PORT", "5432"))
+}
+
+/// The `sql:` block of a PostgreSQL datastore reached through `addr` (a proxy).
+pub fn pg_store_at(database: &str, plugin: &str, addr: &str) -> String {
     format!(
-        "{{ pluginName: {plugin}, databaseName: {database}, connectAddr: \"{}:{}\", user: {}, password: \"{}\" }}",
-        env_or("VISMIG_TEST_PG_HOST", "127.0.0.1"),
-        env_or("VISMIG_TEST_PG_PORT", "5432"),
+        "{{ pluginName: {plugin}, databaseName: {database}, connectAddr: \"{addr}\", user: {}, password: \"{}\" }}",
         env_or("VISMIG_TEST_PG_USER", "temporal"),
         env_or("VISMIG_TEST_PG_PASSWORD", "temporal"),
     )
+}
+
+/// A connection URL for a database on the PostgreSQL of tests/services.
+pub fn pg_url(db: &str) -> String {
+    format!(
+        "postgres://{}:{}@{}:{}/{db}",
+        env_or("VISMIG_TEST_PG_USER", "temporal"),
+        env_or("VISMIG_TEST_PG_PASSWORD", "temporal"),
+        env_or("VISMIG_TEST_PG_HOST", "127.0.0.1"),
+        env_or("VISMIG_TEST_PG_PORT", "5432"),
+    )
+}
+
+/// Runs SQL statements on a database of the PostgreSQL of tests/services.
+pub async fn pg_exec(db: &str, sql: &str) {
+    let pool = sqlx::PgPool::connect(&pg_url(db)).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string())).execute(&pool).await.unwrap();
+    pool.close().await;
 }
 
 /// The `sql:` block of a MySQL 8 (MariaDB variant) datastore on the test server.
@@ -211,6 +242,41 @@ pub async fn search_call(method: reqwest::Method, url: &str, body: Option<serde_
     let v: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
     assert!(status.is_success(), "{url}: {status} {v}");
     v
+}
+
+/// The seed's attributes, registered on an index as `temporal operator search-attribute
+/// create` would.
+pub async fn register_seed_attributes(url: &str, index: &str) {
+    let store = vismig::store::elasticsearch::ElasticsearchStore::open(
+        "test",
+        &es_config(url, index),
+        &vismig::config::StoreRef { datastore: "test".into(), es_index_key: None },
+    )
+    .unwrap();
+    let attrs: Vec<_> = vismig::seed::SEED_ALIASES.iter().map(|(_, alias, kind)| (alias.to_string(), *kind)).collect();
+    store.register_search_attributes(&attrs).await.unwrap();
+}
+
+pub fn es_config(url: &str, index: &str) -> vismig::config::persistence::ElasticsearchStore {
+    let (scheme, host) = url.split_once("://").unwrap();
+    vismig::config::persistence::ElasticsearchStore {
+        url: Some(vismig::config::persistence::EsUrl { scheme: scheme.into(), host: host.into() }),
+        indices: BTreeMap::from([("visibility".to_string(), index.to_string())]),
+        ..Default::default()
+    }
+}
+
+/// `migration.searchAttributeAliases` for the namespaces of seed `seed`.
+pub fn aliases_yaml(seed: u64) -> String {
+    let mut out = String::from("  searchAttributeAliases:\n");
+    let generator = vismig::seed::Generator::new(seed, chrono::Utc::now());
+    for (ns, map) in vismig::seed::seed_aliases(generator.namespaces()) {
+        out.push_str(&format!("    \"{ns}\":\n"));
+        for (field, alias) in map {
+            out.push_str(&format!("      {field}: {alias}\n"));
+        }
+    }
+    out
 }
 
 /// Deletes an index made by `search_index`.
@@ -315,4 +381,115 @@ pub fn settled(work: &Work) -> u64 {
     let Ok(text) = std::fs::read_to_string(work.checkpoint()) else { return 0 };
     let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else { return 0 };
     json["totals"]["scanned"].as_u64().unwrap_or(0)
+}
+
+/// A `vismig` child process whose stderr (the JSON log) is collected as it comes, with
+/// the address of its metrics listener (the config must say `listen: "127.0.0.1:0"`).
+pub struct Running {
+    child: Option<std::process::Child>,
+    /// `http://127.0.0.1:port`
+    pub base: String,
+    log: Arc<Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Starts `vismig <args> --log-format json` and waits for the listener's address.
+    pub fn start(work: &Work, args: &[&str]) -> Running {
+        Running::spawn(work.vismig(args))
+    }
+
+    /// Like `start`, for a command prepared by the caller (`work.vismig(…)` with more
+    /// environment).
+    pub fn spawn(mut command: Command) -> Running {
+        let mut child =
+            command.arg("--log-format").arg("json").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                    && let Some(a) = v["address"].as_str()
+                {
+                    let _ = addr_tx.send(a.to_string());
+                }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let addr = addr_rx.recv_timeout(Duration::from_secs(60)).expect("the metrics listener's address is logged");
+        Running { child: Some(child), base: format!("http://{addr}"), log, reader: Some(reader) }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// GET `path` of the listener: (status, body).
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let resp = reqwest::Client::new()
+            .get(format!("{}{path}", self.base))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    }
+
+    /// One sample of `/metrics` (the first series whose line starts with `series`), or 0.
+    pub async fn metric(&self, series: &str) -> f64 {
+        metric_value(&self.get("/metrics").await.1, series)
+    }
+
+    /// Waits for the process to end: (exit code, stdout, the whole log).
+    pub async fn finish(mut self) -> (Option<i32>, String, String) {
+        let mut child = self.child.take().unwrap();
+        let out = tokio::task::spawn_blocking(move || {
+            let mut stdout = String::new();
+            use std::io::Read;
+            child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+            (child.wait().unwrap(), stdout)
+        })
+        .await
+        .unwrap();
+        if let Some(r) = self.reader.take() {
+            r.join().unwrap();
+        }
+        (out.0.code(), out.1, self.log())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The value of the first line of a Prometheus text page that starts with `series`
+/// followed by a space, or 0 when there is none.
+pub fn metric_value(page: &str, series: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0.0)
+}
+
+/// Polls `cond` every 50 ms until it holds; panics after `limit`.
+pub async fn wait_until(limit: Duration, what: &str, mut cond: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond().await {
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -220,9 +220,10 @@ impl CassandraStore {
         }
         let port = cfg.port.unwrap_or(DEFAULT_PORT);
         let describe = format!("cassandra {}/{keyspace}", hosts.join(","));
+        let connect_timeout = parse_duration(cfg.connect_timeout.as_deref()).unwrap_or(Duration::from_secs(10));
         let mut builder = SessionBuilder::new()
             .known_nodes(hosts.iter().map(|h| if h.contains(':') { h.clone() } else { format!("{h}:{port}") }))
-            .connection_timeout(parse_duration(cfg.connect_timeout.as_deref()).unwrap_or(Duration::from_secs(10)))
+            .connection_timeout(connect_timeout)
             // vismig only reads its own tables: no need to fetch every keyspace's schema.
             .keyspaces_to_fetch([keyspace.clone()]);
         if let Some(user) = cfg.user.as_deref().filter(|u| !u.is_empty()) {
@@ -248,8 +249,15 @@ impl CassandraStore {
                 )
             })?,
         };
-        let session =
-            builder.build().await.map_err(|e| anyhow::anyhow!("store {name:?} ({describe}): connecting: {e}"))?;
+        // The driver's timeout covers the TCP connect only: a node that accepts the
+        // connection and never answers the handshake would hold the start for a minute.
+        let session = match tokio::time::timeout(connect_timeout, builder.build()).await {
+            Ok(session) => session.map_err(|e| anyhow::anyhow!("store {name:?} ({describe}): connecting: {e}"))?,
+            Err(_) => anyhow::bail!(
+                "store {name:?} ({describe}): connecting: no answer within {} s (cassandra.connectTimeout): is the node up, and are hosts and port right?",
+                connect_timeout.as_secs_f64()
+            ),
+        };
         Ok(Self {
             name: name.to_string(),
             hosts: hosts.join(","),
@@ -803,7 +811,8 @@ impl Source for CassandraStore {
 }
 
 /// Go durations as Temporal's config writes them: `10s`, `500ms`, `1m`, or bare seconds.
-fn parse_duration(text: Option<&str>) -> Option<Duration> {
+/// Temporal's `connectTimeout` (`10s`, `500ms`, `1.5s`, a bare number of seconds).
+pub fn parse_duration(text: Option<&str>) -> Option<Duration> {
     let t = text?.trim();
     let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len()));
     let n: f64 = num.parse().ok()?;
@@ -817,7 +826,7 @@ fn parse_duration(text: Option<&str>) -> Option<Duration> {
     Some(Duration::from_secs_f64(secs))
 }
 
-fn parse_consistency(text: &str) -> Option<Consistency> {
+pub fn parse_consistency(text: &str) -> Option<Consistency> {
     Some(match text.trim().to_ascii_lowercase().as_str() {
         "one" => Consistency::One,
         "two" => Consistency::Two,

@@ -20,6 +20,9 @@ const ITEM_ATTEMPTS: u32 = 9;
 enum ItemResult {
     Done(WriteOutcome),
     Retry(String),
+    /// The index, not the document, is at fault (it is gone): the whole write fails,
+    /// rather than every document going to the dead letter.
+    Store(String),
 }
 
 pub async fn write(
@@ -34,9 +37,12 @@ pub async fn write(
     loop {
         attempt += 1;
         let body = index_body(index, pending.iter().map(|&i| &records[i]));
-        // A whole request pushed back (429, 5xx, a timeout) is retried here too, for the
-        // items still pending, so the outcomes of those already written are kept.
+        // A whole request pushed back (429, 5xx, a timeout, no connection) before any item
+        // was written goes back to the caller, whose retry backs off where the operator
+        // sees it (`/readyz`, `vismig_errors_total`). Once some items are written, it is
+        // retried here for the items still pending, so their outcomes are kept.
         let last_reason = match client.bulk(body).await {
+            Err(e @ StoreError::Transient(_)) if attempt == 1 => return Err(e),
             Ok(response) => {
                 let items = response["items"].as_array().ok_or_else(|| {
                     StoreError::Permanent(format!("_bulk answered without items: {}", error_reason(&response)))
@@ -57,7 +63,13 @@ pub async fn write(
                             last_reason = reason;
                             retry.push(i);
                         }
+                        ItemResult::Store(reason) => return Err(StoreError::Permanent(reason)),
                     }
+                }
+                // Every item pushed back on the first attempt (a write block, a full
+                // cluster): the caller's retry backs off where the operator sees it.
+                if attempt == 1 && retry.len() == records.len() && !retry.is_empty() {
+                    return Err(StoreError::Transient(format!("every item pushed back: {last_reason}")));
                 }
                 pending = retry;
                 last_reason
@@ -104,6 +116,18 @@ fn index_body<'a>(index: &str, records: impl Iterator<Item = &'a VisibilityRecor
 fn index_result(item: &Value, versioned: bool) -> ItemResult {
     let result = item.get("index").or_else(|| item.get("create")).unwrap_or(&Value::Null);
     let status = result["status"].as_u64().unwrap_or(0);
+    match result["error"]["type"].as_str() {
+        // A write block (set by an operator, or by the cluster at the disk's flood stage,
+        // then answered 429) is lifted in time: wait for it, never dead-letter.
+        Some("cluster_block_exception") => return ItemResult::Retry(error_reason(result)),
+        Some("index_not_found_exception") => {
+            return ItemResult::Store(format!(
+                "{} (was the index deleted? create it again from Temporal's index template, register the search attributes, and rerun to resume)",
+                error_reason(result)
+            ));
+        }
+        _ => {}
+    }
     match status {
         201 => ItemResult::Done(WriteOutcome::Inserted),
         200 => {
@@ -171,6 +195,10 @@ mod tests {
         assert_eq!(index_result(&exists, false), ItemResult::Done(WriteOutcome::SkippedPresent));
         let busy = json!({"index": {"status": 429, "error": {"type": "es_rejected_execution_exception", "reason": "queue full"}}});
         assert!(matches!(index_result(&busy, true), ItemResult::Retry(r) if r.contains("queue full")));
+        let blocked = json!({"index": {"status": 403, "error": {"type": "cluster_block_exception", "reason": "index [v] blocked by: [FORBIDDEN/8/index write (api)];"}}});
+        assert!(matches!(index_result(&blocked, true), ItemResult::Retry(r) if r.contains("index write")));
+        let gone = json!({"index": {"status": 404, "error": {"type": "index_not_found_exception", "reason": "no such index [v]"}}});
+        assert!(matches!(index_result(&gone, true), ItemResult::Store(r) if r.contains("no such index [v]")));
         let bad = json!({"index": {"status": 400, "error": {"type": "mapper_parsing_exception", "reason": "failed to parse field [Amount] of type [long]"}}});
         assert!(
             matches!(index_result(&bad, true), ItemResult::Done(WriteOutcome::Failed(r)) if r.contains("mapper_parsing_exception") && r.contains("Amount"))

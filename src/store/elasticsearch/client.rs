@@ -22,6 +22,9 @@ pub struct ServerInfo {
     pub version: String,
 }
 
+/// How long preflight waits for the server to connect and answer `GET /`.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 pub struct Client {
     http: reqwest::Client,
     /// `scheme://host:port`, no trailing slash.
@@ -36,7 +39,7 @@ impl Client {
         let scheme = if url.scheme.is_empty() { "http" } else { url.scheme.as_str() };
         let base = format!("{scheme}://{}", url.host.trim_end_matches('/'));
         let mut builder = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
+            .connect_timeout(CONNECT_TIMEOUT)
             // A bulk of a few thousand documents into a busy cluster can take a while;
             // past this the request is retried as a timeout.
             .timeout(Duration::from_secs(120))
@@ -127,8 +130,11 @@ impl Client {
         Err(http_error(&what, status, &body))
     }
 
+    /// `GET /`, answered within `CONNECT_TIMEOUT` (a server that accepts connections
+    /// but never answers fails preflight then, not after the 120 s of a bulk).
     pub async fn info(&self) -> Result<ServerInfo, StoreError> {
-        let (_, v) = self.json(Method::GET, "/", None, &[]).await?;
+        let req = self.request(Method::GET, "/").timeout(CONNECT_TIMEOUT);
+        let (_, v) = self.send(req, &Method::GET, "/", &[]).await?;
         let version = v["version"]["number"].as_str().unwrap_or_default().to_string();
         let distribution = v["version"]["distribution"].as_str().unwrap_or("elasticsearch").to_string();
         Ok(ServerInfo { distribution, version })
@@ -142,6 +148,9 @@ fn transport_error(what: &str, e: &reqwest::Error) -> StoreError {
     while let Some(s) = source {
         msg.push_str(&format!(": {s}"));
         source = s.source();
+    }
+    if e.is_timeout() {
+        msg.push_str(" (no answer in time: is the server up, and is url.host right?)");
     }
     if e.is_decode() || e.is_builder() { StoreError::Permanent(msg) } else { StoreError::Transient(msg) }
 }

@@ -41,6 +41,33 @@ pub const BASE_COLUMNS: [&str; 21] = [
 
 pub use super::run_range::RunRange;
 
+/// How long vismig waits for a PostgreSQL or MySQL server to accept a connection, in
+/// preflight and for each connection of the pool (Temporal's SQL config has no such
+/// setting). Past it, preflight fails with one line saying so, and a run in progress
+/// backs off and tries again: `/readyz` says so within this time of a server going away.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Opens one connection outside the pool and closes it again, so that preflight can say
+/// why a server cannot be reached (refused, no answer, wrong password) instead of the
+/// pool's "timed out", and says so within `CONNECT_TIMEOUT`.
+pub async fn probe<O, C>(options: &O, context: &str) -> Result<(), StoreError>
+where
+    O: sqlx::ConnectOptions<Connection = C>,
+    C: sqlx::Connection,
+{
+    match tokio::time::timeout(CONNECT_TIMEOUT, options.connect()).await {
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+            Ok(())
+        }
+        Ok(Err(e)) => Err(classify(context, e)),
+        Err(_) => Err(StoreError::Transient(format!(
+            "{context}: no answer within {} s (is the server up, and is sql.connectAddr right?)",
+            CONNECT_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
 impl RunRange {
     /// Completes `… WHERE namespace_id = ` with this range's bounds, resuming after the
     /// run id `after` (the cursor) when there is one. Ordering by run id within one
@@ -269,7 +296,14 @@ pub fn classify(context: &str, e: sqlx::Error) -> StoreError {
         }
         _ => false,
     };
-    let message = format!("{context}: {e}");
+    let message = match e {
+        // The pool retries refused connections until its deadline and keeps no reason.
+        E::PoolTimedOut => format!(
+            "{context}: no connection to the server within {} s (down or unreachable, or every connection of sql.maxConns busy)",
+            CONNECT_TIMEOUT.as_secs()
+        ),
+        e => format!("{context}: {e}"),
+    };
     if transient { StoreError::Transient(message) } else { StoreError::Permanent(message) }
 }
 

@@ -13,7 +13,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Datelike, NaiveDateTime, Utc};
@@ -101,6 +100,8 @@ pub struct MysqlStore {
     /// Plugin `mysql`: the MySQL 5.7 standard schema, read only.
     standard: bool,
     pool: MySqlPool,
+    /// For the preflight's probe; never printed (it holds the password).
+    options: MySqlConnectOptions,
     schema: OnceCell<Schema>,
 }
 
@@ -193,7 +194,7 @@ impl MysqlStore {
         );
         let pool = MySqlPoolOptions::new()
             .max_connections(cfg.max_conns.unwrap_or(10).max(1))
-            .acquire_timeout(Duration::from_secs(60))
+            .acquire_timeout(super::CONNECT_TIMEOUT)
             .after_connect(move |conn, _meta| {
                 let session = session.clone();
                 Box::pin(async move {
@@ -203,13 +204,14 @@ impl MysqlStore {
                     Ok(())
                 })
             })
-            .connect_lazy_with(options);
+            .connect_lazy_with(options.clone());
         Ok(Self {
             name: name.to_string(),
             location: cfg.connect_addr.clone(),
             database: cfg.database_name.clone(),
             standard,
             pool,
+            options,
             schema: OnceCell::new(),
         })
     }
@@ -391,6 +393,7 @@ impl Store for MysqlStore {
     }
 
     async fn preflight(&self) -> StoreResult<()> {
+        super::probe(&self.options, &self.context(&format!("connecting to {}", self.location))).await?;
         self.schema().await.map(|_| ())
     }
 

@@ -7,7 +7,6 @@
 //! inserted rows from updated ones in the same round trip.
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -36,6 +35,8 @@ pub struct PostgresStore {
     database: String,
     standard: bool,
     pool: PgPool,
+    /// For the preflight's probe; never printed (it holds the password).
+    options: PgConnectOptions,
     schema: OnceCell<Schema>,
 }
 
@@ -126,14 +127,15 @@ impl PostgresStore {
         }
         let pool = PgPoolOptions::new()
             .max_connections(cfg.max_conns.unwrap_or(8).max(1))
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_lazy_with(options);
+            .acquire_timeout(super::CONNECT_TIMEOUT)
+            .connect_lazy_with(options.clone());
         Ok(Self {
             name: name.to_string(),
             address: format!("{host}:{port}"),
             database: cfg.database_name.clone(),
             standard: family == SqlFamily::PostgresStandard,
             pool,
+            options,
             schema: OnceCell::new(),
         })
     }
@@ -247,6 +249,7 @@ impl Store for PostgresStore {
     }
 
     async fn preflight(&self) -> StoreResult<()> {
+        super::probe(&self.options, &self.context(&format!("connecting to {}", self.address))).await?;
         self.schema().await.map(|_| ())
     }
 
@@ -688,6 +691,40 @@ fn get<'r, T: sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>>(row: &'r PgRow,
     row.try_get::<T, _>(i).map_err(|e| format!("{}: {e}", BASE_COLUMNS[i]))
 }
 
+/// A TIMESTAMP column. sqlx adds the value to 2000-01-01 unchecked and panics on
+/// `infinity`, `-infinity` and years past chrono's range (PostgreSQL goes to 294276):
+/// here they are errors naming the column, and the row goes to the dead letter.
+fn timestamp(row: &PgRow, i: usize) -> Result<Option<NaiveDateTime>, String> {
+    use sqlx::ValueRef;
+    use sqlx::postgres::PgValueFormat;
+    let column = BASE_COLUMNS[i];
+    let raw = row.try_get_raw(i).map_err(|e| format!("{column}: {e}"))?;
+    if raw.is_null() {
+        return Ok(None);
+    }
+    if raw.format() == PgValueFormat::Text {
+        return get::<Option<NaiveDateTime>>(row, i);
+    }
+    let bytes: [u8; 8] = raw
+        .as_bytes()
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| format!("{column}: not an 8-byte TIMESTAMP"))?;
+    match i64::from_be_bytes(bytes) {
+        i64::MAX => Err(format!("{column}: infinity (PostgreSQL's infinite timestamp) has no value to copy")),
+        i64::MIN => Err(format!("{column}: -infinity (PostgreSQL's infinite timestamp) has no value to copy")),
+        micros => chrono::NaiveDate::from_ymd_opt(2000, 1, 1)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .and_then(|epoch| epoch.checked_add_signed(chrono::TimeDelta::microseconds(micros)))
+            .map(Some)
+            .ok_or_else(|| {
+                format!(
+                    "{column}: timestamp out of range ({micros} µs from 2000-01-01; years up to 262142 can be copied)"
+                )
+            }),
+    }
+}
+
 /// PostgreSQL's storage of the base columns: typed TIMESTAMP (naive UTC), INTEGER status
 /// and BIGINT counters, BYTEA memo, JSONB search attributes; CHAR(64) ids space-padded.
 struct Cols<'r>(&'r PgRow);
@@ -704,7 +741,7 @@ impl super::RowColumns for Cols<'_> {
         }
     }
     fn time(&self, i: usize) -> Result<Option<DateTime<Utc>>, String> {
-        Ok(get::<Option<NaiveDateTime>>(self.0, i)?.map(|t| t.and_utc()))
+        Ok(timestamp(self.0, i)?.map(|t| t.and_utc()))
     }
     fn bytes(&self, i: usize) -> Result<Option<Vec<u8>>, String> {
         get(self.0, i)
@@ -722,8 +759,14 @@ fn bad_row(row: &PgRow, reason: String) -> BadRow {
             serde_json::Value::from(n)
         } else if let Ok(Some(n)) = row.try_get::<Option<i32>, _>(i) {
             serde_json::Value::from(n)
-        } else if let Ok(Some(t)) = row.try_get::<Option<NaiveDateTime>, _>(i) {
-            serde_json::Value::from(t.to_string())
+        } else if row.try_get_raw(i).is_ok_and(|v| {
+            use sqlx::{TypeInfo, ValueRef};
+            v.type_info().name() == "TIMESTAMP"
+        }) {
+            match timestamp(row, i) {
+                Ok(t) => t.map(|t| serde_json::Value::from(t.to_string())).unwrap_or(serde_json::Value::Null),
+                Err(reason) => serde_json::Value::from(reason),
+            }
         } else if let Ok(Some(v)) = row.try_get::<Option<serde_json::Value>, _>(i) {
             v
         } else {
