@@ -87,7 +87,6 @@ pub fn differing_fields(a: &VisibilityRecord, b: &VisibilityRecord) -> Vec<Strin
         history_size_bytes,
         execution_duration,
         state_transition_count,
-        memo,
         encoding,
         task_queue,
         search_attributes,
@@ -97,6 +96,10 @@ pub fn differing_fields(a: &VisibilityRecord, b: &VisibilityRecord) -> Vec<Strin
         root_run_id,
         version
     );
+    // By content: Temporal writes the same memo as differently ordered bytes (crate::memo).
+    if !crate::memo::equivalent(a.memo.as_deref(), b.memo.as_deref()) {
+        out.push("memo".to_string());
+    }
     out
 }
 
