@@ -16,14 +16,20 @@ e2e_fail() {
 
 step() { printf '[e2e %s %4ss] %s\n' "${S_NAME:-}" "$((SECONDS - ${S_T0:-0}))" "$*"; }
 
-# N free TCP ports on 127.0.0.1, held open together while picked so they differ.
+# N free TCP ports on 127.0.0.1, held open together while picked so they differ. Below
+# 32768: Temporal's SQL schema keeps the membership port in a SMALLINT column, and the
+# kernel's ephemeral range (where port 0 binds) starts above it.
 free_ports() {
   python3 - "$1" <<'EOF'
-import socket, sys
+import random, socket, sys
 socks = []
-for _ in range(int(sys.argv[1])):
+while len(socks) < int(sys.argv[1]):
     s = socket.socket()
-    s.bind(("127.0.0.1", 0))
+    try:
+        s.bind(("127.0.0.1", random.randrange(20000, 32000)))
+    except OSError:
+        s.close()
+        continue
     socks.append(s)
 print(" ".join(str(s.getsockname()[1]) for s in socks))
 EOF

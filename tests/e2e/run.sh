@@ -90,8 +90,24 @@ begin_scenario() {
   DYNAMIC_CONFIG="$S_DIR/config/dynamicconfig.yaml"
   cat >"$DYNAMIC_CONFIG" <<'EOF'
 # Temporal's dynamic config for the e2e test (run.sh writes it, vismig flips it).
-frontend.enableUpdateWorkflowExecution:
-  - value: true
+# The test lists and counts a lot in a short time: lift the per-namespace visibility
+# API limit (10 requests/s by default). Burst: a ratio from v1.25, a number before.
+frontend.namespaceRPS.visibility:
+  - value: 1000
+frontend.namespaceBurstRatio.visibility:
+  - value: 2
+frontend.namespaceBurst.visibility:
+  - value: 2000
+# Persist the shards' queue progress within a second (default: after 5 minutes or 1000
+# tasks), so that the restart that turns on dual writes does not replay the first
+# workload's visibility tasks into the secondary store: those runs must reach it
+# through vismig alone, as in a cluster that ran for longer than that.
+history.shardUpdateMinInterval:
+  - value: 1s
+history.shardFirstUpdateInterval:
+  - value: 1s
+history.visibilityProcessorUpdateAckInterval:
+  - value: 1s
 EOF
   # shellcheck disable=SC2034 # used by the config templates (@PG_ADDR@)
   PG_ADDR="$SERVICES_HOST:$PG_PORT"
@@ -108,7 +124,18 @@ system.secondaryVisibilityWritingMode:
     constraints: {}
 EOF
   render_config "$persistence" dual "$S_DIR/config/e2e.yaml"
+  sleep 5 # the visibility queue's progress is persisted (see the dynamic config)
   server_restart
+}
+
+# Before vismig runs, the secondary must hold none of the first workload's runs: they
+# closed (or last changed) before dual writes began, so only vismig can bring them.
+#   secondary_lacks_first_workload COUNT_FUNCTION
+secondary_lacks_first_workload() {
+  local n
+  n=$("$1") || e2e_fail "cannot count the first workload's runs in the secondary store"
+  [ "$n" = 0 ] || e2e_fail "the secondary store already holds $n runs of the first workload before vismig ran (Temporal replayed their visibility tasks after the restart)"
+  step "the secondary store holds none of the first workload's runs before vismig"
 }
 
 # Appends vismig's block to the server's own config file and runs `vismig run`; the flip
@@ -227,6 +254,10 @@ pg_create() {
   } >>"$log" 2>&1 || e2e_fail "temporal-sql-tool could not create $db ($schema schema; log $log)"
 }
 
+count_w1_in_pg_secondary() {
+  pg_exec -At -d "${DB}_secondary" -c "SELECT count(*) FROM executions_visibility WHERE workflow_id LIKE 'w1-%'"
+}
+
 delete_from_pg_secondary() {
   pg_exec -d "${DB}_secondary" -c "DELETE FROM executions_visibility WHERE workflow_id = '$1' AND run_id = '$2'"
 }
@@ -305,6 +336,7 @@ scenario_sql() {
   snapshot dual
   snapshot_search_attribute_queries
 
+  secondary_lacks_first_workload count_w1_in_pg_secondary
   step "vismig run (flip auto)"
   run_vismig
   check_after_flip 9 count
@@ -354,6 +386,7 @@ scenario_cassandra() {
   run_workload w2 2
   snapshot dual nocount
 
+  secondary_lacks_first_workload count_w1_in_pg_secondary
   step "vismig run (flip auto)"
   VERIFY_DEEP=false run_vismig # Cassandra cannot look a run up by id: verify counts
   # Runs of the second workload were written by Temporal to both stores: Cassandra keeps
@@ -375,6 +408,10 @@ opensearch_cleanup() {
   sql_cleanup
   es_tool drop-index --index "$INDEX" || true
   es_tool drop-index --index "${INDEX}_secondary" || true
+}
+
+count_w1_in_os_secondary() {
+  curl -fsS "http://$SERVICES_HOST:$OPENSEARCH_PORT/${INDEX}_secondary/_count?q=WorkflowId:w1-*" | jq -e .count
 }
 
 delete_from_os_secondary() {
@@ -417,6 +454,8 @@ scenario_opensearch() {
   snapshot dual
   snapshot_search_attribute_queries
 
+  curl -fsS -X POST "http://$SERVICES_HOST:$OPENSEARCH_PORT/${INDEX}_secondary/_refresh" >/dev/null
+  secondary_lacks_first_workload count_w1_in_os_secondary
   step "vismig run (flip auto)"
   run_vismig
   check_after_flip 9 count

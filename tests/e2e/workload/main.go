@@ -188,8 +188,13 @@ func runOne(ctx context.Context, c client.Client, k kind, i int, prefix, taskQue
 	start := func(wf string, args ...interface{}) error {
 		for attempt := 0; ; attempt++ {
 			run, err = c.ExecuteWorkflow(ctx, opts, wf, args...)
+			// A new namespace, or a search attribute just registered, reaches the
+			// frontend's namespace cache within its refresh interval (10s).
 			var nf *serviceerror.NamespaceNotFound
-			if err != nil && errors.As(err, &nf) && attempt < 60 {
+			var invalid *serviceerror.InvalidArgument
+			retry := errors.As(err, &nf) ||
+				(errors.As(err, &invalid) && strings.Contains(invalid.Error(), "search attribute"))
+			if retry && attempt < 60 {
 				time.Sleep(time.Second)
 				continue
 			}
