@@ -115,12 +115,16 @@ EOF
 
 # Turns on dual writes, as the runbook's step 1 says: the secondary store goes into the
 # static config, `system.secondaryVisibilityWritingMode: "dual"` into the dynamic config,
-# then the server restarts.
+# then the server restarts. The read flag goes in too, still false: Temporal v1.23 and
+# older look the key up once at startup and, when it is absent then, never read it.
 enable_dual() {
   local persistence=$1
   cat >>"$DYNAMIC_CONFIG" <<'EOF'
 system.secondaryVisibilityWritingMode:
   - value: "dual"
+    constraints: {}
+system.enableReadFromSecondaryVisibility:
+  - value: false
     constraints: {}
 EOF
   render_config "$persistence" dual "$S_DIR/config/e2e.yaml"
@@ -163,7 +167,7 @@ EOF
   if [ -s "$S_DIR/vismig/dead-letter.jsonl" ]; then
     e2e_fail "vismig dead-lettered records: $(head -c 600 "$S_DIR/vismig/dead-letter.jsonl")"
   fi
-  grep -q 'enableReadFromSecondaryVisibility' "$DYNAMIC_CONFIG" ||
+  grep -A1 'system.enableReadFromSecondaryVisibility:' "$DYNAMIC_CONFIG" | grep -q 'value: true' ||
     e2e_fail "vismig run did not flip reads in $DYNAMIC_CONFIG"
   step "vismig: $(grep -m1 'backfill complete' "$S_DIR/vismig/run.out" | cut -c1-160)"
   # Temporal sees a changed file at its next poll (pollInterval 5s).
