@@ -278,7 +278,14 @@ register_search_attributes() {
 
 # Lists by a custom search attribute before and after the flip must return the same runs.
 check_search_attribute_queries() {
-  local ns q i=0
+  local ns q i=0 deadline=$((SECONDS + 90)) out
+  # Temporal caches the search attributes of each index for 60s (searchattribute
+  # manager): the ones registered for the secondary index may not be known yet.
+  until out=$(temporal workflow list -n "${NAMESPACES%% *}" -q 'E2eKeyword="w1-completed"' --limit 1 2>&1); do
+    case $out in *"invalid search attribute"*) ;; *) e2e_fail "list -q 'E2eKeyword=\"w1-completed\"': $out" ;; esac
+    ((SECONDS < deadline)) || e2e_fail "the server does not know E2eKeyword for the secondary store after 90s: $out"
+    sleep 2
+  done
   for ns in $NAMESPACES; do
     for q in 'E2eKeyword="w1-completed"' 'E2eKeyword="w2-failed"' 'E2eInt >= 1 AND E2eKeyword = "w1-continued"'; do
       i=$((i + 1))
@@ -433,8 +440,8 @@ scenario_opensearch() {
   step "creating ${DB}_default (temporal schema) with temporal-sql-tool, index $INDEX with temporal-elasticsearch-tool $E2E_TEMPORAL_CURRENT"
   pg_create "$SQL_TOOL" "$module" "${DB}_default" temporal
   {
-    es_tool drop-index --index "$INDEX" --fail-silently &&
-      es_tool drop-index --index "${INDEX}_secondary" --fail-silently &&
+    es_tool drop-index --index "$INDEX" --fail &&
+      es_tool drop-index --index "${INDEX}_secondary" --fail &&
       es_tool setup-schema &&
       es_tool create-index --index "$INDEX"
   } >>"$log" 2>&1 || e2e_fail "temporal-elasticsearch-tool could not create index $INDEX (log $log)"
