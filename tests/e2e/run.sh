@@ -29,7 +29,8 @@ scenarios=${*:-$ALL_SCENARIOS}
 for s in $scenarios; do
   case " $ALL_SCENARIOS " in *" $s "*) ;; *) echo "usage: tests/e2e/run.sh [sql] [cassandra] [opensearch]" >&2; exit 2 ;; esac
 done
-for tool in jq python3 go; do
+command -v jq >/dev/null || { mkdir -p "$LOG_DIR"; ensure_debian_packages jq; }
+for tool in jq python3 go curl; do
   command -v "$tool" >/dev/null || e2e_fail "$tool is required"
 done
 
@@ -236,13 +237,13 @@ prove_reads_from_secondary() {
 sql_cleanup() {
   local db
   for db in "${DB}_default" "${DB}_visibility" "${DB}_secondary"; do
-    PGPASSWORD="$DB_PASSWORD" psql -X -q -h "$SERVICES_HOST" -p "$PG_PORT" -U "$DB_USER" -d postgres \
+    PGPASSWORD="$DB_PASSWORD" "$PG_BIN/psql" -X -q -h "$SERVICES_HOST" -p "$PG_PORT" -U "$DB_USER" -d postgres \
       -c "DROP DATABASE IF EXISTS $db WITH (FORCE)"
   done
 }
 
 pg_exec() {
-  PGPASSWORD="$DB_PASSWORD" psql -X -q -v ON_ERROR_STOP=1 -h "$SERVICES_HOST" -p "$PG_PORT" -U "$DB_USER" "$@"
+  PGPASSWORD="$DB_PASSWORD" "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$SERVICES_HOST" -p "$PG_PORT" -U "$DB_USER" "$@"
 }
 
 # Creates one PostgreSQL database with temporal-sql-tool, as an operator does.
