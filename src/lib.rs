@@ -8,6 +8,7 @@ pub mod commands;
 pub mod config;
 pub mod demo;
 pub mod flip;
+pub mod memo;
 pub mod metrics;
 pub mod progress;
 pub mod record;

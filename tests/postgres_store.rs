@@ -351,3 +351,47 @@ async fn indexes_dropped_before_a_crash_are_rebuilt_on_the_next_start() {
     assert_eq!(index_count(&db).await, (before.0, before.0));
     assert_eq!(all_records(source_of(&work, true).await).await, all_records(source_of(&work, false).await).await);
 }
+
+/// Temporal v1.23 (the last release with Cassandra visibility) creates the advanced
+/// PostgreSQL schema at 1.4: no root ids (1.5/1.6) and no `_version` (1.9). Such a
+/// secondary takes every other field; rows go in where absent, as without a version.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_temporal_v1_23_secondary_without_root_ids_or_version_takes_the_records() {
+    if !service_up("postgres") {
+        return;
+    }
+    let db = db_name("pg_v123");
+    reset_db("postgres", &db, "advanced-v1.23");
+    let pool = sqlx::PgPool::connect(&pg_url(&db)).await.unwrap();
+    let (missing,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM information_schema.columns WHERE table_name = 'executions_visibility' \
+         AND column_name IN ('root_workflow_id', 'root_run_id', '_version')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(missing, 0, "temporal-sql-tool v1.23 creates schema 1.4");
+
+    let seeded = Work::seeded(1_200, "").await;
+    let work = Work::with_stores(None, Some(pg_store(&db, "postgres12")), "  batchSize: 300\n").await;
+    std::fs::copy(seeded.primary(), work.primary()).unwrap();
+    let out = work.run(&["backfill"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("1200 inserted"), "{}", text(&out));
+
+    let p = all_records(source_of(&work, true).await).await;
+    let s = all_records(source_of(&work, false).await).await;
+    assert_eq!(s.len(), 1_200);
+    assert!(p.iter().any(|r| !r.root_workflow_id.is_empty() && r.version > 0), "the seed has root ids and versions");
+    let without_new_columns = |r: &VisibilityRecord| {
+        let mut r = r.clone();
+        r.root_workflow_id.clear();
+        r.root_run_id.clear();
+        r.version = 0;
+        r
+    };
+    let expected: Vec<VisibilityRecord> = p.iter().map(without_new_columns).collect();
+    assert_eq!(s, expected, "every field schema 1.4 has survives");
+    let out = work.run(&["verify"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}

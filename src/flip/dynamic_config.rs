@@ -119,9 +119,36 @@ impl ReadState {
 /// The label and row name that stand for every namespace without its own entry.
 pub const ALL_NAMESPACES: &str = "*";
 
+/// What to tell the operator when a flip of reads adds the read key to a file that did
+/// not have it: Temporal v1.23 and older look the key up once, when the server starts
+/// (`GetEnableReadFromSecondaryVisibilityConfig` in `common/persistence/visibility/defs.go
+/// @ v1.23.1`), and when it is absent then they never read it, so such a flip does
+/// nothing until the next restart. From v1.24 on the key is read at every poll.
+pub fn read_key_added_warning(old: &str) -> Option<String> {
+    let doc: Value = yaml_serde::from_str(old).ok()?;
+    let present = doc
+        .as_mapping()
+        .is_some_and(|m| m.keys().any(|k| k.as_str().is_some_and(|k| k.eq_ignore_ascii_case(READ_FROM_SECONDARY))));
+    (!present).then(|| {
+        format!(
+            "{READ_FROM_SECONDARY} was not in the dynamic config before this flip: Temporal v1.24 and later read it at the next poll, \
+             but v1.23 and older only read it if it was there when the server started, so on such a cluster restart Temporal now \
+             (or, next time, add the key with value false before the restart that turns on dual writes)"
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn warns_when_a_flip_adds_the_read_key() {
+        assert!(read_key_added_warning("system.secondaryVisibilityWritingMode:\n  - value: \"dual\"\n").is_some());
+        assert!(read_key_added_warning("").is_some());
+        let present = "SYSTEM.enableReadFromSecondaryVisibility:\n  - value: false\n";
+        assert!(read_key_added_warning(present).is_none());
+    }
 
     #[test]
     fn finds_readers_whatever_the_key_case() {

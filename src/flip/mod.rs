@@ -209,6 +209,13 @@ fn plan(
         }
         forced = Some(reason);
     }
+    if req.reads.is_some()
+        && !req.dry_run
+        && let Some(warning) = dynamic_config::read_key_added_warning(old)
+    {
+        tracing::warn!(dynamic_config = %label, "{warning}");
+        eprintln!("WARNING: {warning}");
+    }
     let mut new = old.to_string();
     for (key, target, value) in changes {
         new = edit::set(&new, key, target, value).map_err(|e| Error::Failed(anyhow::anyhow!("{label}: {e}")))?;

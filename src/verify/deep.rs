@@ -96,12 +96,12 @@ pub fn differing_fields(a: &VisibilityRecord, b: &VisibilityRecord) -> Vec<Strin
     );
     // An empty memo is no memo, and its encoding means nothing: Elasticsearch stores
     // neither, SQL stores NULL or empty bytes with "Proto3", Cassandra may store nothing.
-    fn memo(r: &VisibilityRecord) -> Option<&[u8]> {
-        r.memo.as_deref().filter(|m| !m.is_empty())
-    }
-    if memo(a) != memo(b) {
+    // Memos compare by content: Temporal writes the same memo as differently ordered
+    // bytes to each store (crate::memo).
+    let has_memo = |r: &VisibilityRecord| r.memo.as_ref().is_some_and(|m| !m.is_empty());
+    if !crate::memo::equivalent(a.memo.as_deref(), b.memo.as_deref()) {
         out.push("memo".to_string());
-    } else if memo(a).is_some() && a.encoding != b.encoding {
+    } else if has_memo(a) && a.encoding != b.encoding {
         out.push("encoding".to_string());
     }
     // A store without versions (Cassandra, standard SQL) has nothing to compare; its

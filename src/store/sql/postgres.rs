@@ -53,6 +53,13 @@ impl Schema {
     }
 }
 
+/// Advanced-schema columns that older Temporal releases do not have, so a secondary
+/// store of such a cluster lacks them: the root ids (schema 1.5/1.6, Temporal v1.24/v1.25)
+/// and `_version` (1.9, v1.27). Temporal v1.23, the last release that reads Cassandra
+/// visibility, creates schema 1.4. They are read as their stand-ins and not written; the
+/// server of such a cluster neither writes nor reads them either.
+const OPTIONAL_COLUMNS: [&str; 3] = ["root_workflow_id", "root_run_id", "_version"];
+
 /// Columns of the standard (v96) schema; everything else in BASE_COLUMNS is advanced-only.
 const STANDARD_COLUMNS: [&str; 12] = [
     "namespace_id",
@@ -167,7 +174,7 @@ impl PostgresStore {
         let required: Vec<&str> = if self.standard {
             STANDARD_COLUMNS.to_vec()
         } else {
-            BASE_COLUMNS.iter().copied().filter(|c| *c != "_version").collect()
+            BASE_COLUMNS.iter().copied().filter(|c| !OPTIONAL_COLUMNS.contains(c)).collect()
         };
         for column in required {
             if !columns.contains(column) {
@@ -387,7 +394,7 @@ impl Sink for PostgresStore {
                 Err(reason) => outcomes[i] = Some(WriteOutcome::Failed(reason)),
             }
         }
-        let columns: Vec<&str> = BASE_COLUMNS.iter().copied().filter(|c| *c != "_version" || versioned).collect();
+        let columns: Vec<&str> = BASE_COLUMNS.iter().copied().filter(|c| schema.has(c)).collect();
         let upsert = upsert_clause(&columns, versioned);
         for chunk in rows.chunks(self.max_batch()) {
             // Large batches go through COPY into a staging table (measured about 5% faster
@@ -474,32 +481,34 @@ impl PostgresStore {
         columns: &[&str],
         upsert: &str,
     ) -> StoreResult<Vec<PgRow>> {
-        let versioned = columns.contains(&"_version");
         let mut q: QueryBuilder<Postgres> =
             QueryBuilder::new(format!("INSERT INTO executions_visibility ({}) ", columns.join(", ")));
         q.push_values(chunk, |mut b, (_, r)| {
-            b.push_bind(&r.namespace_id)
-                .push_bind(&r.run_id)
-                .push_bind(&r.workflow_type_name)
-                .push_bind(&r.workflow_id)
-                .push_bind(micros(r.start_time))
-                .push_bind(micros(r.execution_time))
-                .push_bind(r.status.as_i32())
-                .push_bind(r.close_time.map(micros))
-                .push_bind(r.history_length)
-                .push_bind(r.history_size_bytes)
-                .push_bind(r.execution_duration)
-                .push_bind(r.state_transition_count)
-                .push_bind(r.memo.as_deref())
-                .push_bind(&r.encoding)
-                .push_bind(&r.task_queue)
-                .push_bind(r.search_attributes.as_ref().map(SearchAttributes::to_json))
-                .push_bind(r.parent_workflow_id.as_deref())
-                .push_bind(r.parent_run_id.as_deref())
-                .push_bind(&r.root_workflow_id)
-                .push_bind(&r.root_run_id);
-            if versioned {
-                b.push_bind(r.version);
+            for column in columns {
+                match *column {
+                    "namespace_id" => b.push_bind(&r.namespace_id),
+                    "run_id" => b.push_bind(&r.run_id),
+                    "workflow_type_name" => b.push_bind(&r.workflow_type_name),
+                    "workflow_id" => b.push_bind(&r.workflow_id),
+                    "start_time" => b.push_bind(micros(r.start_time)),
+                    "execution_time" => b.push_bind(micros(r.execution_time)),
+                    "status" => b.push_bind(r.status.as_i32()),
+                    "close_time" => b.push_bind(r.close_time.map(micros)),
+                    "history_length" => b.push_bind(r.history_length),
+                    "history_size_bytes" => b.push_bind(r.history_size_bytes),
+                    "execution_duration" => b.push_bind(r.execution_duration),
+                    "state_transition_count" => b.push_bind(r.state_transition_count),
+                    "memo" => b.push_bind(r.memo.as_deref()),
+                    "encoding" => b.push_bind(&r.encoding),
+                    "task_queue" => b.push_bind(&r.task_queue),
+                    "search_attributes" => b.push_bind(r.search_attributes.as_ref().map(SearchAttributes::to_json)),
+                    "parent_workflow_id" => b.push_bind(r.parent_workflow_id.as_deref()),
+                    "parent_run_id" => b.push_bind(r.parent_run_id.as_deref()),
+                    "root_workflow_id" => b.push_bind(&r.root_workflow_id),
+                    "root_run_id" => b.push_bind(&r.root_run_id),
+                    "_version" => b.push_bind(r.version),
+                    other => unreachable!("not a base column: {other}"),
+                };
             }
         });
         q.push(upsert);
@@ -518,7 +527,6 @@ impl PostgresStore {
         columns: &[&str],
         upsert: &str,
     ) -> StoreResult<Vec<PgRow>> {
-        let versioned = columns.contains(&"_version");
         let ctx = || self.context("writing a batch through COPY");
         let mut tx = self.pool.begin().await.map_err(|e| classify(&ctx(), e))?;
         // Temporary tables live per connection; ON COMMIT DELETE ROWS empties it for
@@ -532,7 +540,7 @@ impl PostgresStore {
         .map_err(|e| classify(&ctx(), e))?;
         let mut buf = Vec::with_capacity(chunk.len() * 1024);
         for (_, r) in chunk {
-            copy_row(&mut buf, r, versioned);
+            copy_row(&mut buf, r, columns);
         }
         let mut copy = tx
             .copy_in_raw(&format!("COPY vismig_stage ({}) FROM STDIN", columns.join(", ")))
@@ -632,7 +640,8 @@ fn copy_field(buf: &mut Vec<u8>, v: Option<&str>, last: bool) {
     buf.push(if last { b'\n' } else { b'\t' });
 }
 
-fn copy_row(buf: &mut Vec<u8>, r: &VisibilityRecord, versioned: bool) {
+/// One COPY text row of `columns` (BASE_COLUMNS, less those the schema lacks, in order).
+fn copy_row(buf: &mut Vec<u8>, r: &VisibilityRecord, columns: &[&str]) {
     let t = |d: DateTime<Utc>| micros(d).format("%Y-%m-%d %H:%M:%S%.6f").to_string();
     let n = |v: Option<i64>| v.map(|x| x.to_string());
     let memo = r.memo.as_ref().map(|m| format!("\\x{}", m.iter().map(|b| format!("{b:02x}")).collect::<String>()));
@@ -660,9 +669,10 @@ fn copy_row(buf: &mut Vec<u8>, r: &VisibilityRecord, versioned: bool) {
         Some(r.root_run_id.clone()),
         Some(r.version.to_string()),
     ];
-    let count = if versioned { fields.len() } else { fields.len() - 1 };
-    for (i, f) in fields.iter().take(count).enumerate() {
-        copy_field(buf, f.as_deref(), i + 1 == count);
+    let written: Vec<&Option<String>> =
+        BASE_COLUMNS.iter().zip(&fields).filter(|(c, _)| columns.contains(c)).map(|(_, f)| f).collect();
+    for (i, f) in written.iter().enumerate() {
+        copy_field(buf, f.as_deref(), i + 1 == written.len());
     }
 }
 
@@ -818,7 +828,7 @@ mod tests {
         r.memo = Some(vec![0x0a, 0xff]);
         r.parent_run_id = None;
         let mut buf = Vec::new();
-        copy_row(&mut buf, &r, true);
+        copy_row(&mut buf, &r, &BASE_COLUMNS);
         let line = String::from_utf8(buf).unwrap();
         assert!(line.ends_with('\n'));
         let fields: Vec<&str> = line.trim_end_matches('\n').split('\t').collect();
@@ -826,6 +836,16 @@ mod tests {
         assert_eq!(fields[3], "tab\\there\\nnew\\\\line");
         assert_eq!(fields[12], "\\\\x0aff");
         assert_eq!(fields[17], "\\N");
+
+        // A schema without the root ids and `_version` (Temporal v1.23's 1.4): those
+        // columns are left out of the row, the others keep their order.
+        let columns: Vec<&str> = BASE_COLUMNS.iter().copied().filter(|c| !OPTIONAL_COLUMNS.contains(c)).collect();
+        let mut buf = Vec::new();
+        copy_row(&mut buf, &r, &columns);
+        let line = String::from_utf8(buf).unwrap();
+        let fields: Vec<&str> = line.trim_end_matches('\n').split('\t').collect();
+        assert_eq!(fields.len(), BASE_COLUMNS.len() - 3);
+        assert_eq!(fields[17], "\\N", "parent_run_id is the last column");
     }
 
     #[test]

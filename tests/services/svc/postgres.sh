@@ -147,11 +147,17 @@ pg_flavour() {
       PG_FLAVOUR_TOOL=$SQL_TOOL PG_FLAVOUR_PLUGIN=postgres12
       PG_FLAVOUR_DIR="$(temporal_module_dir "$TEMPORAL_ADVANCED_VERSION")/schema/postgresql/v12/visibility/versioned"
       PG_FLAVOUR_TOOLS_VERSION=$TEMPORAL_ADVANCED_VERSION ;;
+    advanced-v1.23)
+      # The advanced schema as the last release with standard visibility creates it
+      # (1.4: no root ids, no _version): the secondary of a Cassandra-visibility cluster.
+      PG_FLAVOUR_TOOL=$SQL_TOOL_STANDARD PG_FLAVOUR_PLUGIN=postgres12
+      PG_FLAVOUR_DIR="$(temporal_module_dir "$TEMPORAL_STANDARD_VERSION")/schema/postgresql/v12/visibility/versioned"
+      PG_FLAVOUR_TOOLS_VERSION=$TEMPORAL_STANDARD_VERSION ;;
     standard)
       PG_FLAVOUR_TOOL=$SQL_TOOL_STANDARD PG_FLAVOUR_PLUGIN=postgres
       PG_FLAVOUR_DIR="$(temporal_module_dir "$TEMPORAL_STANDARD_VERSION")/schema/postgresql/v96/visibility/versioned"
       PG_FLAVOUR_TOOLS_VERSION=$TEMPORAL_STANDARD_VERSION ;;
-    *) fail postgres "unknown schema flavour '$1' (advanced or standard)" ;;
+    *) fail postgres "unknown schema flavour '$1' (advanced, advanced-v1.23 or standard)" ;;
   esac
 }
 
