@@ -46,8 +46,10 @@ fn flip_config(work: &Work, extra: &str) -> std::path::PathBuf {
         std::fs::write(&dc, DYNAMIC_CONFIG).unwrap();
         std::fs::set_permissions(&dc, std::fs::Permissions::from_mode(0o640)).unwrap();
     }
+    // `extra` may bring its own verify settings.
+    let verify = if extra.contains("  verify:") { "" } else { "  verify: { cutoff: 5m, recheckAfter: 1s }\n" };
     work.write_config(&format!(
-        "  verify: {{ cutoff: 5m, recheckAfter: 1s }}\n  flip: {{ mode: auto, dynamicConfigFile: \"{}\", maxVerifyAge: 1h }}\n{extra}",
+        "{verify}  flip: {{ mode: auto, dynamicConfigFile: \"{}\", maxVerifyAge: 1h }}\n{extra}",
         dc.display()
     ));
     dc
@@ -227,4 +229,32 @@ async fn namespace_names_come_from_temporals_default_store() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let new = std::fs::read_to_string(&dc).unwrap();
     assert_eq!(vismig::flip::dynamic_config::readers_of_secondary(&new).unwrap(), vec!["payments"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_goes_from_postgres_to_opensearch_and_flips() {
+    if !service_up("postgres") || !service_up("opensearch") {
+        return;
+    }
+    let db = db_name("run_pg_os");
+    reset_db("postgres", &db, "advanced");
+    let (url, index) = search_index("opensearch", "run_pg_os").await;
+    register_seed_attributes(&url, &index).await;
+    let work = Work::with_stores(Some(pg_store(&db, "postgres12")), Some(search_store(&url, &index)), "").await;
+    // Deep verify: records compared field by field under Elasticsearch's attribute names.
+    let dc =
+        flip_config(&work, &format!("  verify: {{ cutoff: 5m, recheckAfter: 1s, deep: true }}\n{}", aliases_yaml(23)));
+    let out = work.run(&["seed", "--records", "1500", "--seed", "23"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = work.run(&["run"]);
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(log.contains("backfill complete: 1500 records settled"), "{log}");
+    assert!(log.contains("verify (deep): equal"), "{log}");
+    assert!(log.contains("flipped:"), "{log}");
+    let new = std::fs::read_to_string(&dc).unwrap();
+    assert_eq!(changed_lines(DYNAMIC_CONFIG, &new), vec!["  - value: true   # all other namespaces"]);
+    let status = text(&work.run(&["status"]));
+    assert!(status.contains("last verify: equal (deep)"), "{status}");
+    drop_index(&url, &index).await;
 }
