@@ -52,6 +52,30 @@ async fn raw_documents(url: &str, index: &str) -> BTreeMap<String, (i64, Value)>
     }
 }
 
+/// Two indices on the test OpenSearch, `<test>_a` (primary) and `<test>_b`
+/// (secondary, with the seed's attributes mapped when `register`).
+struct IndexPair {
+    url: String,
+    primary: String,
+    secondary: String,
+}
+
+impl IndexPair {
+    async fn new(test: &str, register: bool) -> Self {
+        let (url, primary) = search_index("opensearch", &format!("{test}_a")).await;
+        let (_, secondary) = search_index("opensearch", &format!("{test}_b")).await;
+        if register {
+            register_seed_attributes(&url, &secondary).await;
+        }
+        Self { url, primary, secondary }
+    }
+
+    async fn drop(self) {
+        drop_index(&self.url, &self.primary).await;
+        drop_index(&self.url, &self.secondary).await;
+    }
+}
+
 fn summary_line(out: &std::process::Output) -> String {
     text(out).lines().find(|l| l.contains("backfill complete")).unwrap_or_default().to_string()
 }
@@ -61,9 +85,8 @@ async fn opensearch_to_opensearch_in_one_cluster_copies_every_document() {
     if !service_up("opensearch") {
         return;
     }
-    let (url, primary) = search_index("opensearch", "os_os_a").await;
-    let (_, secondary) = search_index("opensearch", "os_os_b").await;
-    register_seed_attributes(&url, &secondary).await;
+    let pair = IndexPair::new("os_os", true).await;
+    let (url, primary, secondary) = (pair.url.clone(), pair.primary.clone(), pair.secondary.clone());
     // The seed's first layout: one datastore, indices.visibility -> indices.secondary_visibility.
     let work = Work::new("").await;
     let (scheme, host) = url.split_once("://").unwrap();
@@ -91,8 +114,7 @@ async fn opensearch_to_opensearch_in_one_cluster_copies_every_document() {
     assert_eq!(a, b);
     let out = work.run(&["verify", "--deep"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    drop_index(&url, &primary).await;
-    drop_index(&url, &secondary).await;
+    pair.drop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -184,9 +206,8 @@ async fn the_version_guard_holds_on_opensearch() {
     if !service_up("opensearch") {
         return;
     }
-    let (url, primary) = search_index("opensearch", "os_versions_a").await;
-    let (_, secondary) = search_index("opensearch", "os_versions_b").await;
-    register_seed_attributes(&url, &secondary).await;
+    let pair = IndexPair::new("os_versions", true).await;
+    let (url, primary, secondary) = (pair.url.clone(), pair.primary.clone(), pair.secondary.clone());
     let work = Work::with_stores(Some(search_store(&url, &primary)), Some(search_store(&url, &secondary)), "").await;
     let out = work.run(&["seed", "--records", "400", "--seed", "5"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -221,8 +242,7 @@ async fn the_version_guard_holds_on_opensearch() {
             _ => assert_eq!(s, &source[i], "record {i}: an older version is replaced"),
         }
     }
-    drop_index(&url, &primary).await;
-    drop_index(&url, &secondary).await;
+    pair.drop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -230,9 +250,8 @@ async fn items_pushed_back_with_429_are_retried_and_nothing_is_lost() {
     if !service_up("opensearch") {
         return;
     }
-    let (url, primary) = search_index("opensearch", "os_429_a").await;
-    let (_, secondary) = search_index("opensearch", "os_429_b").await;
-    register_seed_attributes(&url, &secondary).await;
+    let pair = IndexPair::new("os_429", true).await;
+    let (url, primary, secondary) = (pair.url.clone(), pair.primary.clone(), pair.secondary.clone());
     let proxy = proxy::pushback_proxy(url.clone(), true).await;
     let rejected: Arc<AtomicU64> = proxy.rejected.clone();
     let work = Work::with_stores(
@@ -250,8 +269,7 @@ async fn items_pushed_back_with_429_are_retried_and_nothing_is_lost() {
     let (p, s) = (all_records(source_of(&work, true).await).await, all_records(source_of(&work, false).await).await);
     assert_eq!(p, s, "every pushed-back item was written in the end");
     assert!(!work.dead_letter().exists() || std::fs::read_to_string(work.dead_letter()).unwrap().is_empty());
-    drop_index(&url, &primary).await;
-    drop_index(&url, &secondary).await;
+    pair.drop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -259,9 +277,8 @@ async fn opensearch_to_opensearch_resumes_after_kill_9() {
     if !service_up("opensearch") {
         return;
     }
-    let (url, primary) = search_index("opensearch", "os_kill_a").await;
-    let (_, secondary) = search_index("opensearch", "os_kill_b").await;
-    register_seed_attributes(&url, &secondary).await;
+    let pair = IndexPair::new("os_kill", true).await;
+    let (url, primary, secondary) = (pair.url.clone(), pair.primary.clone(), pair.secondary.clone());
     let work = Work::with_stores(
         Some(search_store(&url, &primary)),
         Some(search_store(&url, &secondary)),
@@ -279,8 +296,7 @@ async fn opensearch_to_opensearch_resumes_after_kill_9() {
     let (p, s) = (all_records(source_of(&work, true).await).await, all_records(source_of(&work, false).await).await);
     assert_eq!(p.len(), 5000);
     assert_eq!(p, s);
-    drop_index(&url, &primary).await;
-    drop_index(&url, &secondary).await;
+    pair.drop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -288,8 +304,8 @@ async fn preflight_lists_attributes_the_secondary_cannot_hold() {
     if !service_up("opensearch") || !service_up("postgres") {
         return;
     }
-    let (url, primary) = search_index("opensearch", "os_pre_a").await;
-    let (_, secondary) = search_index("opensearch", "os_pre_b").await;
+    let pair = IndexPair::new("os_pre", false).await;
+    let (url, primary, secondary) = (pair.url.clone(), pair.primary.clone(), pair.secondary.clone());
     let work = Work::with_stores(Some(search_store(&url, &primary)), Some(search_store(&url, &secondary)), "").await;
     let out = work.run(&["seed", "--records", "200", "--seed", "2"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -312,8 +328,7 @@ async fn preflight_lists_attributes_the_secondary_cannot_hold() {
     let t = text(&out);
     assert!(t.contains("search attribute CustomerId of namespace"), "{t}");
     assert!(t.contains("has no SQL field in migration.searchAttributeAliases"), "{t}");
-    drop_index(&url, &primary).await;
-    drop_index(&url, &secondary).await;
+    pair.drop().await;
 }
 
 async fn bulk_settings(url: &str, index: &str) -> (Value, Value, Value) {
@@ -331,9 +346,8 @@ async fn defer_refresh_turns_refresh_off_and_restores_it_even_after_a_crash() {
     if !service_up("opensearch") {
         return;
     }
-    let (url, primary) = search_index("opensearch", "os_defer_a").await;
-    let (_, secondary) = search_index("opensearch", "os_defer_b").await;
-    register_seed_attributes(&url, &secondary).await;
+    let pair = IndexPair::new("os_defer", true).await;
+    let (url, primary, secondary) = (pair.url.clone(), pair.primary.clone(), pair.secondary.clone());
     let before = bulk_settings(&url, &secondary).await;
     assert_eq!(before.2, json!("0-2"), "Temporal's template expands replicas");
     let dir = tempfile::tempdir().unwrap();
@@ -359,8 +373,7 @@ async fn defer_refresh_turns_refresh_off_and_restores_it_even_after_a_crash() {
     assert_eq!(bulk_settings(&url, &secondary).await, before, "the index settings are as before the bulk load");
     let (p, s) = (all_records(source_of(&work, true).await).await, all_records(source_of(&work, false).await).await);
     assert_eq!(p, s);
-    drop_index(&url, &primary).await;
-    drop_index(&url, &secondary).await;
+    pair.drop().await;
 }
 
 /// A proxy in front of the primary that loses every third scroll page, six times in
@@ -410,9 +423,8 @@ async fn a_scroll_page_lost_in_flight_restarts_its_shard_and_nothing_is_skipped(
     if !service_up("opensearch") {
         return;
     }
-    let (url, primary) = search_index("opensearch", "os_lost_a").await;
-    let (_, secondary) = search_index("opensearch", "os_lost_b").await;
-    register_seed_attributes(&url, &secondary).await;
+    let pair = IndexPair::new("os_lost", true).await;
+    let (url, primary, secondary) = (pair.url.clone(), pair.primary.clone(), pair.secondary.clone());
     let seeding = Work::with_stores(Some(search_store(&url, &primary)), None, "").await;
     let out = seeding.run(&["seed", "--records", "3000", "--seed", "19"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -431,6 +443,5 @@ async fn a_scroll_page_lost_in_flight_restarts_its_shard_and_nothing_is_skipped(
     let (p, s) = (all_records(source_of(&seeding, true).await).await, all_records(source_of(&work, false).await).await);
     assert_eq!(p.len(), 3000);
     assert_eq!(p, s, "no page lost with its scroll was skipped");
-    drop_index(&url, &primary).await;
-    drop_index(&url, &secondary).await;
+    pair.drop().await;
 }
