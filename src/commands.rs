@@ -82,7 +82,8 @@ pub async fn verify(
     let namespaces = if namespaces.is_empty() { config.migration.namespaces.clone() } else { namespaces.to_vec() };
     let filter = namespaces.clone();
     let cutoff = Utc::now() - chrono::Duration::from_std(config.migration.verify.cutoff)?;
-    // Count what reached the secondary until now (Elasticsearch: after a refresh).
+    // Count (and deep-compare) what reached the secondary until now (Elasticsearch:
+    // after a refresh); one refresh serves both.
     sink.flush().await.map_err(|e| anyhow::anyhow!("secondary: {e}"))?;
     let mut report =
         verify::counts(source.clone() as Arc<dyn Store>, sink.clone() as Arc<dyn Store>, &namespaces, cutoff, metrics)

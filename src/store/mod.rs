@@ -130,6 +130,27 @@ pub struct NamespaceCounts {
 
 pub type Counts = BTreeMap<String, NamespaceCounts>;
 
+/// Adds one `(namespace, status, total, recent)` row of a store's count query, the
+/// status as SQL and Cassandra store it; rows with a status Temporal does not define are
+/// left out with a warning (their records go to the dead letter when copied, so they are
+/// in neither store's comparison).
+pub fn add_count(counts: &mut Counts, store: &str, namespace_id: &str, status: i64, total: i64, recent: i64) {
+    let Some(status) = ExecutionStatus::from_i64(status) else {
+        tracing::warn!(store, namespace_id, status, rows = total, "rows with an unknown status are not counted");
+        return;
+    };
+    add_status_count(counts, namespace_id, status, total, recent);
+}
+
+/// Adds `total` records of one namespace and status, of which `recent` are past the cut-off.
+pub fn add_status_count(counts: &mut Counts, namespace_id: &str, status: ExecutionStatus, total: i64, recent: i64) {
+    let entry = counts.entry(namespace_id.trim_end().to_string()).or_default();
+    entry.recent += recent as u64;
+    if total > recent {
+        *entry.by_status.entry(status).or_default() += (total - recent) as u64;
+    }
+}
+
 /// What every store can do in either role.
 #[async_trait]
 pub trait Store: Send + Sync {

@@ -127,9 +127,8 @@ pub struct DeepVerify {
 
 impl DeepVerify {
     pub async fn run(&self, opts: &Options) -> anyhow::Result<Outcome> {
-        // Writes that reached the secondary just before are compared too (Elasticsearch
-        // shows them after a refresh).
-        self.sink.flush().await?;
+        // The caller has flushed the secondary (commands::verify, before the counts), so
+        // writes that reached it just before are compared too.
         let split = Split { per_process: 1, process_index: 0, process_count: 1 };
         let mut shards: Vec<ShardSpec> = self.primary.plan_shards(&opts.namespaces, &split).await?;
         for spec in self.secondary.plan_shards(&opts.namespaces, &split).await? {

@@ -711,7 +711,7 @@ impl Store for CassandraStore {
             }
             let ns = ns.to_string();
             for (status, (total, recent)) in by_status {
-                crate::store::sql::add_count(&mut counts, &self.describe(), &ns, status, total, recent);
+                crate::store::add_count(&mut counts, &self.describe(), &ns, status, total, recent);
             }
         }
         Ok(counts)

@@ -97,10 +97,6 @@ impl ElasticsearchStore {
         })
     }
 
-    pub fn index(&self) -> &str {
-        &self.index
-    }
-
     fn context(&self, what: &str) -> String {
         format!("{}: {what}", self.describe())
     }
@@ -340,9 +336,7 @@ impl Store for ElasticsearchStore {
                 let total = st["doc_count"].as_i64().unwrap_or(0);
                 let recent = st["recent"]["doc_count"].as_i64().unwrap_or(0);
                 match crate::record::ExecutionStatus::from_name(name) {
-                    Some(status) => {
-                        super::sql::add_count(&mut counts, &self.describe(), id, status as i64, total, recent)
-                    }
+                    Some(status) => super::add_status_count(&mut counts, id, status, total, recent),
                     None => {
                         tracing::warn!(store = %self.describe(), namespace_id = id, status = name, documents = total, "documents with an unknown ExecutionStatus are not counted")
                     }

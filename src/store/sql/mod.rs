@@ -7,7 +7,7 @@ pub mod postgres;
 pub mod sqlite;
 pub mod sqlite_schema;
 
-use super::{Counts, Cursor, StoreError};
+use super::{Cursor, StoreError};
 use crate::record::{
     ExecutionStatus, SearchAttributeType, SearchAttributeValue, VisibilityRecord, known_search_attribute_type,
 };
@@ -198,21 +198,6 @@ pub fn push_keys<'k, DB: sqlx::Database>(
         sep.push_unseparated(format!("{cast}, "));
         sep.push_bind_unseparated(run_id.to_string());
         sep.push_unseparated(format!("{cast})"));
-    }
-}
-
-/// Adds one `(namespace, status, total, recent)` row of a dialect's count query; rows
-/// with a status Temporal does not define are left out with a warning (their records
-/// go to the dead letter when copied, so they are in neither store's comparison).
-pub fn add_count(counts: &mut Counts, store: &str, namespace_id: &str, status: i64, total: i64, recent: i64) {
-    let Some(status) = ExecutionStatus::from_i64(status) else {
-        tracing::warn!(store, namespace_id, status, rows = total, "rows with an unknown status are not counted");
-        return;
-    };
-    let entry = counts.entry(namespace_id.trim_end().to_string()).or_default();
-    entry.recent += recent as u64;
-    if total > recent {
-        *entry.by_status.entry(status).or_default() += (total - recent) as u64;
     }
 }
 

@@ -15,10 +15,11 @@ use sqlx::{ConnectOptions, Postgres, QueryBuilder, Row};
 use tokio::sync::OnceCell;
 
 use super::push_keys;
-use super::{BASE_COLUMNS, RunRange, add_count, check_limits, classify, cursor_run, run_cursor};
+use super::{BASE_COLUMNS, RunRange, check_limits, classify, cursor_run, run_cursor};
 use crate::config::SqlFamily;
 use crate::config::persistence::SqlStore;
 use crate::record::{RecordKey, SearchAttributes, VisibilityRecord};
+use crate::store::add_count;
 use crate::store::{
     BadRow, CountQuery, Counts, Cursor, IndexDef, ScanPage, ShardSpec, Sink, Source, Split, Store, StoreError,
     StoreResult, WriteOutcome,

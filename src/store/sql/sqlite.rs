@@ -17,12 +17,13 @@ use sqlx::{ConnectOptions, QueryBuilder, Row, Sqlite};
 use tokio::sync::OnceCell;
 
 use super::push_keys;
-use super::{BASE_COLUMNS, RunRange, add_count, classify, cursor_run, run_cursor};
+use super::{BASE_COLUMNS, RunRange, classify, cursor_run, run_cursor};
 use crate::config::persistence::SqlStore;
 use crate::record::{
     RecordKey, SearchAttributeType, SearchAttributeValue, SearchAttributes, VisibilityRecord,
     known_search_attribute_type,
 };
+use crate::store::add_count;
 use crate::store::{
     BadRow, CountQuery, Counts, Cursor, ScanPage, ShardSpec, Sink, Source, Split, Store, StoreError, StoreResult,
     WriteOutcome,
