@@ -111,6 +111,7 @@ pub async fn verify(
             recheck_after: config.migration.verify.recheck_after,
             repair: mode.repair,
             page: config.migration.batch_size.min(1000),
+            concurrency: config.migration.concurrency,
         };
         let outcome = deep.run(&options).await?;
         let secs = started.elapsed().as_secs_f64();

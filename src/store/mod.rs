@@ -175,6 +175,13 @@ pub trait Source: Store {
     async fn plan_shards(&self, namespaces: &[String], split: &Split) -> StoreResult<Vec<ShardSpec>>;
     /// Reads up to `limit` rows of `shard` after `after` (from the start when None).
     async fn scan(&self, shard: &ShardSpec, after: Option<&Cursor>, limit: usize) -> StoreResult<ScanPage>;
+    /// True when `scan` returns a shard's records in ascending byte order of their run
+    /// ids, and a shard planned by one such store means the same runs in another (the
+    /// SQL stores: run-id ranges walked along the primary key). Deep verify then merges
+    /// the two scans instead of looking every page up in the other store.
+    fn scans_in_run_id_order(&self) -> bool {
+        false
+    }
     /// An estimate of the records in the given namespaces (all when empty), cheap to get.
     async fn estimate(&self, namespaces: &[String]) -> StoreResult<u64>;
     /// The custom search attributes records of each namespace id use, when the store can

@@ -1,22 +1,27 @@
-//! Deep verify: record by record. Each store is scanned once in key order; every page
-//! is looked up in the other store by primary key (one batched read per page), which
-//! works whatever the stores' sort orders and families. Differences are re-checked after
+//! Deep verify: record by record, `migration.concurrency` shards at a time. When both
+//! stores return a shard in run-id order (the SQL stores: their primary key), the two
+//! scans are merged side by side, each store read once, pages fetched ahead. Otherwise
+//! (Elasticsearch's `_doc` order, Cassandra's partitions, or two SQL servers whose
+//! collations order the ids differently) each store is scanned once and every page is
+//! looked up in the other store by primary key (one batched read per page), which works
+//! whatever the stores' orders and families. Differences are re-checked after
 //! `recheckAfter`, so writes in flight are not reported; only persistent ones are.
 //! `--repair` re-copies missing and different records under the version guard, and
 //! deletes an extra record only once the primary confirms, again, that it is gone.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::attribute_names::Renamer;
 use crate::backfill::throttle::Throttle;
 use crate::record::{RecordKey, VisibilityRecord};
-use crate::store::{Cursor, ShardSpec, Sink, Source, Split, WriteOutcome};
+use crate::store::{Cursor, ScanPage, ShardSpec, Sink, Source, Split, StoreResult, WriteOutcome};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -56,6 +61,8 @@ pub struct Options {
     pub recheck_after: Duration,
     pub repair: bool,
     pub page: usize,
+    /// Shards compared at the same time.
+    pub concurrency: usize,
 }
 
 #[derive(Debug, Default)]
@@ -125,6 +132,13 @@ pub struct DeepVerify {
     pub throttle: Arc<Throttle>,
 }
 
+/// What one shard's comparison found before the re-check.
+#[derive(Default)]
+struct ShardResult {
+    compared: u64,
+    found: Vec<Difference>,
+}
+
 impl DeepVerify {
     pub async fn run(&self, opts: &Options) -> anyhow::Result<Outcome> {
         // The caller has flushed the secondary (commands::verify, before the counts), so
@@ -136,12 +150,14 @@ impl DeepVerify {
                 shards.push(spec);
             }
         }
-        let mut found: Vec<Difference> = Vec::new();
-        let mut compared = 0u64;
-        for spec in &shards {
-            compared += self.pass(spec, true, opts, &mut found).await?;
-            self.pass(spec, false, opts, &mut found).await?;
-        }
+        let merge = self.primary.scans_in_run_id_order() && self.secondary.scans_in_run_id_order();
+        let results: Vec<ShardResult> = futures::stream::iter(shards.iter())
+            .map(|spec| self.shard(spec, merge, opts))
+            .buffer_unordered(opts.concurrency.max(1))
+            .try_collect()
+            .await?;
+        let compared = results.iter().map(|r| r.compared).sum();
+        let found: Vec<Difference> = results.into_iter().flat_map(|r| r.found).collect();
         let persistent = if found.is_empty() { found } else { self.recheck(found, opts).await? };
         let mut outcome = Outcome { compared, ..Default::default() };
         let mut repaired = false;
@@ -160,6 +176,74 @@ impl DeepVerify {
         Ok(outcome)
     }
 
+    async fn shard(&self, spec: &ShardSpec, merge: bool, opts: &Options) -> anyhow::Result<ShardResult> {
+        if merge {
+            match self.merge(spec, opts).await? {
+                Some(result) => return Ok(result),
+                None => tracing::warn!(
+                    shard = %spec.0,
+                    "the two stores return this shard's runs in different orders (their collations differ); \
+                     comparing it by lookups instead"
+                ),
+            }
+        }
+        let mut result = ShardResult::default();
+        result.compared = self.pass(spec, true, opts, &mut result.found).await?;
+        self.pass(spec, false, opts, &mut result.found).await?;
+        Ok(result)
+    }
+
+    /// Walks one shard of both stores side by side in run-id order, like a merge join:
+    /// a run on one side only is missing or extra, a run on both is compared field by
+    /// field. None when a store turns out not to return the runs in byte order of their
+    /// ids (then the walk would pair the wrong runs; the caller falls back to lookups).
+    async fn merge(&self, spec: &ShardSpec, opts: &Options) -> anyhow::Result<Option<ShardResult>> {
+        let mut primary = OrderedPages::read_ahead(self.primary.clone(), spec, opts.page, self.throttle.clone());
+        let mut secondary = OrderedPages::read_ahead(self.secondary.clone(), spec, opts.page, self.throttle.clone());
+        let mut result = ShardResult::default();
+        loop {
+            let (p, s) = tokio::try_join!(primary.fill(), secondary.fill())?;
+            if !(p && s) {
+                return Ok(None);
+            }
+            let order = match (primary.head(), secondary.head()) {
+                (None, None) => break,
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (Some(a), Some(b)) => a.run_id.as_bytes().cmp(b.run_id.as_bytes()),
+            };
+            match order {
+                std::cmp::Ordering::Less => {
+                    let a = primary.pop();
+                    if settled(&a, opts.cutoff) {
+                        result.found.push(difference(Kind::Missing, &a, Vec::new()));
+                    }
+                }
+                std::cmp::Ordering::Greater => {
+                    let b = secondary.pop();
+                    if settled(&b, opts.cutoff) {
+                        result.found.push(difference(Kind::Extra, &b, Vec::new()));
+                    }
+                }
+                std::cmp::Ordering::Equal => {
+                    let (a, b) = (primary.pop(), secondary.pop());
+                    if settled(&a, opts.cutoff) {
+                        result.compared += 1;
+                        let fields = differing_fields(&self.for_secondary(&a), &b);
+                        if !fields.is_empty() {
+                            result.found.push(difference(Kind::Different, &a, fields));
+                        }
+                    }
+                }
+            }
+        }
+        // A row one store cannot decode is neither missing nor extra: the backfill sent
+        // it to the dead letter, and the count comparison shows it.
+        let unreadable: HashSet<&String> = primary.unreadable.iter().chain(secondary.unreadable.iter()).collect();
+        result.found.retain(|d| !unreadable.contains(&d.run_id));
+        Ok(Some(result))
+    }
+
     /// Scans one store's shard and looks every page up in the other store. The primary
     /// pass finds missing and different records, the secondary pass the extra ones.
     async fn pass(
@@ -175,7 +259,7 @@ impl DeepVerify {
         let mut cursor: Option<Cursor> = None;
         let mut compared = 0;
         loop {
-            self.throttle.acquire(opts.page * 2, &mut never).await;
+            self.throttle.acquire(opts.page, &mut never).await;
             let page = scanned.scan(spec, cursor.as_ref(), opts.page).await?;
             let records: Vec<VisibilityRecord> = page.records.into_iter().filter(|r| settled(r, opts.cutoff)).collect();
             let keys: Vec<RecordKey> = records.iter().map(VisibilityRecord::key).collect();
@@ -283,6 +367,95 @@ impl DeepVerify {
             Ok(()) => std::borrow::Cow::Owned(copy),
             Err(_) => std::borrow::Cow::Borrowed(r),
         }
+    }
+}
+
+/// One store's pages of one shard, read ahead by a task of their own (one page in
+/// flight, one waiting: memory stays at a few pages), checked to come in run-id order.
+struct OrderedPages {
+    pages: mpsc::Receiver<StoreResult<ScanPage>>,
+    reader: tokio::task::JoinHandle<()>,
+    records: VecDeque<VisibilityRecord>,
+    last: Option<String>,
+    done: bool,
+    out_of_order: bool,
+    unreadable: Vec<String>,
+}
+
+impl OrderedPages {
+    fn read_ahead(source: Arc<dyn Source>, spec: &ShardSpec, page: usize, throttle: Arc<Throttle>) -> Self {
+        let (tx, pages) = mpsc::channel(1);
+        let spec = spec.clone();
+        let reader = tokio::spawn(async move {
+            let (_never_tx, mut never) = watch::channel(false);
+            let mut cursor: Option<Cursor> = None;
+            loop {
+                // The limit counts the records read from each store.
+                throttle.acquire(page, &mut never).await;
+                let result = source.scan(&spec, cursor.as_ref(), page).await;
+                let last = match &result {
+                    Ok(p) => {
+                        if p.cursor.is_some() {
+                            cursor = p.cursor.clone();
+                        }
+                        p.done
+                    }
+                    Err(_) => true,
+                };
+                if tx.send(result).await.is_err() || last {
+                    return;
+                }
+            }
+        });
+        Self {
+            pages,
+            reader,
+            records: VecDeque::new(),
+            last: None,
+            done: false,
+            out_of_order: false,
+            unreadable: Vec::new(),
+        }
+    }
+
+    /// Makes sure a record is at the head unless the shard is done; false when a page
+    /// broke the order (the walk must stop).
+    async fn fill(&mut self) -> StoreResult<bool> {
+        while self.records.is_empty() && !self.done && !self.out_of_order {
+            let Some(page) = self.pages.recv().await else {
+                self.done = true;
+                break;
+            };
+            let page = page?;
+            self.done = page.done;
+            self.unreadable.extend(page.bad_rows.into_iter().map(|b| {
+                tracing::warn!(namespace_id = %b.namespace_id, run_id = %b.run_id, reason = %b.reason, "unreadable row: not compared");
+                b.run_id
+            }));
+            for r in page.records {
+                if self.last.as_ref().is_some_and(|last| last.as_bytes() >= r.run_id.as_bytes()) {
+                    self.out_of_order = true;
+                    return Ok(false);
+                }
+                self.last = Some(r.run_id.clone());
+                self.records.push_back(r);
+            }
+        }
+        Ok(!self.out_of_order)
+    }
+
+    fn head(&self) -> Option<&VisibilityRecord> {
+        self.records.front()
+    }
+
+    fn pop(&mut self) -> VisibilityRecord {
+        self.records.pop_front().expect("a head record")
+    }
+}
+
+impl Drop for OrderedPages {
+    fn drop(&mut self) {
+        self.reader.abort();
     }
 }
 

@@ -347,6 +347,7 @@ async fn template(records: u64) -> PathBuf {
     if let Some(p) = map.get(&records) {
         return p.clone();
     }
+    remove_stale_templates();
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("template-{}-{records}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let work = Work { dir: tempfile::tempdir_in(&dir).unwrap(), stores: None };
@@ -361,6 +362,18 @@ async fn template(records: u64) -> PathBuf {
     std::fs::copy(work.primary(), &path).unwrap();
     map.insert(records, path.clone());
     path
+}
+
+/// Templates of test processes that have ended (each left ~100 MB per size behind).
+fn remove_stale_templates() {
+    let Ok(entries) = std::fs::read_dir(env!("CARGO_TARGET_TMPDIR")) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let Some(pid) = name.strip_prefix("template-").and_then(|rest| rest.split('-').next()) else { continue };
+        if !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Starts `vismig backfill`, waits until the checkpoint has settled `records`, then

@@ -72,22 +72,25 @@ impl RunRange {
     /// Completes `… WHERE namespace_id = ` with this range's bounds, resuming after the
     /// run id `after` (the cursor) when there is one. Ordering by run id within one
     /// namespace walks the primary key `(namespace_id, run_id)` in every dialect.
-    pub fn push_bounds<DB: sqlx::Database>(&self, q: &mut sqlx::QueryBuilder<DB>, after: Option<&str>)
+    /// `cast` follows each bound (PostgreSQL: `::bpchar`): its key columns are CHAR(64),
+    /// and a text parameter would make the server compare them as text, which the
+    /// primary key cannot serve: every page became a scan of the whole namespace.
+    pub fn push_bounds<DB: sqlx::Database>(&self, q: &mut sqlx::QueryBuilder<DB>, after: Option<&str>, cast: &str)
     where
         String: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
     {
-        q.push_bind(self.namespace_id.clone());
+        q.push_bind(self.namespace_id.clone()).push(cast);
         match (after, &self.start) {
             (Some(run), _) => {
-                q.push(" AND run_id > ").push_bind(run.to_string());
+                q.push(" AND run_id > ").push_bind(run.to_string()).push(cast);
             }
             (None, Some(start)) => {
-                q.push(" AND run_id >= ").push_bind(start.clone());
+                q.push(" AND run_id >= ").push_bind(start.clone()).push(cast);
             }
             (None, None) => {}
         }
         if let Some(end) = &self.end {
-            q.push(" AND run_id < ").push_bind(end.clone());
+            q.push(" AND run_id < ").push_bind(end.clone()).push(cast);
         }
     }
 }

@@ -426,6 +426,11 @@ impl Store for MysqlStore {
 
 #[async_trait]
 impl Source for MysqlStore {
+    /// Every shard walks the primary key `(namespace_id, run_id)` in run-id order.
+    fn scans_in_run_id_order(&self) -> bool {
+        true
+    }
+
     async fn plan_shards(&self, namespaces: &[String], split: &Split) -> StoreResult<Vec<ShardSpec>> {
         self.schema().await?;
         let namespaces = if namespaces.is_empty() {
@@ -450,7 +455,7 @@ impl Source for MysqlStore {
             "SELECT {} FROM executions_visibility WHERE namespace_id = ",
             self.select_columns(schema)
         ));
-        range.push_bounds(&mut q, after.as_deref());
+        range.push_bounds(&mut q, after.as_deref(), "");
         q.push(" ORDER BY run_id LIMIT ");
         q.push_bind(limit as i64);
         let rows = q.build().fetch_all(&self.pool).await.map_err(|e| classify(&self.context("scanning"), e))?;

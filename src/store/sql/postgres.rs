@@ -268,7 +268,7 @@ impl Store for PostgresStore {
             QueryBuilder::new("SELECT namespace_id::text, status, COUNT(*), COUNT(*) FILTER (WHERE start_time >= ");
         q.push_bind(cutoff).push(" OR close_time >= ").push_bind(cutoff).push(") FROM executions_visibility");
         if !query.namespaces.is_empty() {
-            q.push(" WHERE namespace_id = ANY(").push_bind(query.namespaces.clone()).push(")");
+            q.push(" WHERE namespace_id = ANY(").push_bind(query.namespaces.clone()).push("::bpchar[])");
         }
         q.push(" GROUP BY 1, 2");
         let rows = q.build().fetch_all(&self.pool).await.map_err(|e| classify(&self.context("counting"), e))?;
@@ -286,6 +286,11 @@ impl Store for PostgresStore {
 
 #[async_trait]
 impl Source for PostgresStore {
+    /// Every shard walks the primary key `(namespace_id, run_id)` in run-id order.
+    fn scans_in_run_id_order(&self) -> bool {
+        true
+    }
+
     async fn plan_shards(&self, namespaces: &[String], split: &Split) -> StoreResult<Vec<ShardSpec>> {
         self.schema().await?;
         let namespaces = if namespaces.is_empty() {
@@ -319,7 +324,7 @@ impl Source for PostgresStore {
             "SELECT {} FROM executions_visibility WHERE namespace_id = ",
             Self::select_list(schema)
         ));
-        range.push_bounds(&mut q, after.as_deref());
+        range.push_bounds(&mut q, after.as_deref(), "::bpchar");
         q.push(" ORDER BY run_id LIMIT ").push_bind(limit as i64);
         let rows = q.build().fetch_all(&self.pool).await.map_err(|e| classify(&self.context("scanning"), e))?;
         let done = rows.len() < limit;
@@ -349,7 +354,7 @@ impl Source for PostgresStore {
         }
         let mut q: QueryBuilder<Postgres> = QueryBuilder::new("SELECT COUNT(*) FROM executions_visibility");
         if !namespaces.is_empty() {
-            q.push(" WHERE namespace_id = ANY(").push_bind(namespaces.to_vec()).push(")");
+            q.push(" WHERE namespace_id = ANY(").push_bind(namespaces.to_vec()).push("::bpchar[])");
         }
         let n: i64 =
             q.build().fetch_one(&self.pool).await.map_err(|e| classify(&self.context("counting rows"), e))?.get(0);
