@@ -1,0 +1,236 @@
+#!/usr/bin/env bash
+# The benchmark harness: each store pair beside its anchor, on the same data and server,
+# in one invocation, every measurement repeated and the median reported.
+#
+#   benches/run.sh [--records "N ..."] [--runs R] [--pairs "PAIR ..."] [--concurrency "C ..."]
+#   defaults: --records 1000000 --runs 3 --pairs "pg sqlite os mariadb cassandra" --concurrency "1 2 4"
+#
+# Pairs and anchors:
+#   pg         PostgreSQL -> PostgreSQL   beside the raw COPY pipe (psql \copy to stdout | \copy from stdin);
+#                                         also vismig with migration.bulkLoad.deferIndexes at the top concurrency
+#   sqlite     SQLite -> SQLite           beside ATTACH + INSERT ... SELECT in one SQLite process
+#   os         OpenSearch -> OpenSearch   beside _reindex (external versions) and elasticdump (npm)
+#   mariadb    MariaDB -> PostgreSQL      beside pgloader (Debian)
+#   cassandra  Cassandra -> PostgreSQL    on its own (nothing else reads Temporal's Cassandra visibility)
+# Every target is Temporal's own schema (indexes and all), emptied before each run, and
+# each run must leave every record in it. Release build; no rate limit.
+#
+# Output: one line per run, then a Markdown table of medians (records/s, ratio to the
+# pair's first anchor, peak RSS, CPU seconds), also written to target/bench/.
+# Disk: PostgreSQL takes ~20 GB per million records per database with its indexes
+# (about 13 GB built after the load): size --records to `df -h`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+sizes="1000000" runs=3 pairs="pg sqlite os mariadb cassandra" concurrencies="1 2 4"
+while [ $# -gt 0 ]; do
+  case $1 in
+    --records) sizes=$2; shift 2 ;;
+    --runs) runs=$2; shift 2 ;;
+    --pairs) pairs=$2; shift 2 ;;
+    --concurrency) concurrencies=$2; shift 2 ;;
+    *) echo "usage: benches/run.sh [--records \"N ...\"] [--runs R] [--pairs \"pg sqlite os mariadb cassandra\"] [--concurrency \"1 2 4\"]" >&2; exit 2 ;;
+  esac
+done
+services=""
+for p in $pairs; do
+  case $p in
+    pg) services+=" postgres" ;;
+    sqlite) ;;
+    os) services+=" opensearch" ;;
+    mariadb) services+=" mariadb postgres" ;;
+    cassandra) services+=" cassandra postgres" ;;
+    *) echo "unknown pair '$p'" >&2; exit 2 ;;
+  esac
+done
+# shellcheck disable=SC2086
+[ -z "$services" ] || bash tests/services/up.sh $services >/dev/null
+# shellcheck disable=SC1091
+source tests/services/env.sh
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
+cargo build --release --quiet
+bin=$PWD/target/release/vismig
+work=$(mktemp -d)
+mkdir -p target/bench
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+results=target/bench/results-$stamp.tsv
+printf 'pair\ttool\tconcurrency\trun\trecords\tseconds\trss_kib\tcpu_seconds\n' >"$results"
+top=${concurrencies##* }
+tools=${VISMIG_BENCH_CACHE:-/var/cache/vismig-bench}
+
+dropped=()
+cleanup() {
+  for db in "${dropped[@]}"; do
+    case $db in
+      pg:*) psql_db postgres -c "DROP DATABASE IF EXISTS ${db#pg:}" 2>/dev/null || true ;;
+      mysql:*) mysql_db -e "DROP DATABASE IF EXISTS ${db#mysql:}" || true ;;
+      es:*) curl -s -X DELETE "$VISMIG_TEST_OPENSEARCH_URL/${db#es:}" >/dev/null || true ;;
+      ks:*) "$VISMIG_TEST_CASSANDRA_TOOL" --ep "$VISMIG_TEST_CASSANDRA_HOSTS" -p "$VISMIG_TEST_CASSANDRA_PORT" drop-keyspace -k "${db#ks:}" -f >/dev/null 2>&1 || true ;;
+    esac
+  done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# --- PostgreSQL -> PostgreSQL ------------------------------------------------------
+pg_cols="namespace_id, run_id, workflow_type_name, workflow_id, start_time, execution_time, status, close_time, history_length, history_size_bytes, execution_duration, state_transition_count, memo, encoding, task_queue, search_attributes, parent_workflow_id, parent_run_id, root_workflow_id, root_run_id, _version"
+copy_pipe() {
+  psql_db "$1" -c "\\copy (SELECT $pg_cols FROM executions_visibility) TO STDOUT" |
+    psql_db "$2" -c "\\copy executions_visibility ($pg_cols) FROM STDIN"
+}
+pg_target_rows() { pg_rows bench_pg_dst; }
+pair_pg() {
+  local n=$1 src=bench_pg_src dst=bench_pg_dst run c
+  dropped+=("pg:$src" "pg:$dst")
+  pg_load_source $src "$n"
+  printf 'system.enableReadFromSecondaryVisibility:\n  - value: false\n' >"$work/dynamicconfig.yaml"
+  for run in $(seq "$runs"); do
+    bash tests/services/reset-db.sh postgres $dst advanced >/dev/null
+    measure pg "COPY pipe" - "$run" "$n" pg_target_rows -- bash -c "$(declare -f psql_db copy_pipe); pg_cols='$pg_cols'; copy_pipe $src $dst"
+    for c in $concurrencies; do
+      bash tests/services/reset-db.sh postgres $dst advanced >/dev/null
+      vismig_config "$work/run.yaml" "$(pg_store $src)" "$(pg_store $dst)" "$c" 1000
+      measure pg vismig "$c" "$run" "$n" pg_target_rows -- "$bin" backfill --config "$work/run.yaml"
+    done
+    bash tests/services/reset-db.sh postgres $dst advanced >/dev/null
+    vismig_config "$work/run.yaml" "$(pg_store $src)" "$(pg_store $dst)" "$top" 1000 \
+      "  bulkLoad: { deferIndexes: true }
+  flip: { dynamicConfigFile: $work/dynamicconfig.yaml }"
+    measure pg "vismig deferIndexes" "$top" "$run" "$n" pg_target_rows -- "$bin" backfill --config "$work/run.yaml"
+  done
+  psql_db postgres -c "DROP DATABASE IF EXISTS $src" -c "DROP DATABASE IF EXISTS $dst"
+}
+
+# --- SQLite -> SQLite --------------------------------------------------------------
+sqlite_target_rows() { python3 -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute("SELECT count(*) FROM executions_visibility").fetchone()[0])' "$work/sqlite/dst.db"; }
+# The anchor: SQLite itself copying between two attached files in one transaction.
+sqlite_attach_insert() {
+  python3 - "$1" "$2" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[2], isolation_level=None)
+db.execute("ATTACH DATABASE ? AS src", (sys.argv[1],))
+# Generated columns (hidden 2 or 3) are computed by the target itself.
+cols = ", ".join(r[1] for r in db.execute("PRAGMA src.table_xinfo(executions_visibility)") if r[6] == 0)
+db.execute("BEGIN")
+db.execute(f"INSERT INTO main.executions_visibility ({cols}) SELECT {cols} FROM src.executions_visibility")
+db.execute("COMMIT")
+PY
+}
+pair_sqlite() {
+  local n=$1 d=$work/sqlite run c
+  mkdir -p "$d"
+  # An empty database with Temporal's SQLite schema, as vismig's demo creates it.
+  "$bin" demo --records 0 --dir "$d/empty" >/dev/null 2>&1
+  cp "$d/empty/secondary.db" "$d/src.db"
+  local t0
+  t0=$(now)
+  seed "$(sqlite_store "$d/src.db")" "$n"
+  echo "  seeded $n records into SQLite in $(calc "$(now) - $t0" 1) s"
+  for run in $(seq "$runs"); do
+    rm -f "$d"/dst.db*; cp "$d/empty/secondary.db" "$d/dst.db"
+    measure sqlite "ATTACH + INSERT ... SELECT" - "$run" "$n" sqlite_target_rows -- bash -c "$(declare -f sqlite_attach_insert); sqlite_attach_insert '$d/src.db' '$d/dst.db'"
+    for c in $concurrencies; do
+      rm -f "$d"/dst.db*; cp "$d/empty/secondary.db" "$d/dst.db"
+      vismig_config "$work/run.yaml" "$(sqlite_store "$d/src.db")" "$(sqlite_store "$d/dst.db")" "$c" 1000
+      measure sqlite vismig "$c" "$run" "$n" sqlite_target_rows -- "$bin" backfill --config "$work/run.yaml"
+    done
+  done
+  rm -rf "$d"
+}
+
+# --- OpenSearch -> OpenSearch ------------------------------------------------------
+os_mapping='{"properties":{"CustomerId":{"type":"keyword"},"Amount":{"type":"long"},"Score":{"type":"scaled_float","scaling_factor":10000},"Priority":{"type":"boolean"},"DueTime":{"type":"date_nanos"},"Note":{"type":"text"},"Tags":{"type":"keyword"}}}'
+os_fresh() { # an index made by Temporal's template, with the seed's attributes mapped
+  local url=$VISMIG_TEST_OPENSEARCH_URL
+  curl -s -X DELETE "$url/$1" >/dev/null
+  curl -fsS -X PUT "$url/$1" >/dev/null
+  curl -fsS -X PUT "$url/$1/_mapping" -H 'content-type: application/json' -d "$os_mapping" >/dev/null
+}
+os_target_rows() {
+  curl -fsS -X POST "$VISMIG_TEST_OPENSEARCH_URL/temporal_visibility_v1_bench_dst/_refresh" >/dev/null
+  curl -fsS "$VISMIG_TEST_OPENSEARCH_URL/temporal_visibility_v1_bench_dst/_count" | sed 's/.*"count":\([0-9]*\).*/\1/'
+}
+pair_os() {
+  local n=$1 url=$VISMIG_TEST_OPENSEARCH_URL src=temporal_visibility_v1_bench_src dst=temporal_visibility_v1_bench_dst run c
+  local batch=${VISMIG_BENCH_ES_BATCH:-2000}
+  dropped+=("es:$src" "es:$dst")
+  if [ ! -x "$tools/node_modules/.bin/elasticdump" ]; then
+    mkdir -p "$tools"
+    (cd "$tools" && npm install --silent --no-audit --no-fund elasticdump@6.125.1 >/dev/null)
+  fi
+  os_fresh $src
+  local t0
+  t0=$(now)
+  seed "$(es_store "$url" $src unused)" "$n" same
+  echo "  seeded $n records into OpenSearch in $(calc "$(now) - $t0" 1) s"
+  for run in $(seq "$runs"); do
+    os_fresh $dst
+    measure os "_reindex (external versions)" - "$run" "$n" os_target_rows -- curl -fsS -X POST \
+      "$url/_reindex?wait_for_completion=true&refresh=true" -H 'content-type: application/json' \
+      -d "{\"source\":{\"index\":\"$src\",\"size\":1000},\"dest\":{\"index\":\"$dst\",\"version_type\":\"external\"}}"
+    os_fresh $dst
+    measure os "elasticdump (--limit 1000)" - "$run" "$n" os_target_rows -- \
+      "$tools/node_modules/.bin/elasticdump" --input="$url/$src" --output="$url/$dst" --type=data --limit=1000
+    for c in $concurrencies; do
+      os_fresh $dst
+      vismig_config "$work/run.yaml" "$(es_store "$url" $src $dst)" same "$c" "$batch"
+      measure os "vismig (batch $batch)" "$c" "$run" "$n" os_target_rows -- "$bin" backfill --config "$work/run.yaml"
+    done
+  done
+  curl -s -X DELETE "$url/$src" >/dev/null
+  curl -s -X DELETE "$url/$dst" >/dev/null
+}
+
+# --- MariaDB -> PostgreSQL ---------------------------------------------------------
+pair_mariadb() {
+  local n=$1 src=bench_my_src dst=bench_mypg_dst run c
+  dropped+=("mysql:$src" "pg:$dst")
+  bash tests/services/reset-db.sh mariadb $src advanced >/dev/null
+  local t0
+  t0=$(now)
+  seed "$(mysql_store $src)" "$n"
+  echo "  seeded $n records into MariaDB in $(calc "$(now) - $t0" 1) s"
+  for run in $(seq "$runs"); do
+    bash tests/services/reset-db.sh postgres $dst advanced >/dev/null
+    measure mariadb "pgloader" - "$run" "$n" "pg_rows $dst" -- bash benches/anchors/pgloader.sh $src $dst
+    for c in $concurrencies; do
+      bash tests/services/reset-db.sh postgres $dst advanced >/dev/null
+      vismig_config "$work/run.yaml" "$(mysql_store $src)" "$(pg_store $dst)" "$c" 1000
+      measure mariadb vismig "$c" "$run" "$n" "pg_rows $dst" -- "$bin" backfill --config "$work/run.yaml"
+    done
+  done
+  mysql_db -e "DROP DATABASE IF EXISTS $src"
+  psql_db postgres -c "DROP DATABASE IF EXISTS $dst"
+}
+
+# --- Cassandra -> PostgreSQL -------------------------------------------------------
+pair_cassandra() {
+  local n=$1 ks=bench_cass dst=bench_cass_dst run c copyable
+  dropped+=("ks:$ks" "pg:$dst")
+  # Written as Temporal v1.23 writes them, by the Cassandra tests' own writer.
+  VISMIG_BENCH_KEYSPACE=$ks VISMIG_BENCH_RECORDS=$n cargo test --release --quiet --test cassandra_store -- \
+    --ignored --exact write_cassandra_benchmark_keyspace --nocapture >"$work/cass.log" 2>&1 || { cat "$work/cass.log"; return 1; }
+  grep '^wrote' "$work/cass.log" | sed 's/^/  /'
+  # One run has a status Temporal does not know: it goes to the dead letter.
+  copyable=$(sed -n 's/^copyable: //p' "$work/cass.log")
+  for run in $(seq "$runs"); do
+    for c in $concurrencies; do
+      bash tests/services/reset-db.sh postgres $dst advanced >/dev/null
+      vismig_config "$work/run.yaml" "$(cassandra_store $ks)" "$(pg_store $dst)" "$c" 1000
+      measure cassandra vismig "$c" "$run" "$copyable" "pg_rows $dst" -- "$bin" backfill --config "$work/run.yaml"
+    done
+  done
+  "$VISMIG_TEST_CASSANDRA_TOOL" --ep "$VISMIG_TEST_CASSANDRA_HOSTS" -p "$VISMIG_TEST_CASSANDRA_PORT" drop-keyspace -k $ks -f >/dev/null 2>&1
+  psql_db postgres -c "DROP DATABASE IF EXISTS $dst"
+}
+
+echo "vismig benchmark $stamp: records $sizes, runs $runs, pairs $pairs, concurrency $concurrencies"
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(uname -r); disk free $(df -h --output=avail / | tail -1 | tr -d ' ')"
+for n in $sizes; do
+  for p in $pairs; do
+    echo "$p, $n records:"
+    "pair_$p" "$n"
+  done
+done
+python3 benches/summarize.py "$results" | tee "target/bench/results-$stamp.md"
