@@ -438,3 +438,41 @@ fn the_example_configs_are_valid() {
         }
     }
 }
+
+/// Concurrent batches share transactions (group commit); each still gets its own exact
+/// outcomes, and a batch the table already holds, older or newer, is reported as such.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_batches_committed_together_keep_their_own_outcomes() {
+    use vismig::store::{Sink, WriteOutcome};
+    let work = Work::new("").await;
+    let sink = open(&work.secondary()).await;
+    let mut g = vismig::seed::Generator::new(11, chrono::Utc::now());
+    let batches: Vec<Vec<VisibilityRecord>> = (0..8).map(|_| (0..300).map(|_| g.next_record()).collect()).collect();
+    // Batch 0 is in the table already at a newer version, batch 1 at an older one.
+    let mut newer = batches[0].clone();
+    newer.iter_mut().for_each(|r| r.version += 5);
+    let mut older = batches[1].clone();
+    older.iter_mut().for_each(|r| r.version -= 1);
+    sink.write(&newer).await.unwrap();
+    sink.write(&older).await.unwrap();
+
+    let writes = batches.iter().map(|b| {
+        let sink = sink.clone();
+        let b = b.clone();
+        tokio::spawn(async move { sink.write(&b).await.unwrap() })
+    });
+    let outcomes: Vec<Vec<WriteOutcome>> =
+        futures::future::join_all(writes).await.into_iter().map(Result::unwrap).collect();
+    assert!(outcomes[0].iter().all(|o| *o == WriteOutcome::SkippedNewer), "{:?}", &outcomes[0][..3]);
+    assert!(outcomes[1].iter().all(|o| *o == WriteOutcome::Updated), "{:?}", &outcomes[1][..3]);
+    for o in &outcomes[2..] {
+        assert!(o.len() == 300 && o.iter().all(|o| *o == WriteOutcome::Inserted));
+    }
+    let key_versions = |rs: Vec<VisibilityRecord>| {
+        let mut v: Vec<_> = rs.into_iter().map(|r| (r.key(), r.version)).collect();
+        v.sort();
+        v
+    };
+    let want = key_versions(newer.into_iter().chain(batches[1..].iter().flatten().cloned()).collect());
+    assert_eq!(key_versions(records(&work.secondary()).await), want);
+}

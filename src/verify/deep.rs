@@ -259,7 +259,8 @@ impl DeepVerify {
         let mut cursor: Option<Cursor> = None;
         let mut compared = 0;
         loop {
-            self.throttle.acquire(opts.page, &mut never).await;
+            // The page read here and the same records looked up in the other store.
+            self.throttle.acquire(opts.page * 2, &mut never).await;
             let page = scanned.scan(spec, cursor.as_ref(), opts.page).await?;
             let records: Vec<VisibilityRecord> = page.records.into_iter().filter(|r| settled(r, opts.cutoff)).collect();
             let keys: Vec<RecordKey> = records.iter().map(VisibilityRecord::key).collect();
@@ -390,7 +391,7 @@ impl OrderedPages {
             let (_never_tx, mut never) = watch::channel(false);
             let mut cursor: Option<Cursor> = None;
             loop {
-                // The limit counts the records read from each store.
+                // The limit counts the records read from both stores together.
                 throttle.acquire(page, &mut never).await;
                 let result = source.scan(&spec, cursor.as_ref(), page).await;
                 let last = match &result {

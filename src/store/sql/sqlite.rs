@@ -42,6 +42,16 @@ pub struct SqliteStore {
     /// in SQLite's busy handler, each holding a connection and its page cache.
     writer: SqlitePool,
     schema: OnceCell<Schema>,
+    /// Batches waiting for the next write transaction (group commit, see `write`).
+    waiting: std::sync::Mutex<Vec<WaitingBatch>>,
+    /// Held by the task writing a group.
+    committer: tokio::sync::Mutex<()>,
+}
+
+/// A batch handed to the writer, and where its outcomes go.
+struct WaitingBatch {
+    records: Vec<VisibilityRecord>,
+    done: tokio::sync::oneshot::Sender<StoreResult<Vec<WriteOutcome>>>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -86,7 +96,15 @@ impl SqliteStore {
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(600))
             .connect_lazy_with(options);
-        Ok(Self { name: name.to_string(), path, pool, writer, schema: OnceCell::new() })
+        Ok(Self {
+            name: name.to_string(),
+            path,
+            pool,
+            writer,
+            schema: OnceCell::new(),
+            waiting: Default::default(),
+            committer: Default::default(),
+        })
     }
 
     fn context(&self, what: &str) -> String {
@@ -124,10 +142,15 @@ impl SqliteStore {
         Ok(Schema { has_version })
     }
 
-    fn select_columns(schema: Schema) -> String {
+    /// The columns of a record, each prefixed with `table` (e.g. `e.`).
+    fn select_columns(schema: Schema, table: &str) -> String {
         BASE_COLUMNS
             .iter()
-            .map(|c| if *c == "_version" && !schema.has_version { "0 AS _version" } else { c })
+            .map(
+                |c| {
+                    if *c == "_version" && !schema.has_version { "0 AS _version".into() } else { format!("{table}{c}") }
+                },
+            )
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -140,12 +163,10 @@ impl SqliteStore {
     ) -> Result<HashMap<(String, String), i64>, sqlx::Error> {
         let mut found = HashMap::with_capacity(records.len());
         for chunk in records.chunks(MAX_BINDS / 2) {
-            let version = if schema.has_version { "_version" } else { "0" };
-            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
-                "SELECT namespace_id, run_id, {version} FROM executions_visibility WHERE (namespace_id, run_id) IN (VALUES "
-            ));
-            push_keys(&mut q, chunk.iter().map(|r| (r.namespace_id.as_str(), r.run_id.as_str())), "");
-            q.push(")");
+            let version = if schema.has_version { "e._version" } else { "0" };
+            let mut q: QueryBuilder<Sqlite> =
+                QueryBuilder::new(format!("SELECT e.namespace_id, e.run_id, {version} FROM "));
+            push_key_join(&mut q, chunk.iter().map(|r| (r.namespace_id.as_str(), r.run_id.as_str())));
             for row in q.build().persistent(false).fetch_all(&mut *conn).await? {
                 found.insert((row.get::<String, _>(0), row.get::<String, _>(1)), row.get::<i64, _>(2));
             }
@@ -160,12 +181,10 @@ impl Store for SqliteStore {
         let schema = self.schema().await?;
         let mut out = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(MAX_BINDS / 2) {
-            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
-                "SELECT {} FROM executions_visibility WHERE (namespace_id, run_id) IN (VALUES ",
-                Self::select_columns(schema)
-            ));
-            push_keys(&mut q, chunk.iter().map(|k| (k.namespace_id.as_str(), k.run_id.as_str())), "");
-            q.push(") ORDER BY namespace_id, run_id");
+            let mut q: QueryBuilder<Sqlite> =
+                QueryBuilder::new(format!("SELECT {} FROM ", Self::select_columns(schema, "e.")));
+            push_key_join(&mut q, chunk.iter().map(|k| (k.namespace_id.as_str(), k.run_id.as_str())));
+            q.push(" ORDER BY e.namespace_id, e.run_id");
             let rows = q.build().fetch_all(&self.pool).await.map_err(|e| classify(&self.context("reading"), e))?;
             for row in &rows {
                 out.push(super::decode_row(&Cols(row)).map_err(|reason| {
@@ -243,7 +262,7 @@ impl Source for SqliteStore {
         let after = after.map(cursor_run).transpose()?;
         let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
             "SELECT {} FROM executions_visibility WHERE namespace_id = ",
-            Self::select_columns(schema)
+            Self::select_columns(schema, "")
         ));
         range.push_bounds(&mut q, after.as_deref(), "");
         q.push(" ORDER BY run_id LIMIT ");
@@ -280,8 +299,8 @@ impl Sink for SqliteStore {
         for chunk in keys.chunks(MAX_BINDS / 2) {
             // A plain DELETE: the FTS triggers remove the row's tokens.
             let mut q: QueryBuilder<Sqlite> =
-                QueryBuilder::new("DELETE FROM executions_visibility WHERE (namespace_id, run_id) IN (VALUES ");
-            push_keys(&mut q, chunk.iter().map(|k| (k.namespace_id.as_str(), k.run_id.as_str())), "");
+                QueryBuilder::new("DELETE FROM executions_visibility WHERE rowid IN (SELECT e.rowid FROM ");
+            push_key_join(&mut q, chunk.iter().map(|k| (k.namespace_id.as_str(), k.run_id.as_str())));
             q.push(")");
             deleted += q
                 .build()
@@ -301,80 +320,149 @@ impl Sink for SqliteStore {
         10_000
     }
 
+    /// Group commit: the batches of concurrent shards that wait while a transaction is
+    /// being written go into the next transaction together. Each commit of Temporal's
+    /// schema rewrites every index page it touched (~60 indexes), so fewer, larger
+    /// transactions write far less; no batch waits for more records than are already
+    /// in flight, and each still gets its own outcomes only once they are durable.
     async fn write(&self, records: &[VisibilityRecord]) -> StoreResult<Vec<WriteOutcome>> {
         let schema = self.schema().await?;
         if records.is_empty() {
             return Ok(Vec::new());
         }
-        let encoded: Vec<EncodedRow> = records.iter().map(encode_record).collect();
+        let (done, mut outcome) = tokio::sync::oneshot::channel();
+        self.waiting.lock().expect("waiting batches").push(WaitingBatch { records: records.to_vec(), done });
+        let turn = self.committer.lock().await;
+        // The task before us may have written this batch with its group.
+        if let Ok(result) = outcome.try_recv() {
+            return result;
+        }
+        let group = std::mem::take(&mut *self.waiting.lock().expect("waiting batches"));
+        self.write_group(schema, group).await;
+        drop(turn);
+        outcome.await.unwrap_or_else(|_| {
+            Err(StoreError::Transient(self.context("writing a batch: the writer stopped before its commit")))
+        })
+    }
+}
+
+impl SqliteStore {
+    async fn write_group(&self, schema: Schema, group: Vec<WaitingBatch>) {
+        if group.len() > 1 {
+            let batches: Vec<&[VisibilityRecord]> = group.iter().map(|b| b.records.as_slice()).collect();
+            match self.write_transaction(schema, &batches).await {
+                Ok(outcomes) => {
+                    for (batch, outcome) in group.into_iter().zip(outcomes) {
+                        let _ = batch.done.send(Ok(outcome));
+                    }
+                    return;
+                }
+                // Rolled back: each batch again on its own, so that only the batch at
+                // fault sees the error (and the writer isolates its records).
+                Err(e) => {
+                    tracing::debug!(error = %e, batches = group.len(), "group commit failed; writing its batches one by one")
+                }
+            }
+        }
+        for batch in group {
+            let result = self.write_transaction(schema, &[&batch.records]).await.map(|mut o| o.remove(0));
+            let _ = batch.done.send(result);
+        }
+    }
+
+    /// Writes the batches in one transaction; their outcomes, batch by batch.
+    async fn write_transaction(
+        &self,
+        schema: Schema,
+        batches: &[&[VisibilityRecord]],
+    ) -> StoreResult<Vec<Vec<WriteOutcome>>> {
         let ctx = || self.context("writing a batch");
         // IMMEDIATE takes the write lock up front, so the versions read below cannot
         // change before the upsert: the per-record outcomes are exact.
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(|e| classify(&ctx(), e))?;
-        let existing = Self::existing_versions(&mut tx, records, schema).await.map_err(|e| classify(&ctx(), e))?;
+        let mut outcomes = Vec::with_capacity(batches.len());
+        for records in batches {
+            let existing = Self::existing_versions(&mut tx, records, schema).await.map_err(|e| classify(&ctx(), e))?;
+            let encoded: Vec<EncodedRow> = records.iter().map(encode_record).collect();
 
-        let columns: Vec<&str> =
-            BASE_COLUMNS.iter().copied().filter(|c| *c != "_version" || schema.has_version).collect();
-        for chunk in encoded.chunks(MAX_BINDS / BASE_COLUMNS.len()) {
-            let mut q: QueryBuilder<Sqlite> =
-                QueryBuilder::new(format!("INSERT INTO executions_visibility ({}) ", columns.join(", ")));
-            q.push_values(chunk, |mut b, row| {
-                b.push_bind(row.namespace_id.clone())
-                    .push_bind(row.run_id.clone())
-                    .push_bind(row.workflow_type_name.clone())
-                    .push_bind(row.workflow_id.clone())
-                    .push_bind(row.start_time.clone())
-                    .push_bind(row.execution_time.clone())
-                    .push_bind(row.status)
-                    .push_bind(row.close_time.clone())
-                    .push_bind(row.history_length)
-                    .push_bind(row.history_size_bytes)
-                    .push_bind(row.execution_duration)
-                    .push_bind(row.state_transition_count)
-                    .push_bind(row.memo.clone())
-                    .push_bind(row.encoding.clone())
-                    .push_bind(row.task_queue.clone())
-                    .push_bind(row.search_attributes.clone())
-                    .push_bind(row.parent_workflow_id.clone())
-                    .push_bind(row.parent_run_id.clone())
-                    .push_bind(row.root_workflow_id.clone())
-                    .push_bind(row.root_run_id.clone());
+            let columns: Vec<&str> =
+                BASE_COLUMNS.iter().copied().filter(|c| *c != "_version" || schema.has_version).collect();
+            for chunk in encoded.chunks(MAX_BINDS / BASE_COLUMNS.len()) {
+                let mut q: QueryBuilder<Sqlite> =
+                    QueryBuilder::new(format!("INSERT INTO executions_visibility ({}) ", columns.join(", ")));
+                q.push_values(chunk, |mut b, row| {
+                    b.push_bind(row.namespace_id.clone())
+                        .push_bind(row.run_id.clone())
+                        .push_bind(row.workflow_type_name.clone())
+                        .push_bind(row.workflow_id.clone())
+                        .push_bind(row.start_time.clone())
+                        .push_bind(row.execution_time.clone())
+                        .push_bind(row.status)
+                        .push_bind(row.close_time.clone())
+                        .push_bind(row.history_length)
+                        .push_bind(row.history_size_bytes)
+                        .push_bind(row.execution_duration)
+                        .push_bind(row.state_transition_count)
+                        .push_bind(row.memo.clone())
+                        .push_bind(row.encoding.clone())
+                        .push_bind(row.task_queue.clone())
+                        .push_bind(row.search_attributes.clone())
+                        .push_bind(row.parent_workflow_id.clone())
+                        .push_bind(row.parent_run_id.clone())
+                        .push_bind(row.root_workflow_id.clone())
+                        .push_bind(row.root_run_id.clone());
+                    if schema.has_version {
+                        b.push_bind(row.version);
+                    }
+                });
                 if schema.has_version {
-                    b.push_bind(row.version);
+                    // Temporal's own guard: an equal or older version is a silent no-op, and a
+                    // record without a version (0) is therefore only ever inserted.
+                    let set: Vec<String> = columns
+                        .iter()
+                        .filter(|c| !matches!(**c, "namespace_id" | "run_id"))
+                        .map(|c| format!("{c} = excluded.{c}"))
+                        .collect();
+                    q.push(format!(
+                        " ON CONFLICT (namespace_id, run_id) DO UPDATE SET {} WHERE executions_visibility._version < excluded._version",
+                        set.join(", ")
+                    ));
+                } else {
+                    q.push(" ON CONFLICT (namespace_id, run_id) DO NOTHING");
                 }
-            });
-            if schema.has_version {
-                // Temporal's own guard: an equal or older version is a silent no-op, and a
-                // record without a version (0) is therefore only ever inserted.
-                let set: Vec<String> = columns
-                    .iter()
-                    .filter(|c| !matches!(**c, "namespace_id" | "run_id"))
-                    .map(|c| format!("{c} = excluded.{c}"))
-                    .collect();
-                q.push(format!(
-                    " ON CONFLICT (namespace_id, run_id) DO UPDATE SET {} WHERE executions_visibility._version < excluded._version",
-                    set.join(", ")
-                ));
-            } else {
-                q.push(" ON CONFLICT (namespace_id, run_id) DO NOTHING");
+                q.build().persistent(false).execute(&mut *tx).await.map_err(|e| classify(&ctx(), e))?;
             }
-            q.build().persistent(false).execute(&mut *tx).await.map_err(|e| classify(&ctx(), e))?;
+            outcomes.push(outcomes_of(records, &existing, schema));
         }
         tx.commit().await.map_err(|e| classify(&ctx(), e))?;
-
-        Ok(records
-            .iter()
-            .map(|r| {
-                let version = if schema.has_version { r.version } else { 0 };
-                match existing.get(&(r.namespace_id.clone(), r.run_id.clone())) {
-                    None => WriteOutcome::Inserted,
-                    Some(old) if *old < version => WriteOutcome::Updated,
-                    Some(old) if *old > version => WriteOutcome::SkippedNewer,
-                    Some(_) => WriteOutcome::SkippedPresent,
-                }
-            })
-            .collect())
+        Ok(outcomes)
     }
+}
+
+/// Each record's outcome, from the version it found in the table (none: inserted).
+fn outcomes_of(
+    records: &[VisibilityRecord],
+    existing: &HashMap<(String, String), i64>,
+    schema: Schema,
+) -> Vec<WriteOutcome> {
+    records
+        .iter()
+        .map(|r| {
+            let version = if schema.has_version { r.version } else { 0 };
+            match existing.get(&(r.namespace_id.clone(), r.run_id.clone())) {
+                None => WriteOutcome::Inserted,
+                Some(old) if *old < version => WriteOutcome::Updated,
+                Some(old) if *old > version => WriteOutcome::SkippedNewer,
+                Some(_) => WriteOutcome::SkippedPresent,
+            }
+        })
+        .collect()
+}
+
+fn push_key_join<'k>(q: &mut QueryBuilder<Sqlite>, keys: impl IntoIterator<Item = (&'k str, &'k str)>) {
+    q.push("(VALUES ");
+    push_keys(q, keys, "");
+    q.push(") AS k CROSS JOIN executions_visibility e ON e.namespace_id = k.column1 AND e.run_id = k.column2");
 }
 
 fn push_namespace_filter(q: &mut QueryBuilder<Sqlite>, namespaces: &[String], joiner: &str) {
