@@ -9,7 +9,8 @@
 #   pg         PostgreSQL -> PostgreSQL   beside the raw COPY pipe (psql \copy to stdout | \copy from stdin);
 #                                         also vismig with migration.bulkLoad.deferIndexes at the top concurrency
 #   sqlite     SQLite -> SQLite           beside ATTACH + INSERT ... SELECT in one SQLite process
-#   os         OpenSearch -> OpenSearch   beside _reindex (external versions) and elasticdump (npm)
+#   os         OpenSearch -> OpenSearch   beside _reindex (external versions) and elasticdump (npm);
+#                                         also vismig with migration.bulkLoad.deferRefresh at the top concurrency
 #   mariadb    MariaDB -> PostgreSQL      beside pgloader (Debian)
 #   cassandra  Cassandra -> PostgreSQL    on its own (nothing else reads Temporal's Cassandra visibility)
 # Every target is Temporal's own schema (indexes and all), emptied before each run, and
@@ -155,6 +156,7 @@ pair_os() {
   local n=$1 url=$VISMIG_TEST_OPENSEARCH_URL src=temporal_visibility_v1_bench_src dst=temporal_visibility_v1_bench_dst run c
   local batch=${VISMIG_BENCH_ES_BATCH:-2000}
   dropped+=("es:$src" "es:$dst")
+  printf 'system.enableReadFromSecondaryVisibility:\n  - value: false\n' >"$work/dynamicconfig.yaml"
   if [ ! -x "$tools/node_modules/.bin/elasticdump" ]; then
     mkdir -p "$tools"
     (cd "$tools" && npm install --silent --no-audit --no-fund elasticdump@6.125.1 >/dev/null)
@@ -177,6 +179,11 @@ pair_os() {
       vismig_config "$work/run.yaml" "$(es_store "$url" $src $dst)" same "$c" "$batch"
       measure os "vismig (batch $batch)" "$c" "$run" "$n" os_target_rows -- "$bin" backfill --config "$work/run.yaml"
     done
+    # Bulk load: refresh off during the copy, restored after it (the time includes that).
+    os_fresh $dst
+    vismig_config "$work/run.yaml" "$(es_store "$url" $src $dst)" same "$top" "$batch" "  bulkLoad: { deferRefresh: true }
+  flip: { dynamicConfigFile: $work/dynamicconfig.yaml }"
+    measure os "vismig deferRefresh (batch $batch)" "$top" "$run" "$n" os_target_rows -- "$bin" backfill --config "$work/run.yaml"
   done
   curl -s -X DELETE "$url/$src" >/dev/null
   curl -s -X DELETE "$url/$dst" >/dev/null
