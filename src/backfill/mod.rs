@@ -207,7 +207,9 @@ impl Backfill {
         let queue = Arc::new(ShardQueue::new(pending.iter().map(|(id, _, _)| *id)));
         let pending = Arc::new(pending);
 
-        let (batch_tx, batch_rx) = mpsc::channel::<Batch>(self.options.concurrency * 2);
+        // One read batch waiting per writer keeps the writers busy; each more is memory
+        // (batches in flight: one per scanner, one per writer, and these).
+        let (batch_tx, batch_rx) = mpsc::channel::<Batch>(self.options.concurrency);
         let batch_rx = Arc::new(tokio::sync::Mutex::new(batch_rx));
         let (ack_tx, mut ack_rx) = mpsc::channel::<Ack>(self.options.concurrency * 4);
         // Writers get their own stop signal: on a graceful stop they first settle the
