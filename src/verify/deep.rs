@@ -198,8 +198,11 @@ impl DeepVerify {
     /// field. None when a store turns out not to return the runs in byte order of their
     /// ids (then the walk would pair the wrong runs; the caller falls back to lookups).
     async fn merge(&self, spec: &ShardSpec, opts: &Options) -> anyhow::Result<Option<ShardResult>> {
-        let mut primary = OrderedPages::read_ahead(self.primary.clone(), spec, opts.page, self.throttle.clone());
-        let mut secondary = OrderedPages::read_ahead(self.secondary.clone(), spec, opts.page, self.throttle.clone());
+        // The limit counts the records read from both stores together.
+        let read = |source: &Arc<dyn Source>| {
+            OrderedPages::new(PageReader::start(source.clone(), spec, opts.page, self.throttle.clone(), opts.page))
+        };
+        let (mut primary, mut secondary) = (read(&self.primary), read(&self.secondary));
         let mut result = ShardResult::default();
         loop {
             let (p, s) = tokio::try_join!(primary.fill(), secondary.fill())?;
@@ -255,13 +258,11 @@ impl DeepVerify {
     ) -> anyhow::Result<u64> {
         let (scanned, other) =
             if from_primary { (&self.primary, &self.secondary) } else { (&self.secondary, &self.primary) };
-        let (_never_tx, mut never) = watch::channel(false);
-        let mut cursor: Option<Cursor> = None;
+        // Charged for the page read here and the same records looked up in the other store.
+        let mut pages = PageReader::start(scanned.clone(), spec, opts.page, self.throttle.clone(), opts.page * 2);
         let mut compared = 0;
-        loop {
-            // The page read here and the same records looked up in the other store.
-            self.throttle.acquire(opts.page * 2, &mut never).await;
-            let page = scanned.scan(spec, cursor.as_ref(), opts.page).await?;
+        while let Some(page) = pages.next().await {
+            let page = page?;
             let records: Vec<VisibilityRecord> = page.records.into_iter().filter(|r| settled(r, opts.cutoff)).collect();
             let keys: Vec<RecordKey> = records.iter().map(VisibilityRecord::key).collect();
             let others = by_key(other.read(&keys).await?);
@@ -279,13 +280,8 @@ impl DeepVerify {
                     (Some(_), false) => {}
                 }
             }
-            if page.cursor.is_some() {
-                cursor = page.cursor;
-            }
-            if page.done {
-                return Ok(compared);
-            }
         }
+        Ok(compared)
     }
 
     /// Waits, then reads each difference again from both stores; keeps those that persist.
@@ -372,27 +368,22 @@ impl DeepVerify {
 }
 
 /// One store's pages of one shard, read ahead by a task of their own (one page in
-/// flight, one waiting: memory stays at a few pages), checked to come in run-id order.
-struct OrderedPages {
+/// flight, one waiting: memory stays at a few pages), the throttle charged `charge`
+/// records per page. The task stops when the reader is dropped.
+struct PageReader {
     pages: mpsc::Receiver<StoreResult<ScanPage>>,
-    reader: tokio::task::JoinHandle<()>,
-    records: VecDeque<VisibilityRecord>,
-    last: Option<String>,
-    done: bool,
-    out_of_order: bool,
-    unreadable: Vec<String>,
+    task: tokio::task::JoinHandle<()>,
 }
 
-impl OrderedPages {
-    fn read_ahead(source: Arc<dyn Source>, spec: &ShardSpec, page: usize, throttle: Arc<Throttle>) -> Self {
+impl PageReader {
+    fn start(source: Arc<dyn Source>, spec: &ShardSpec, page: usize, throttle: Arc<Throttle>, charge: usize) -> Self {
         let (tx, pages) = mpsc::channel(1);
         let spec = spec.clone();
-        let reader = tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let (_never_tx, mut never) = watch::channel(false);
             let mut cursor: Option<Cursor> = None;
             loop {
-                // The limit counts the records read from both stores together.
-                throttle.acquire(page, &mut never).await;
+                throttle.acquire(charge, &mut never).await;
                 let result = source.scan(&spec, cursor.as_ref(), page).await;
                 let last = match &result {
                     Ok(p) => {
@@ -408,22 +399,41 @@ impl OrderedPages {
                 }
             }
         });
-        Self {
-            pages,
-            reader,
-            records: VecDeque::new(),
-            last: None,
-            done: false,
-            out_of_order: false,
-            unreadable: Vec::new(),
-        }
+        Self { pages, task }
+    }
+
+    /// The next page; None after the last one (or after an error, which comes first).
+    async fn next(&mut self) -> Option<StoreResult<ScanPage>> {
+        self.pages.recv().await
+    }
+}
+
+impl Drop for PageReader {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A shard's records from one store, checked to come in byte order of their run ids.
+struct OrderedPages {
+    pages: PageReader,
+    records: VecDeque<VisibilityRecord>,
+    /// The run id of the last record received, to check the next page against.
+    last: Option<String>,
+    done: bool,
+    unreadable: Vec<String>,
+}
+
+impl OrderedPages {
+    fn new(pages: PageReader) -> Self {
+        Self { pages, records: VecDeque::new(), last: None, done: false, unreadable: Vec::new() }
     }
 
     /// Makes sure a record is at the head unless the shard is done; false when a page
     /// broke the order (the walk must stop).
     async fn fill(&mut self) -> StoreResult<bool> {
-        while self.records.is_empty() && !self.done && !self.out_of_order {
-            let Some(page) = self.pages.recv().await else {
+        while self.records.is_empty() && !self.done {
+            let Some(page) = self.pages.next().await else {
                 self.done = true;
                 break;
             };
@@ -433,16 +443,16 @@ impl OrderedPages {
                 tracing::warn!(namespace_id = %b.namespace_id, run_id = %b.run_id, reason = %b.reason, "unreadable row: not compared");
                 b.run_id
             }));
-            for r in page.records {
-                if self.last.as_ref().is_some_and(|last| last.as_bytes() >= r.run_id.as_bytes()) {
-                    self.out_of_order = true;
-                    return Ok(false);
-                }
-                self.last = Some(r.run_id.clone());
-                self.records.push_back(r);
+            let ids = self.last.iter().map(String::as_bytes).chain(page.records.iter().map(|r| r.run_id.as_bytes()));
+            if !ids.clone().zip(ids.skip(1)).all(|(a, b)| a < b) {
+                return Ok(false);
             }
+            if let Some(r) = page.records.last() {
+                self.last = Some(r.run_id.clone());
+            }
+            self.records.extend(page.records);
         }
-        Ok(!self.out_of_order)
+        Ok(true)
     }
 
     fn head(&self) -> Option<&VisibilityRecord> {
@@ -451,12 +461,6 @@ impl OrderedPages {
 
     fn pop(&mut self) -> VisibilityRecord {
         self.records.pop_front().expect("a head record")
-    }
-}
-
-impl Drop for OrderedPages {
-    fn drop(&mut self) {
-        self.reader.abort();
     }
 }
 

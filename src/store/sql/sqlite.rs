@@ -48,9 +48,9 @@ pub struct SqliteStore {
     committer: tokio::sync::Mutex<()>,
 }
 
-/// A batch handed to the writer, and where its outcomes go.
+/// A batch handed to the writer, encoded, and where its outcomes go.
 struct WaitingBatch {
-    records: Vec<VisibilityRecord>,
+    rows: Vec<EncodedRow>,
     done: tokio::sync::oneshot::Sender<StoreResult<Vec<WriteOutcome>>>,
 }
 
@@ -158,11 +158,11 @@ impl SqliteStore {
     /// Existing `_version` per key (0 where the column does not exist).
     async fn existing_versions(
         conn: &mut sqlx::SqliteConnection,
-        records: &[VisibilityRecord],
+        rows: &[EncodedRow],
         schema: Schema,
     ) -> Result<HashMap<(String, String), i64>, sqlx::Error> {
-        let mut found = HashMap::with_capacity(records.len());
-        for chunk in records.chunks(MAX_BINDS / 2) {
+        let mut found = HashMap::with_capacity(rows.len());
+        for chunk in rows.chunks(MAX_BINDS / 2) {
             let version = if schema.has_version { "e._version" } else { "0" };
             let mut q: QueryBuilder<Sqlite> =
                 QueryBuilder::new(format!("SELECT e.namespace_id, e.run_id, {version} FROM "));
@@ -330,8 +330,11 @@ impl Sink for SqliteStore {
         if records.is_empty() {
             return Ok(Vec::new());
         }
+        // Encoded before queueing: the batch is owned by whichever task writes it, and
+        // the encoding is done outside the writer's turn.
+        let rows = records.iter().map(encode_record).collect();
         let (done, mut outcome) = tokio::sync::oneshot::channel();
-        self.waiting.lock().expect("waiting batches").push(WaitingBatch { records: records.to_vec(), done });
+        self.waiting.lock().expect("waiting batches").push(WaitingBatch { rows, done });
         let turn = self.committer.lock().await;
         // The task before us may have written this batch with its group.
         if let Ok(result) = outcome.try_recv() {
@@ -349,7 +352,7 @@ impl Sink for SqliteStore {
 impl SqliteStore {
     async fn write_group(&self, schema: Schema, group: Vec<WaitingBatch>) {
         if group.len() > 1 {
-            let batches: Vec<&[VisibilityRecord]> = group.iter().map(|b| b.records.as_slice()).collect();
+            let batches: Vec<&[EncodedRow]> = group.iter().map(|b| b.rows.as_slice()).collect();
             match self.write_transaction(schema, &batches).await {
                 Ok(outcomes) => {
                     for (batch, outcome) in group.into_iter().zip(outcomes) {
@@ -365,7 +368,7 @@ impl SqliteStore {
             }
         }
         for batch in group {
-            let result = self.write_transaction(schema, &[&batch.records]).await.map(|mut o| o.remove(0));
+            let result = self.write_transaction(schema, &[&batch.rows]).await.map(|mut o| o.remove(0));
             let _ = batch.done.send(result);
         }
     }
@@ -374,20 +377,19 @@ impl SqliteStore {
     async fn write_transaction(
         &self,
         schema: Schema,
-        batches: &[&[VisibilityRecord]],
+        batches: &[&[EncodedRow]],
     ) -> StoreResult<Vec<Vec<WriteOutcome>>> {
         let ctx = || self.context("writing a batch");
         // IMMEDIATE takes the write lock up front, so the versions read below cannot
         // change before the upsert: the per-record outcomes are exact.
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(|e| classify(&ctx(), e))?;
         let mut outcomes = Vec::with_capacity(batches.len());
-        for records in batches {
-            let existing = Self::existing_versions(&mut tx, records, schema).await.map_err(|e| classify(&ctx(), e))?;
-            let encoded: Vec<EncodedRow> = records.iter().map(encode_record).collect();
+        for rows in batches {
+            let existing = Self::existing_versions(&mut tx, rows, schema).await.map_err(|e| classify(&ctx(), e))?;
 
             let columns: Vec<&str> =
                 BASE_COLUMNS.iter().copied().filter(|c| *c != "_version" || schema.has_version).collect();
-            for chunk in encoded.chunks(MAX_BINDS / BASE_COLUMNS.len()) {
+            for chunk in rows.chunks(MAX_BINDS / BASE_COLUMNS.len()) {
                 let mut q: QueryBuilder<Sqlite> =
                     QueryBuilder::new(format!("INSERT INTO executions_visibility ({}) ", columns.join(", ")));
                 q.push_values(chunk, |mut b, row| {
@@ -432,21 +434,16 @@ impl SqliteStore {
                 }
                 q.build().persistent(false).execute(&mut *tx).await.map_err(|e| classify(&ctx(), e))?;
             }
-            outcomes.push(outcomes_of(records, &existing, schema));
+            outcomes.push(outcomes_of(rows, &existing, schema));
         }
         tx.commit().await.map_err(|e| classify(&ctx(), e))?;
         Ok(outcomes)
     }
 }
 
-/// Each record's outcome, from the version it found in the table (none: inserted).
-fn outcomes_of(
-    records: &[VisibilityRecord],
-    existing: &HashMap<(String, String), i64>,
-    schema: Schema,
-) -> Vec<WriteOutcome> {
-    records
-        .iter()
+/// Each row's outcome, from the version it found in the table (none: inserted).
+fn outcomes_of(rows: &[EncodedRow], existing: &HashMap<(String, String), i64>, schema: Schema) -> Vec<WriteOutcome> {
+    rows.iter()
         .map(|r| {
             let version = if schema.has_version { r.version } else { 0 };
             match existing.get(&(r.namespace_id.clone(), r.run_id.clone())) {
