@@ -4,6 +4,7 @@
 #
 #   benches/run.sh [--records "N ..."] [--runs R] [--pairs "PAIR ..."] [--concurrency "C ..."]
 #   defaults: --records 1000000 --runs 3 --pairs "pg sqlite os mariadb cassandra" --concurrency "1 2 4"
+#   VISMIG_BENCH_BIN=path times that vismig binary instead of a release build of the working tree
 #
 # Pairs and anchors:
 #   pg         PostgreSQL -> PostgreSQL   beside the raw COPY pipe (psql \copy to stdout | \copy from stdin);
@@ -50,8 +51,14 @@ done
 source tests/services/env.sh
 # shellcheck source=benches/lib.sh
 . benches/lib.sh
-cargo build --release --quiet
-bin=$PWD/target/release/vismig
+# VISMIG_BENCH_BIN: time this binary instead of building the working tree (a copy keeps a
+# long run apart from builds made meanwhile).
+if [ -n "${VISMIG_BENCH_BIN:-}" ]; then
+  bin=$(realpath "$VISMIG_BENCH_BIN")
+else
+  cargo build --release --quiet
+  bin=$PWD/target/release/vismig
+fi
 work=$(mktemp -d)
 mkdir -p target/bench
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
