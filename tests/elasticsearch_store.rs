@@ -246,6 +246,34 @@ async fn the_version_guard_holds_on_opensearch() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_search_attribute_named_like_a_record_field_fails_only_its_record() {
+    if !service_up("opensearch") {
+        return;
+    }
+    let pair = IndexPair::new("os_shadow", true).await;
+    let (url, primary, secondary) = (pair.url.clone(), pair.primary.clone(), pair.secondary.clone());
+    let work = Work::with_stores(Some(search_store(&url, &primary)), Some(search_store(&url, &secondary)), "").await;
+    let config = vismig::config::Config::load(&work.config()).unwrap();
+    let sink = vismig::store::open_sink(&config, &config.secondary()).await.unwrap();
+    let mut g = vismig::seed::Generator::new(9, chrono::Utc::now());
+    let mut batch: Vec<VisibilityRecord> = (0..3).map(|_| g.next_record()).collect();
+    let sa = batch[1].search_attributes.get_or_insert_with(Default::default);
+    sa.0.insert("RunId".into(), vismig::record::SearchAttributeValue::String("another run".into()));
+    let outcomes = sink.write(&batch).await.unwrap();
+    assert_eq!(outcomes[0], vismig::store::WriteOutcome::Inserted);
+    assert_eq!(outcomes[2], vismig::store::WriteOutcome::Inserted);
+    assert!(
+        matches!(&outcomes[1], vismig::store::WriteOutcome::Failed(reason) if reason.contains("\"RunId\"")),
+        "{:?}",
+        outcomes[1]
+    );
+    let docs = raw_documents(&url, &secondary).await;
+    assert_eq!(docs.len(), 2);
+    assert!(docs.values().all(|(_, src)| src["RunId"] != "another run"));
+    pair.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn items_pushed_back_with_429_are_retried_and_nothing_is_lost() {
     if !service_up("opensearch") {
         return;

@@ -3,10 +3,11 @@
 
 use std::time::Duration;
 
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::client::{Client, error_reason};
-use super::document::{doc_id, to_source};
+use super::document::{Source, doc_id, is_base_field};
 use crate::record::VisibilityRecord;
 use crate::store::{StoreError, WriteOutcome};
 
@@ -31,7 +32,20 @@ pub async fn write(
     records: &[VisibilityRecord],
 ) -> Result<Vec<WriteOutcome>, StoreError> {
     let mut outcomes: Vec<Option<WriteOutcome>> = vec![None; records.len()];
-    let mut pending: Vec<usize> = (0..records.len()).collect();
+    let mut pending: Vec<usize> = Vec::with_capacity(records.len());
+    for (i, r) in records.iter().enumerate() {
+        match shadowed_field(r) {
+            Some(name) => {
+                outcomes[i] = Some(WriteOutcome::Failed(format!(
+                    "search attribute {name:?} has the name of a field Temporal writes itself; the document cannot hold both"
+                )))
+            }
+            None => pending.push(i),
+        }
+    }
+    if pending.is_empty() {
+        return Ok(outcomes.into_iter().map(|o| o.expect("every item has an outcome")).collect());
+    }
     let mut delay = Duration::from_millis(200);
     let mut attempt = 0;
     loop {
@@ -68,7 +82,7 @@ pub async fn write(
                 }
                 // Every item pushed back on the first attempt (a write block, a full
                 // cluster): the caller's retry backs off where the operator sees it.
-                if attempt == 1 && retry.len() == records.len() && !retry.is_empty() {
+                if attempt == 1 && retry.len() == pending.len() && !retry.is_empty() {
                     return Err(StoreError::Transient(format!("every item pushed back: {last_reason}")));
                 }
                 pending = retry;
@@ -101,16 +115,30 @@ fn index_body<'a>(index: &str, records: impl Iterator<Item = &'a VisibilityRecor
     for r in records {
         let id = doc_id(&r.workflow_id, &r.run_id);
         let action = if r.has_version() {
-            json!({"index": {"_index": index, "_id": id, "version": r.version, "version_type": "external"}})
+            Action::Index { _index: index, _id: &id, version: r.version, version_type: "external" }
         } else {
-            json!({"create": {"_index": index, "_id": id}})
+            Action::Create { _index: index, _id: &id }
         };
         serde_json::to_writer(&mut body, &action).expect("JSON to memory");
         body.push(b'\n');
-        serde_json::to_writer(&mut body, &to_source(r)).expect("JSON to memory");
+        serde_json::to_writer(&mut body, &Source(r)).expect("JSON to memory");
         body.push(b'\n');
     }
     body
+}
+
+/// A search attribute named like one of the document's own fields (Temporal refuses to
+/// register one; a SQL row could still carry it in its JSON).
+fn shadowed_field(r: &VisibilityRecord) -> Option<&str> {
+    r.search_attributes.as_ref()?.0.keys().map(String::as_str).find(|name| is_base_field(name))
+}
+
+/// A bulk action line.
+#[derive(Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Action<'a> {
+    Index { _index: &'a str, _id: &'a str, version: i64, version_type: &'static str },
+    Create { _index: &'a str, _id: &'a str },
 }
 
 fn index_result(item: &Value, versioned: bool) -> ItemResult {

@@ -3,6 +3,8 @@
 
 use base64::Engine;
 use chrono::{DateTime, Timelike, Utc};
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::record::{ExecutionStatus, SearchAttributeValue, SearchAttributes, VisibilityRecord};
@@ -83,48 +85,84 @@ fn parse_time(field: &str, v: &Value) -> Result<DateTime<Utc>, String> {
 }
 
 /// The `_source` Temporal would write for `r`, search attributes under the names they
-/// carry in the record (the caller renames them first when families differ).
+/// carry in the record (the caller renames them first when families differ). It
+/// serializes straight from the record: a bulk body holds thousands of them.
+pub struct Source<'a>(pub &'a VisibilityRecord);
+
+impl Serialize for Source<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let r = self.0;
+        let mut m = serializer.serialize_map(None)?;
+        m.serialize_entry("NamespaceId", &r.namespace_id)?;
+        m.serialize_entry("WorkflowId", &r.workflow_id)?;
+        m.serialize_entry("RunId", &r.run_id)?;
+        m.serialize_entry("WorkflowType", &r.workflow_type_name)?;
+        m.serialize_entry("StartTime", &format_time(&r.start_time))?;
+        m.serialize_entry("ExecutionTime", &format_time(&r.execution_time))?;
+        m.serialize_entry("ExecutionStatus", r.status.name())?;
+        m.serialize_entry("TaskQueue", &r.task_queue)?;
+        m.serialize_entry("RootWorkflowId", &r.root_workflow_id)?;
+        m.serialize_entry("RootRunId", &r.root_run_id)?;
+        if let Some(p) = &r.parent_workflow_id {
+            m.serialize_entry("ParentWorkflowId", p)?;
+        }
+        if let Some(p) = &r.parent_run_id {
+            m.serialize_entry("ParentRunId", p)?;
+        }
+        if let Some(memo) = r.memo.as_ref().filter(|m| !m.is_empty()) {
+            m.serialize_entry("Memo", &base64::engine::general_purpose::STANDARD.encode(memo))?;
+            m.serialize_entry("MemoEncoding", &r.encoding)?;
+        }
+        if let Some(t) = &r.close_time {
+            m.serialize_entry("CloseTime", &format_time(t))?;
+        }
+        for (name, v) in [
+            ("ExecutionDuration", r.execution_duration),
+            ("HistoryLength", r.history_length),
+            ("StateTransitionCount", r.state_transition_count),
+            ("HistorySizeBytes", r.history_size_bytes),
+        ] {
+            if let Some(v) = v {
+                m.serialize_entry(name, &v)?;
+            }
+        }
+        if let Some(sa) = &r.search_attributes {
+            for (name, value) in &sa.0 {
+                // Never over a field of the record itself (the bulk writer fails such a
+                // record to the dead letter before it gets here).
+                if !is_base_field(name) {
+                    m.serialize_entry(name, &AttributeJson(value))?;
+                }
+            }
+        }
+        m.end()
+    }
+}
+
+/// A search attribute's value as JSON, without building a `Value` (as `to_json` does).
+struct AttributeJson<'a>(&'a SearchAttributeValue);
+
+impl Serialize for AttributeJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            SearchAttributeValue::String(s) => serializer.serialize_str(s),
+            SearchAttributeValue::Int(i) => serializer.serialize_i64(*i),
+            // JSON has no NaN or infinity: null, as `to_json` writes it.
+            SearchAttributeValue::Double(f) if !f.is_finite() => serializer.serialize_unit(),
+            SearchAttributeValue::Double(f) => serializer.serialize_f64(*f),
+            SearchAttributeValue::Bool(b) => serializer.serialize_bool(*b),
+            SearchAttributeValue::KeywordList(list) => serializer.collect_seq(list),
+            SearchAttributeValue::List(items) => serializer.collect_seq(items.iter().map(AttributeJson)),
+        }
+    }
+}
+
+/// [`Source`] as a JSON map, for tests and tools that write single documents.
 pub fn to_source(r: &VisibilityRecord) -> Map<String, Value> {
-    let mut m = Map::with_capacity(24);
-    m.insert("NamespaceId".into(), r.namespace_id.clone().into());
-    m.insert("WorkflowId".into(), r.workflow_id.clone().into());
-    m.insert("RunId".into(), r.run_id.clone().into());
-    m.insert("WorkflowType".into(), r.workflow_type_name.clone().into());
-    m.insert("StartTime".into(), format_time(&r.start_time).into());
-    m.insert("ExecutionTime".into(), format_time(&r.execution_time).into());
-    m.insert("ExecutionStatus".into(), r.status.name().into());
-    m.insert("TaskQueue".into(), r.task_queue.clone().into());
-    m.insert("RootWorkflowId".into(), r.root_workflow_id.clone().into());
-    m.insert("RootRunId".into(), r.root_run_id.clone().into());
-    if let Some(p) = &r.parent_workflow_id {
-        m.insert("ParentWorkflowId".into(), p.clone().into());
+    match serde_json::to_value(Source(r)) {
+        Ok(Value::Object(m)) => m,
+        other => unreachable!("a Source serializes as a map: {other:?}"),
     }
-    if let Some(p) = &r.parent_run_id {
-        m.insert("ParentRunId".into(), p.clone().into());
-    }
-    if let Some(memo) = r.memo.as_ref().filter(|m| !m.is_empty()) {
-        m.insert("Memo".into(), base64::engine::general_purpose::STANDARD.encode(memo).into());
-        m.insert("MemoEncoding".into(), r.encoding.clone().into());
-    }
-    if let Some(t) = &r.close_time {
-        m.insert("CloseTime".into(), format_time(t).into());
-    }
-    for (name, v) in [
-        ("ExecutionDuration", r.execution_duration),
-        ("HistoryLength", r.history_length),
-        ("StateTransitionCount", r.state_transition_count),
-        ("HistorySizeBytes", r.history_size_bytes),
-    ] {
-        if let Some(v) = v {
-            m.insert(name.into(), v.into());
-        }
-    }
-    if let Some(sa) = &r.search_attributes {
-        for (name, value) in &sa.0 {
-            m.insert(name.clone(), value.to_json());
-        }
-    }
-    m
 }
 
 /// Reads one hit (`_source` plus `_version`) back into a record. Documents without a
@@ -292,6 +330,28 @@ mod tests {
         let mut written = Value::Object(to_source(&r));
         written["VisibilityTaskKey"] = json!("3~1048612");
         assert_eq!(written, src);
+    }
+
+    #[test]
+    fn sources_write_attribute_values_as_json_without_overwriting_record_fields() {
+        let mut g = crate::seed::Generator::new(1, chrono::Utc::now());
+        let mut r = g.next_record();
+        let mut attrs = std::collections::BTreeMap::new();
+        attrs.insert("Ratio".to_string(), SearchAttributeValue::Double(f64::NAN));
+        attrs.insert("Score".to_string(), SearchAttributeValue::Double(1.5));
+        attrs.insert("Tags".to_string(), SearchAttributeValue::KeywordList(vec!["a".into(), "b".into()]));
+        attrs.insert("Flags".to_string(), SearchAttributeValue::List(vec![SearchAttributeValue::Bool(true)]));
+        attrs.insert("RunId".to_string(), SearchAttributeValue::String("not the run id".into()));
+        r.search_attributes = Some(SearchAttributes(attrs));
+        let src = to_source(&r);
+        assert_eq!(src["Ratio"], Value::Null);
+        assert_eq!(src["Score"], json!(1.5));
+        assert_eq!(src["Tags"], json!(["a", "b"]));
+        assert_eq!(src["Flags"], json!([true]));
+        assert_eq!(src["RunId"], json!(r.run_id));
+        // The text of a bulk line has each key once.
+        let text = serde_json::to_string(&Source(&r)).unwrap();
+        assert_eq!(text.matches("\"RunId\"").count(), 1, "{text}");
     }
 
     #[test]

@@ -21,12 +21,14 @@ pub mod bulk;
 pub mod client;
 pub mod document;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value, json};
 
 use self::client::Client;
 use super::run_range::RunRange;
@@ -116,21 +118,17 @@ impl ElasticsearchStore {
             .map_err(|e| self.err(what, e))
     }
 
-    /// A search for documents: the answer holds only the hits' ids, versions, sources
-    /// and sort values.
-    async fn search_hits(&self, body: &Value, what: &str) -> StoreResult<Vec<Value>> {
-        const FILTER: &str = "filter_path=hits.hits._id,hits.hits._version,hits.hits._source,hits.hits.sort";
-        let mut v = self
+    /// A search for documents, read into records: the answer holds only the hits' ids,
+    /// versions and sources.
+    async fn search_records(&self, body: &Value, what: &str) -> StoreResult<(Vec<VisibilityRecord>, Vec<BadRow>)> {
+        const FILTER: &str = "filter_path=hits.hits._id,hits.hits._version,hits.hits._source";
+        let (_, bytes) = self
             .client
-            .json(Method::POST, &format!("/{}/_search?{FILTER}", self.index), Some(body), &[])
+            .raw(Method::POST, &format!("/{}/_search?{FILTER}", self.index), Some(body), &[])
             .await
-            .map(|(_, v)| v)
             .map_err(|e| self.err(what, e))?;
-        // With no hits, the filtered answer is `{}`.
-        Ok(match v["hits"]["hits"].take() {
-            Value::Array(hits) => hits,
-            _ => Vec::new(),
-        })
+        let answer = HitsAnswer::parse(&bytes).map_err(|e| self.err(what, e))?;
+        Ok(decode_hits(&answer.hits.hits))
     }
 
     /// Field name -> mapped type, across the concrete indices behind the name.
@@ -180,24 +178,6 @@ impl ElasticsearchStore {
 
     fn namespace_filter(namespaces: &[String]) -> Value {
         if namespaces.is_empty() { json!({"match_all": {}}) } else { json!({"terms": {"NamespaceId": namespaces}}) }
-    }
-
-    /// Hits into records, or bad rows naming what is wrong with the document.
-    fn decode_hits(&self, hits: &[Value]) -> (Vec<VisibilityRecord>, Vec<BadRow>) {
-        let mut records = Vec::with_capacity(hits.len());
-        let mut bad = Vec::new();
-        for hit in hits {
-            let source = hit["_source"].as_object();
-            let version = hit["_version"].as_i64().unwrap_or(0);
-            match source.ok_or_else(|| "hit without _source (is _source disabled in the mapping?)".to_string()) {
-                Ok(src) => match document::from_source(src, version) {
-                    Ok(r) => records.push(r),
-                    Err(reason) => bad.push(bad_row(hit, src, &format!("document {}: {reason}", hit["_id"]))),
-                },
-                Err(reason) => bad.push(bad_row(hit, &serde_json::Map::new(), &reason)),
-            }
-        }
-        (records, bad)
     }
 
     /// Frees a finished scroll now rather than at its keep-alive; a failure only logs.
@@ -259,14 +239,77 @@ fn buckets(agg: &Value) -> impl Iterator<Item = &Value> {
     agg["buckets"].as_array().into_iter().flatten()
 }
 
-fn bad_row(hit: &Value, src: &serde_json::Map<String, Value>, reason: &str) -> BadRow {
+/// A search or scroll answer cut by `filter_path`, read straight from the answer's bytes:
+/// each hit's `_source` stays raw text until its own record is made, so a page of
+/// thousands of documents is never a JSON tree in memory all at once.
+#[derive(Deserialize)]
+struct HitsAnswer<'a> {
+    #[serde(rename = "_scroll_id", default)]
+    scroll_id: Option<String>,
+    // With no hits, the filtered answer is `{}`.
+    #[serde(borrow, default)]
+    hits: HitList<'a>,
+}
+
+#[derive(Deserialize, Default)]
+struct HitList<'a> {
+    #[serde(borrow, default)]
+    hits: Vec<Hit<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Hit<'a> {
+    #[serde(rename = "_id", borrow)]
+    id: Cow<'a, str>,
+    #[serde(rename = "_version", default)]
+    version: i64,
+    #[serde(rename = "_source", borrow, default)]
+    source: Option<&'a RawValue>,
+}
+
+impl<'a> HitsAnswer<'a> {
+    fn parse(bytes: &'a [u8]) -> StoreResult<Self> {
+        serde_json::from_slice(bytes).map_err(|e| {
+            let start = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
+            StoreError::Permanent(format!("the search answer is not what Elasticsearch sends: {e} (it starts {start:?})"))
+        })
+    }
+}
+
+/// Hits into records, or bad rows naming what is wrong with the document.
+fn decode_hits(hits: &[Hit]) -> (Vec<VisibilityRecord>, Vec<BadRow>) {
+    let mut records = Vec::with_capacity(hits.len());
+    let mut bad = Vec::new();
+    for hit in hits {
+        let Some(raw) = hit.source else {
+            bad.push(bad_row(hit, &Map::new(), "hit without _source (is _source disabled in the mapping?)"));
+            continue;
+        };
+        let source: Map<String, Value> = match serde_json::from_str(raw.get()) {
+            Ok(source) => source,
+            Err(e) => {
+                let mut row = bad_row(hit, &Map::new(), &format!("document {:?}: _source is not a JSON object: {e}", hit.id));
+                row.raw["_source"] = Value::String(raw.get().to_string());
+                bad.push(row);
+                continue;
+            }
+        };
+        match document::from_source(&source, hit.version) {
+            Ok(r) => records.push(r),
+            Err(reason) => bad.push(bad_row(hit, &source, &format!("document {:?}: {reason}", hit.id))),
+        }
+    }
+    (records, bad)
+}
+
+fn bad_row(hit: &Hit, src: &Map<String, Value>, reason: &str) -> BadRow {
     let field = |name: &str| src.get(name).and_then(Value::as_str).unwrap_or_default().to_string();
     BadRow {
         namespace_id: field("NamespaceId"),
         run_id: field("RunId"),
         workflow_id: src.get("WorkflowId").and_then(Value::as_str).map(str::to_string),
         reason: reason.to_string(),
-        raw: json!({"_id": hit["_id"], "_version": hit["_version"], "_source": hit["_source"]}),
+        raw: json!({"_id": hit.id, "_version": hit.version, "_source": src}),
     }
 }
 
@@ -358,8 +401,7 @@ impl Store for ElasticsearchStore {
                     "size": chunk.len() * 2, "version": true, "track_total_hits": false,
                     "query": {"bool": {"filter": [{"term": {"NamespaceId": ns}}, {"terms": {"RunId": chunk}}]}}
                 });
-                let hits = self.search_hits(&body, "reading records by key").await?;
-                let (records, bad) = self.decode_hits(&hits);
+                let (records, bad) = self.search_records(&body, "reading records by key").await?;
                 if let Some(b) = bad.first() {
                     return Err(StoreError::Permanent(format!("{}: {}", self.describe(), b.reason)));
                 }
@@ -398,11 +440,11 @@ impl Source for ElasticsearchStore {
                 }
             }
         };
-        let (_, mut v) = match &live {
+        let (_, bytes) = match &live {
             Some(id) => {
                 let body = json!({"scroll": SCROLL_KEEP_ALIVE, "scroll_id": id});
                 let result =
-                    self.client.json(Method::POST, &format!("/_search/scroll?{SCROLL_FILTER}"), Some(&body), &[]).await;
+                    self.client.raw(Method::POST, &format!("/_search/scroll?{SCROLL_FILTER}"), Some(&body), &[]).await;
                 if result.is_err() {
                     self.broken_scrolls.lock().unwrap().insert(id.clone());
                 }
@@ -414,22 +456,19 @@ impl Source for ElasticsearchStore {
                     "query": range_query(&range), "sort": ["_doc"]
                 });
                 let path = format!("/{}/_search?scroll={SCROLL_KEEP_ALIVE}&{SCROLL_FILTER}", self.index);
-                self.client.json(Method::POST, &path, Some(&body), &[]).await.map_err(|e| self.err("scanning", e))?
+                self.client.raw(Method::POST, &path, Some(&body), &[]).await.map_err(|e| self.err("scanning", e))?
             }
         };
-        let hits = match v["hits"]["hits"].take() {
-            Value::Array(hits) => hits,
-            _ => Vec::new(),
-        };
-        let scroll_id = v["_scroll_id"].as_str().unwrap_or_default().to_string();
+        let answer = HitsAnswer::parse(&bytes).map_err(|e| self.err("scanning", e))?;
+        let scroll_id = answer.scroll_id.unwrap_or_default();
         // Only an empty page ends a scroll: a short one may come from a multi-shard index.
-        let done = hits.is_empty();
+        let done = answer.hits.hits.is_empty();
         if done {
             self.clear_scroll(&scroll_id).await;
         }
         let cursor =
             (!scroll_id.is_empty()).then(|| Cursor(json!(ScrollCursor { scroll_id, epoch: self.epoch.clone() })));
-        let (records, bad_rows) = self.decode_hits(&hits);
+        let (records, bad_rows) = decode_hits(&answer.hits.hits);
         Ok(ScanPage { records, bad_rows, cursor, done })
     }
 
@@ -550,5 +589,37 @@ impl Sink for ElasticsearchStore {
         // Null restores a setting that was not set before to the index default.
         self.put_settings(&saved, "restoring refresh and replicas after the bulk load").await?;
         self.flush().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_is_read_from_its_bytes_into_records_and_bad_rows() {
+        let good = r#"{"NamespaceId":"ns","WorkflowId":"w\"1","RunId":"r1","WorkflowType":"t","StartTime":"2024-05-01T12:00:00Z","ExecutionTime":"2024-05-01T12:00:00Z","ExecutionStatus":"Running","CustomerId":"c-1"}"#;
+        let bad = r#"{"NamespaceId":"ns","WorkflowId":"w2","RunId":"r2","WorkflowType":"t","StartTime":"noon","ExecutionTime":"2024-05-01T12:00:00Z","ExecutionStatus":"Running"}"#;
+        let page = format!(
+            r#"{{"_scroll_id":"abc","hits":{{"hits":[{{"_id":"w\"1~r1","_version":7,"_source":{good}}},{{"_id":"w2~r2","_version":3,"_source":{bad}}},{{"_id":"w3~r3","_version":1}}]}}}}"#
+        );
+        let answer = HitsAnswer::parse(page.as_bytes()).unwrap();
+        assert_eq!(answer.scroll_id.as_deref(), Some("abc"));
+        assert_eq!(answer.hits.hits[0].id, "w\"1~r1");
+        let (records, bad_rows) = decode_hits(&answer.hits.hits);
+        assert_eq!(records.len(), 1);
+        assert_eq!((records[0].workflow_id.as_str(), records[0].version), ("w\"1", 7));
+        assert!(records[0].search_attributes.as_ref().unwrap().0.contains_key("CustomerId"));
+        assert_eq!(bad_rows.len(), 2);
+        assert!(bad_rows[0].reason.contains("\"w2~r2\"") && bad_rows[0].reason.contains("StartTime"), "{}", bad_rows[0].reason);
+        assert_eq!((bad_rows[0].run_id.as_str(), &bad_rows[0].raw["_version"]), ("r2", &json!(3)));
+        assert_eq!(bad_rows[0].raw["_source"]["StartTime"], "noon");
+        assert!(bad_rows[1].reason.contains("without _source"), "{}", bad_rows[1].reason);
+
+        // A page with no hits is filtered down to `{}`; an answer that is not JSON is an error.
+        let empty = HitsAnswer::parse(b"{}").unwrap();
+        assert!(empty.scroll_id.is_none() && empty.hits.hits.is_empty());
+        let e = HitsAnswer::parse(b"<html>bad gateway</html>").err().unwrap();
+        assert!(e.to_string().contains("bad gateway"), "{e}");
     }
 }
