@@ -5,6 +5,7 @@
 #   benches/run.sh [--records "N ..."] [--runs R] [--pairs "PAIR ..."] [--concurrency "C ..."]
 #   defaults: --records 1000000 --runs 3 --pairs "pg sqlite os mariadb cassandra" --concurrency "1 2 4"
 #   VISMIG_BENCH_BIN=path times that vismig binary instead of a release build of the working tree
+#   VISMIG_BENCH_BASELINE=path also times that (older) binary beside it, OpenSearch pair
 #
 # Pairs and anchors:
 #   pg         PostgreSQL -> PostgreSQL   beside the raw COPY pipe (psql \copy to stdout | \copy from stdin);
@@ -51,6 +52,9 @@ done
 source tests/services/env.sh
 # shellcheck source=benches/lib.sh
 . benches/lib.sh
+# VISMIG_BENCH_BASELINE: an older vismig binary, timed beside the current one (OpenSearch
+# pair), for before/after figures from one invocation.
+baseline=${VISMIG_BENCH_BASELINE:+$(realpath "$VISMIG_BENCH_BASELINE")}
 # VISMIG_BENCH_BIN: time this binary instead of building the working tree (a copy keeps a
 # long run apart from builds made meanwhile).
 if [ -n "${VISMIG_BENCH_BIN:-}" ]; then
@@ -185,6 +189,11 @@ pair_os() {
       os_fresh $dst
       vismig_config "$work/run.yaml" "$(es_store "$url" $src $dst)" same "$c" "$batch"
       measure os "vismig (batch $batch)" "$c" "$run" "$n" os_target_rows -- "$bin" backfill --config "$work/run.yaml"
+      if [ -n "$baseline" ]; then
+        os_fresh $dst
+        vismig_config "$work/run.yaml" "$(es_store "$url" $src $dst)" same "$c" "$batch" # a fresh checkpoint
+        measure os "baseline vismig (batch $batch)" "$c" "$run" "$n" os_target_rows -- "$baseline" backfill --config "$work/run.yaml"
+      fi
     done
     # Bulk load: refresh off during the copy, restored after it (the time includes that).
     os_fresh $dst
