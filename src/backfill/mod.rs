@@ -1,6 +1,6 @@
 //! The backfill pipeline: scanners (one per shard in progress) -> throttle -> a bounded
-//! channel -> writers -> the checkpoint keeper. Memory is bounded by the channel: at most
-//! `concurrency * 2` batches wait between the stages, whatever the table's size.
+//! channel -> writers -> the checkpoint keeper. Memory is bounded by the stages: at most
+//! one batch per scanner, one per writer and one in the channel, whatever the table's size.
 //! This module only orchestrates; each role lives in its own file.
 
 pub mod bulk_load;
@@ -207,9 +207,11 @@ impl Backfill {
         let queue = Arc::new(ShardQueue::new(pending.iter().map(|(id, _, _)| *id)));
         let pending = Arc::new(pending);
 
-        // One read batch waiting per writer keeps the writers busy; each more is memory
-        // (batches in flight: one per scanner, one per writer, and these).
-        let (batch_tx, batch_rx) = mpsc::channel::<Batch>(self.options.concurrency);
+        // A single slot: a scanner waiting to send already holds its next batch ready, so
+        // the writers find one waiting whenever the scanners are ahead (they usually are:
+        // writing costs the servers more than reading). Each more slot is only memory
+        // (batches in flight: one per scanner, one per writer, and this one).
+        let (batch_tx, batch_rx) = mpsc::channel::<Batch>(1);
         let batch_rx = Arc::new(tokio::sync::Mutex::new(batch_rx));
         let (ack_tx, mut ack_rx) = mpsc::channel::<Ack>(self.options.concurrency * 4);
         // Writers get their own stop signal: on a graceful stop they first settle the
