@@ -46,9 +46,9 @@ impl Client {
             .timeout(Duration::from_secs(120))
             .pool_max_idle_per_host(16);
         // No `Accept-Encoding: gzip`: the server would compress every scroll page (a
-        // few MB each) and the copy would spend CPU on both sides to save bytes on what
-        // is usually the same network. On two cores, turning it off sped a copy up by
-        // PERFORMANCE.md's figure.
+        // few MB each) and vismig inflate it, CPU on both sides to save bytes on what is
+        // usually a fast network; the copy is bound by the servers' CPU
+        // (PERFORMANCE.md, "OpenSearch: pages read from their bytes").
         if let Some(tls) = cfg.tls.as_ref().filter(|t| t.enabled) {
             if let Some(ca) = &tls.ca_file {
                 let pem = std::fs::read(ca).map_err(|e| anyhow::anyhow!("elasticsearch.tls.caFile {ca}: {e}"))?;

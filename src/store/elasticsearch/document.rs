@@ -3,8 +3,8 @@
 
 use base64::Engine;
 use chrono::{DateTime, Timelike, Utc};
-use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
+use serde::ser::{SerializeMap, Serializer};
 use serde_json::{Map, Value};
 
 use crate::record::{ExecutionStatus, SearchAttributeValue, SearchAttributes, VisibilityRecord};

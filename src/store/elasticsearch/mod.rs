@@ -271,7 +271,9 @@ impl<'a> HitsAnswer<'a> {
     fn parse(bytes: &'a [u8]) -> StoreResult<Self> {
         serde_json::from_slice(bytes).map_err(|e| {
             let start = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
-            StoreError::Permanent(format!("the search answer is not what Elasticsearch sends: {e} (it starts {start:?})"))
+            StoreError::Permanent(format!(
+                "the search answer is not what Elasticsearch sends: {e} (it starts {start:?})"
+            ))
         })
     }
 }
@@ -288,7 +290,8 @@ fn decode_hits(hits: &[Hit]) -> (Vec<VisibilityRecord>, Vec<BadRow>) {
         let source: Map<String, Value> = match serde_json::from_str(raw.get()) {
             Ok(source) => source,
             Err(e) => {
-                let mut row = bad_row(hit, &Map::new(), &format!("document {:?}: _source is not a JSON object: {e}", hit.id));
+                let mut row =
+                    bad_row(hit, &Map::new(), &format!("document {:?}: _source is not a JSON object: {e}", hit.id));
                 row.raw["_source"] = Value::String(raw.get().to_string());
                 bad.push(row);
                 continue;
@@ -611,7 +614,11 @@ mod tests {
         assert_eq!((records[0].workflow_id.as_str(), records[0].version), ("w\"1", 7));
         assert!(records[0].search_attributes.as_ref().unwrap().0.contains_key("CustomerId"));
         assert_eq!(bad_rows.len(), 2);
-        assert!(bad_rows[0].reason.contains("\"w2~r2\"") && bad_rows[0].reason.contains("StartTime"), "{}", bad_rows[0].reason);
+        assert!(
+            bad_rows[0].reason.contains("\"w2~r2\"") && bad_rows[0].reason.contains("StartTime"),
+            "{}",
+            bad_rows[0].reason
+        );
         assert_eq!((bad_rows[0].run_id.as_str(), &bad_rows[0].raw["_version"]), ("r2", &json!(3)));
         assert_eq!(bad_rows[0].raw["_source"]["StartTime"], "noon");
         assert!(bad_rows[1].reason.contains("without _source"), "{}", bad_rows[1].reason);
