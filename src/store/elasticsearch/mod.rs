@@ -284,7 +284,9 @@ fn decode_hits(hits: &[Hit]) -> (Vec<VisibilityRecord>, Vec<BadRow>) {
     let mut bad = Vec::new();
     for hit in hits {
         let Some(raw) = hit.source else {
-            bad.push(bad_row(hit, &Map::new(), "hit without _source (is _source disabled in the mapping?)"));
+            let mut row = bad_row(hit, &Map::new(), "hit without _source (is _source disabled in the mapping?)");
+            row.raw["_source"] = Value::Null;
+            bad.push(row);
             continue;
         };
         let source: Map<String, Value> = match serde_json::from_str(raw.get()) {
@@ -622,6 +624,7 @@ mod tests {
         assert_eq!((bad_rows[0].run_id.as_str(), &bad_rows[0].raw["_version"]), ("r2", &json!(3)));
         assert_eq!(bad_rows[0].raw["_source"]["StartTime"], "noon");
         assert!(bad_rows[1].reason.contains("without _source"), "{}", bad_rows[1].reason);
+        assert_eq!((&bad_rows[1].raw["_id"], &bad_rows[1].raw["_source"]), (&json!("w3~r3"), &Value::Null));
 
         // A page with no hits is filtered down to `{}`; an answer that is not JSON is an error.
         let empty = HitsAnswer::parse(b"{}").unwrap();
