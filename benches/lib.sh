@@ -79,7 +79,7 @@ measure() {
   local pair=$1 tool=$2 c=$3 run=$4 records=$5 check=$6
   shift 7
   /usr/bin/time -f "%e %M %U %S" -o "$work/time" "$@" >"$work/out" 2>"$work/log" ||
-    { echo "$pair / $tool failed:" >&2; tail -30 "$work/out" "$work/log" >&2; return 1; }
+    { echo "$pair / $tool failed:" >&2; tail -n 30 "$work/out" "$work/log" >&2; return 1; }
   local secs rss user sys got
   read -r secs rss user sys <"$work/time"
   got=$($check)
