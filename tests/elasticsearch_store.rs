@@ -214,8 +214,7 @@ async fn the_version_guard_holds_on_opensearch() {
     let source = all_records(source_of(&work, true).await).await;
     // In the secondary before the backfill: 30 newer, 30 at the same version, 30 older,
     // each with a task queue that shows whether the backfill replaced it.
-    let config = vismig::config::Config::load(&work.config()).unwrap();
-    let sink = vismig::store::open_sink(&config, &config.secondary()).await.unwrap();
+    let sink = sink_of(&work, false).await;
     let mut pre = Vec::new();
     for (i, r) in source.iter().take(90).enumerate() {
         let mut r = r.clone();
@@ -253,8 +252,7 @@ async fn a_search_attribute_named_like_a_record_field_fails_only_its_record() {
     let pair = IndexPair::new("os_shadow", true).await;
     let (url, primary, secondary) = (pair.url.clone(), pair.primary.clone(), pair.secondary.clone());
     let work = Work::with_stores(Some(search_store(&url, &primary)), Some(search_store(&url, &secondary)), "").await;
-    let config = vismig::config::Config::load(&work.config()).unwrap();
-    let sink = vismig::store::open_sink(&config, &config.secondary()).await.unwrap();
+    let sink = sink_of(&work, false).await;
     let mut g = vismig::seed::Generator::new(9, chrono::Utc::now());
     let mut batch: Vec<VisibilityRecord> = (0..3).map(|_| g.next_record()).collect();
     let sa = batch[1].search_attributes.get_or_insert_with(Default::default);

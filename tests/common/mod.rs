@@ -291,6 +291,13 @@ pub async fn source_of(work: &Work, primary: bool) -> Arc<dyn Source> {
     vismig::store::open_source(&config, &store).await.unwrap()
 }
 
+/// Opens a store of a work directory's config as a sink, through vismig's factory.
+pub async fn sink_of(work: &Work, primary: bool) -> Arc<dyn vismig::store::Sink> {
+    let config = vismig::config::Config::load(&work.config()).unwrap();
+    let store = if primary { config.primary() } else { config.secondary() };
+    vismig::store::open_sink(&config, &store).await.unwrap()
+}
+
 /// Every record of any store, in key order, read through vismig's own source.
 pub async fn all_records(store: Arc<dyn Source>) -> Vec<VisibilityRecord> {
     let split = Split { per_process: 1, process_index: 0, process_count: 1 };

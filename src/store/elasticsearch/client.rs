@@ -97,11 +97,8 @@ impl Client {
         body: Option<&Value>,
         allow: &[StatusCode],
     ) -> Result<(StatusCode, Value), StoreError> {
-        let mut req = self.request(method.clone(), path);
-        if let Some(body) = body {
-            req = req.json(body);
-        }
-        self.send(req, &method, path, allow).await
+        let (status, bytes) = self.raw(method, path, body, allow).await?;
+        Ok((status, parse_body(&bytes)))
     }
 
     /// `POST /_bulk` with an NDJSON body. The answer is cut to what the per-item
@@ -109,7 +106,7 @@ impl Client {
     pub async fn bulk(&self, body: Vec<u8>) -> Result<Value, StoreError> {
         const PATH: &str = "/_bulk?filter_path=errors,items.*.status,items.*.result,items.*.error";
         let req = self.request(Method::POST, PATH).header("content-type", "application/x-ndjson").body(body);
-        self.send(req, &Method::POST, "/_bulk", &[]).await.map(|(_, v)| v)
+        self.send(req, &Method::POST, "/_bulk", &[]).await.map(|(_, bytes)| parse_body(&bytes))
     }
 
     /// Sends a JSON request and returns the answer's bytes unparsed, for callers that
@@ -125,21 +122,10 @@ impl Client {
         if let Some(body) = body {
             req = req.json(body);
         }
-        self.send_raw(req, &method, path, allow).await
+        self.send(req, &method, path, allow).await
     }
 
     async fn send(
-        &self,
-        req: reqwest::RequestBuilder,
-        method: &Method,
-        path: &str,
-        allow: &[StatusCode],
-    ) -> Result<(StatusCode, Value), StoreError> {
-        let (status, bytes) = self.send_raw(req, method, path, allow).await?;
-        Ok((status, parse_body(&bytes)))
-    }
-
-    async fn send_raw(
         &self,
         req: reqwest::RequestBuilder,
         method: &Method,
@@ -160,7 +146,7 @@ impl Client {
     /// but never answers fails preflight then, not after the 120 s of a bulk).
     pub async fn info(&self) -> Result<ServerInfo, StoreError> {
         let req = self.request(Method::GET, "/").timeout(CONNECT_TIMEOUT);
-        let (_, v) = self.send(req, &Method::GET, "/", &[]).await?;
+        let v = parse_body(&self.send(req, &Method::GET, "/", &[]).await?.1);
         let version = v["version"]["number"].as_str().unwrap_or_default().to_string();
         let distribution = v["version"]["distribution"].as_str().unwrap_or("elasticsearch").to_string();
         Ok(ServerInfo { distribution, version })

@@ -284,37 +284,37 @@ fn decode_hits(hits: &[Hit]) -> (Vec<VisibilityRecord>, Vec<BadRow>) {
     let mut bad = Vec::new();
     for hit in hits {
         let Some(raw) = hit.source else {
-            let mut row = bad_row(hit, &Map::new(), "hit without _source (is _source disabled in the mapping?)");
-            row.raw["_source"] = Value::Null;
-            bad.push(row);
+            bad.push(bad_row(hit, Value::Null, "hit without _source (is _source disabled in the mapping?)"));
             continue;
         };
         let source: Map<String, Value> = match serde_json::from_str(raw.get()) {
             Ok(source) => source,
             Err(e) => {
-                let mut row =
-                    bad_row(hit, &Map::new(), &format!("document {:?}: _source is not a JSON object: {e}", hit.id));
-                row.raw["_source"] = Value::String(raw.get().to_string());
-                bad.push(row);
+                let reason = format!("document {:?}: _source is not a JSON object: {e}", hit.id);
+                bad.push(bad_row(hit, Value::String(raw.get().to_string()), &reason));
                 continue;
             }
         };
         match document::from_source(&source, hit.version) {
             Ok(r) => records.push(r),
-            Err(reason) => bad.push(bad_row(hit, &source, &format!("document {:?}: {reason}", hit.id))),
+            Err(reason) => {
+                let reason = format!("document {:?}: {reason}", hit.id);
+                bad.push(bad_row(hit, Value::Object(source), &reason));
+            }
         }
     }
     (records, bad)
 }
 
-fn bad_row(hit: &Hit, src: &Map<String, Value>, reason: &str) -> BadRow {
-    let field = |name: &str| src.get(name).and_then(Value::as_str).unwrap_or_default().to_string();
+/// A dead-letter row for `hit`; `source` is its `_source` as far as it could be read.
+fn bad_row(hit: &Hit, source: Value, reason: &str) -> BadRow {
+    let field = |name: &str| source.get(name).and_then(Value::as_str).map(str::to_string);
     BadRow {
-        namespace_id: field("NamespaceId"),
-        run_id: field("RunId"),
-        workflow_id: src.get("WorkflowId").and_then(Value::as_str).map(str::to_string),
+        namespace_id: field("NamespaceId").unwrap_or_default(),
+        run_id: field("RunId").unwrap_or_default(),
+        workflow_id: field("WorkflowId"),
         reason: reason.to_string(),
-        raw: json!({"_id": hit.id, "_version": hit.version, "_source": src}),
+        raw: json!({"_id": hit.id, "_version": hit.version, "_source": source}),
     }
 }
 
