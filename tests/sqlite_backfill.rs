@@ -456,13 +456,27 @@ async fn concurrent_batches_committed_together_keep_their_own_outcomes() {
     sink.write(&newer).await.unwrap();
     sink.write(&older).await.unwrap();
 
-    let writes = batches.iter().map(|b| {
-        let sink = sink.clone();
-        let b = b.clone();
-        tokio::spawn(async move { sink.write(&b).await.unwrap() })
-    });
+    // Another process holds SQLite's write lock while the eight batches arrive: the first
+    // waits for it in SQLite's busy handler, the others queue behind it.
+    let opts = sqlx::sqlite::SqliteConnectOptions::from_str("sqlite://").unwrap().filename(work.secondary());
+    let mut holder = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
+    sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut holder).await.unwrap();
+    let commits_before = sink.commits();
+    let writes: Vec<_> = batches
+        .iter()
+        .map(|b| {
+            let sink = sink.clone();
+            let b = b.clone();
+            tokio::spawn(async move { sink.write(&b).await.unwrap() })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sqlx::raw_sql("ROLLBACK").execute(&mut holder).await.unwrap();
     let outcomes: Vec<Vec<WriteOutcome>> =
         futures::future::join_all(writes).await.into_iter().map(Result::unwrap).collect();
+    // The first transaction holds what had arrived when it began, the next one the rest.
+    let commits = sink.commits() - commits_before;
+    assert!(commits <= 2, "8 concurrent batches took {commits} transactions, not grouped");
     assert!(outcomes[0].iter().all(|o| *o == WriteOutcome::SkippedNewer), "{:?}", &outcomes[0][..3]);
     assert!(outcomes[1].iter().all(|o| *o == WriteOutcome::Updated), "{:?}", &outcomes[1][..3]);
     for o in &outcomes[2..] {

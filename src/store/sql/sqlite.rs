@@ -46,6 +46,8 @@ pub struct SqliteStore {
     waiting: std::sync::Mutex<Vec<WaitingBatch>>,
     /// Held by the task writing a group.
     committer: tokio::sync::Mutex<()>,
+    /// Write transactions committed so far (how many groups the batches went in).
+    commits: std::sync::atomic::AtomicU64,
 }
 
 /// A batch handed to the writer, encoded, and where its outcomes go.
@@ -64,6 +66,12 @@ struct Schema {
 impl SqliteStore {
     /// Rows of a fixed query against this store's database (Temporal's namespace
     /// registry when this is the default store).
+    /// Write transactions this store has committed: fewer than the batches written when
+    /// concurrent batches shared commits.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub async fn raw_rows(&self, sql: &'static str) -> StoreResult<Vec<SqliteRow>> {
         sqlx::query(sql).fetch_all(&self.pool).await.map_err(|e| classify(&self.context("reading namespaces"), e))
     }
@@ -104,6 +112,7 @@ impl SqliteStore {
             schema: OnceCell::new(),
             waiting: Default::default(),
             committer: Default::default(),
+            commits: Default::default(),
         })
     }
 
@@ -437,6 +446,7 @@ impl SqliteStore {
             outcomes.push(outcomes_of(rows, &existing, schema));
         }
         tx.commit().await.map_err(|e| classify(&ctx(), e))?;
+        self.commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(outcomes)
     }
 }
