@@ -70,11 +70,11 @@ EOF
 
 # pgloader exits 0 even when PostgreSQL refused a batch (it logs the error and drops
 # the batch), so its CSV summary (name;read;imported;errors;bytes;time) is the verdict.
-# Debian's build runs in SBCL's default 4 GiB heap, and pgloader's memory grows with the
-# table: 1 GiB at 300k of these rows, and at 1M it died partway in that heap (most likely
-# the known "Heap exhausted", dimitri/pgloader#327 and #962). With the SBCL runtime option below it
-# loads the million (peak RSS 2 GiB). Its default prefetch and batch sizes are kept, so
-# its speed is its own; VISMIG_BENCH_PGLOADER_HEAP_MB changes the heap.
+# Debian's build gives SBCL a 1 GiB heap (strace shows the 1073741824-byte mmap), and
+# pgloader's memory grows with the table: it peaked at 1 GiB over 300k of these rows and
+# died partway through 1M. With the SBCL runtime option below it loads the million (peak
+# RSS 2 GiB). Its default prefetch and batch sizes are kept, so its speed is its own;
+# VISMIG_BENCH_PGLOADER_HEAP_MB changes the heap.
 if ! pgloader --dynamic-space-size "${VISMIG_BENCH_PGLOADER_HEAP_MB:-12288}" --root-dir "$work/root" --summary "$work/summary.csv" "$work/load" >"$work/log" 2>&1; then
   tail -n 30 "$work/log" >&2
   fail pgloader "pgloader failed"
