@@ -263,9 +263,7 @@ async fn a_write_that_hangs_after_sigterm_is_abandoned_at_the_stop_timeout() {
     wait_for(|| settled(&work) >= 500, "500 settled records").await;
     // Another writer holds the secondary's write lock: vismig's next write waits for it
     // (SQLite's busy timeout is 30 s), like a write to a store that stopped answering.
-    let opts = sqlx::sqlite::SqliteConnectOptions::from_str("sqlite://").unwrap().filename(work.secondary());
-    let mut lock = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
-    sqlx::raw_sql("BEGIN EXCLUSIVE").execute(&mut lock).await.unwrap();
+    let mut lock = hold_write_lock(&work.secondary(), "BEGIN EXCLUSIVE").await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let before = settled(&work);
     let pid = child.id().to_string();
@@ -458,9 +456,7 @@ async fn concurrent_batches_committed_together_keep_their_own_outcomes() {
 
     // Another process holds SQLite's write lock while the eight batches arrive: the first
     // waits for it in SQLite's busy handler, the others queue behind it.
-    let opts = sqlx::sqlite::SqliteConnectOptions::from_str("sqlite://").unwrap().filename(work.secondary());
-    let mut holder = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
-    sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut holder).await.unwrap();
+    let mut holder = hold_write_lock(&work.secondary(), "BEGIN IMMEDIATE").await;
     let commits_before = sink.commits();
     let writes: Vec<_> = batches
         .iter()
@@ -489,4 +485,13 @@ async fn concurrent_batches_committed_together_keep_their_own_outcomes() {
     };
     let want = key_versions(newer.into_iter().chain(batches[1..].iter().flatten().cloned()).collect());
     assert_eq!(key_versions(records(&work.secondary()).await), want);
+}
+
+/// A connection of "another process" to a SQLite file, holding its write lock in an open
+/// transaction (`begin`: BEGIN IMMEDIATE or EXCLUSIVE) until it rolls back.
+async fn hold_write_lock(path: &std::path::Path, begin: &'static str) -> sqlx::SqliteConnection {
+    let opts = sqlx::sqlite::SqliteConnectOptions::from_str("sqlite://").unwrap().filename(path);
+    let mut conn = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
+    sqlx::raw_sql(begin).execute(&mut conn).await.unwrap();
+    conn
 }

@@ -25,8 +25,8 @@ async fn seed_differences(work: &Work) -> Seeded {
     assert!(out.status.success(), "{}", text(&out));
     let primary = all_records(source_of(work, true).await).await;
     let config = vismig::config::Config::load(&work.config()).unwrap();
-    let sink = vismig::store::open_sink(&config, &config.secondary()).await.unwrap();
-    let psink = vismig::store::open_sink(&config, &config.primary()).await.unwrap();
+    let sink = sink_of(work, false).await;
+    let psink = sink_of(work, true).await;
     let pick = |i: usize| primary.iter().filter(|r| r.status == ExecutionStatus::Running).nth(i).unwrap().clone();
 
     // In the primary only: a run the backfill did not see (not a delete from the
@@ -112,8 +112,7 @@ async fn deep_verify_reports_each_difference_exactly(work: Work) {
         work.vismig(&["verify", "--deep", "--output", "json"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
     // The dual write of the closing run lands while verify waits to re-check.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let config = vismig::config::Config::load(&work.config()).unwrap();
-    let sink = vismig::store::open_sink(&config, &config.secondary()).await.unwrap();
+    let sink = sink_of(&work, false).await;
     sink.write(std::slice::from_ref(&seeded.closing)).await.unwrap();
     let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
@@ -205,8 +204,7 @@ async fn opensearch_deep_verify_and_repair() {
         "  verify: { cutoff: 5m, recheckAfter: 3s }\n",
     )
     .await;
-    let config = vismig::config::Config::load(&work.config()).unwrap();
-    let sink = vismig::store::open_sink(&config, &config.secondary()).await.unwrap();
+    let sink = sink_of(&work, false).await;
     sink.register_search_attributes(&attrs).await.unwrap();
     let out = work.run(&["seed", "--records", "2000"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -241,9 +239,8 @@ async fn deep_verify_falls_back_to_lookups_when_the_stores_order_run_ids_differe
         "  concurrency: 2\n  verify: { cutoff: 0s, recheckAfter: 1s }\n",
     )
     .await;
-    let config = vismig::config::Config::load(&work.config()).unwrap();
-    let primary = vismig::store::open_sink(&config, &config.primary()).await.unwrap();
-    let secondary = vismig::store::open_sink(&config, &config.secondary()).await.unwrap();
+    let primary = sink_of(&work, true).await;
+    let secondary = sink_of(&work, false).await;
     let mut g = vismig::seed::Generator::new(7, chrono::Utc::now() - chrono::Duration::hours(1));
     let mut records: Vec<VisibilityRecord> = (0..400).map(|_| g.next_record()).collect();
     // Run ids that differ only in case order differently in the two stores.

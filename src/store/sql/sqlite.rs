@@ -64,14 +64,14 @@ struct Schema {
 }
 
 impl SqliteStore {
-    /// Rows of a fixed query against this store's database (Temporal's namespace
-    /// registry when this is the default store).
     /// Write transactions this store has committed: fewer than the batches written when
     /// concurrent batches shared commits.
     pub fn commits(&self) -> u64 {
         self.commits.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Rows of a fixed query against this store's database (Temporal's namespace
+    /// registry when this is the default store).
     pub async fn raw_rows(&self, sql: &'static str) -> StoreResult<Vec<SqliteRow>> {
         sqlx::query(sql).fetch_all(&self.pool).await.map_err(|e| classify(&self.context("reading namespaces"), e))
     }
