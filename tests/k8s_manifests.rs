@@ -67,19 +67,6 @@ fn strs(v: &Value) -> Vec<String> {
     v.as_array().map(|a| a.iter().map(|s| s.as_str().unwrap().to_string()).collect()).unwrap_or_default()
 }
 
-/// Where tests/tools/install.sh put the tools; None (skipped, said so) if unset.
-fn tools() -> Option<PathBuf> {
-    match std::env::var_os("VISMIG_TEST_TOOLS") {
-        Some(dir) => Some(PathBuf::from(dir)),
-        None => {
-            eprintln!(
-                "skipped: VISMIG_TEST_TOOLS is unset (run tests/tools/install.sh, then export VISMIG_TEST_TOOLS=/var/cache/vismig-tools)"
-            );
-            None
-        }
-    }
-}
-
 fn kubernetes_validate(tools: &Path, files: &[PathBuf]) -> (bool, String) {
     let exe = tools.join("venv/bin/kubernetes-validate");
     assert!(exe.exists(), "{} is missing: run tests/tools/install.sh", exe.display());
@@ -91,7 +78,7 @@ fn kubernetes_validate(tools: &Path, files: &[PathBuf]) -> (bool, String) {
 
 #[test]
 fn built_in_objects_pass_kubernetes_strict_schema() {
-    let Some(tools) = tools() else { return };
+    let Some(tools) = common::tools_dir() else { return };
     let crd_free: Vec<PathBuf> = manifest_files()
         .into_iter()
         .filter(|f| !std::fs::read_to_string(f).unwrap().contains("monitoring.coreos.com/"))
@@ -113,7 +100,7 @@ fn built_in_objects_pass_kubernetes_strict_schema() {
 
 #[test]
 fn the_pod_monitor_passes_the_prometheus_operator_schema() {
-    let Some(tools) = tools() else { return };
+    let Some(tools) = common::tools_dir() else { return };
     let monitors: Vec<Value> = objects().into_iter().map(|(_, o)| o).filter(|o| o["kind"] == "PodMonitor").collect();
     assert_eq!(monitors.len(), 1);
     let run = |objects: &Value| {

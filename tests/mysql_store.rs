@@ -5,8 +5,8 @@
 //! preflight errors.
 //!
 //! Run: `tests/services/up.sh mariadb && source tests/services/env.sh && cargo test --test mysql_store`.
-//! Skips (with a printed line) when VISMIG_TEST_SERVICES does not list mariadb; fails when
-//! it does and the server cannot be reached.
+//! Gated by `common::service_up("mariadb")`: skipped only when no services are declared up
+//! (and never under CI=true); fails when mariadb is not listed or cannot be reached.
 
 mod common;
 
@@ -23,22 +23,6 @@ use vismig::store::sql::mysql::MysqlStore;
 use vismig::store::{Sink, Source, Split, Store, WriteOutcome};
 
 // --- the server ---------------------------------------------------------------------------------
-
-fn enabled(test: &str) -> bool {
-    match std::env::var("VISMIG_TEST_SERVICES") {
-        Err(_) => {
-            println!(
-                "skipped {test}: VISMIG_TEST_SERVICES is unset (run tests/services/up.sh mariadb, then source tests/services/env.sh)"
-            );
-            false
-        }
-        Ok(list) if list.split_whitespace().any(|s| s == "mariadb") => true,
-        Ok(list) => {
-            println!("skipped {test}: mariadb is not in VISMIG_TEST_SERVICES=\"{list}\"");
-            false
-        }
-    }
-}
 
 fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: source tests/services/env.sh"))
@@ -199,7 +183,7 @@ async fn assert_side_tables_match(db: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sqlite_to_mariadb_copies_every_field() {
-    if !enabled("sqlite_to_mariadb_copies_every_field") {
+    if !service_up("mariadb") {
         return;
     }
     let db = fresh_db("sqlite_to_mariadb", "advanced").await;
@@ -238,7 +222,7 @@ async fn sqlite_to_mariadb_copies_every_field() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mariadb_to_sqlite_copies_every_field() {
-    if !enabled("mariadb_to_sqlite_copies_every_field") {
+    if !service_up("mariadb") {
         return;
     }
     let db = fresh_db("mariadb_to_sqlite", "advanced").await;
@@ -257,7 +241,7 @@ async fn mariadb_to_sqlite_copies_every_field() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn broken_rows_in_mariadb_go_to_the_dead_letter_and_the_rest_is_copied() {
-    if !enabled("broken_rows_in_mariadb_go_to_the_dead_letter_and_the_rest_is_copied") {
+    if !service_up("mariadb") {
         return;
     }
     let db = fresh_db("broken_rows", "advanced").await;
@@ -304,7 +288,7 @@ async fn broken_rows_in_mariadb_go_to_the_dead_letter_and_the_rest_is_copied() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mariadb_to_mariadb_copies_every_field() {
-    if !enabled("mariadb_to_mariadb_copies_every_field") {
+    if !service_up("mariadb") {
         return;
     }
     let (a, b) = (fresh_db("m2m_primary", "advanced").await, fresh_db("m2m_secondary", "advanced").await);
@@ -330,7 +314,7 @@ async fn mariadb_to_mariadb_copies_every_field() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mysql_5_7_standard_to_advanced_inserts_where_absent_with_version_0() {
-    if !enabled("mysql_5_7_standard_to_advanced_inserts_where_absent_with_version_0") {
+    if !service_up("mariadb") {
         return;
     }
     let (std_db, adv) =
@@ -461,7 +445,7 @@ async fn mysql_5_7_standard_to_advanced_inserts_where_absent_with_version_0() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_version_guard_keeps_newer_records_and_replaces_older_ones() {
-    if !enabled("the_version_guard_keeps_newer_records_and_replaces_older_ones") {
+    if !service_up("mariadb") {
         return;
     }
     let db = fresh_db("version_guard", "advanced").await;
@@ -514,7 +498,7 @@ async fn the_version_guard_keeps_newer_records_and_replaces_older_ones() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn side_tables_hold_the_same_json_and_version() {
-    if !enabled("side_tables_hold_the_same_json_and_version") {
+    if !service_up("mariadb") {
         return;
     }
     let db = fresh_db("side_tables", "advanced").await;
@@ -559,7 +543,7 @@ async fn side_tables_hold_the_same_json_and_version() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn values_mysql_cannot_hold_go_to_the_dead_letter_and_the_rest_is_copied() {
-    if !enabled("values_mysql_cannot_hold_go_to_the_dead_letter_and_the_rest_is_copied") {
+    if !service_up("mariadb") {
         return;
     }
     let db = fresh_db("dead_letter", "advanced").await;
@@ -610,7 +594,7 @@ async fn values_mysql_cannot_hold_go_to_the_dead_letter_and_the_rest_is_copied()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_schema_before_v1_27_has_no_version_and_is_written_insert_if_absent() {
-    if !enabled("a_schema_before_v1_27_has_no_version_and_is_written_insert_if_absent") {
+    if !service_up("mariadb") {
         return;
     }
     let db = fresh_db("pre_v127", "advanced").await;
@@ -640,7 +624,7 @@ async fn a_schema_before_v1_27_has_no_version_and_is_written_insert_if_absent() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn preflight_names_the_store_table_and_column_and_never_the_password() {
-    if !enabled("preflight_names_the_store_table_and_column_and_never_the_password") {
+    if !service_up("mariadb") {
         return;
     }
     let db = fresh_db("preflight", "advanced").await;

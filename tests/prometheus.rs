@@ -22,12 +22,7 @@ use vismig::store::sql::sqlite::create_database;
 /// Debian's prometheus and promtool, when the tools are installed (VISMIG_TEST_TOOLS,
 /// set by tests/run.sh: then a missing binary fails the test).
 fn prometheus_binaries() -> Option<(PathBuf, PathBuf)> {
-    if std::env::var_os("VISMIG_TEST_TOOLS").is_none() {
-        eprintln!(
-            "skipped: VISMIG_TEST_TOOLS is unset (run tests/tools/install.sh, then export VISMIG_TEST_TOOLS=/var/cache/vismig-tools)"
-        );
-        return None;
-    }
+    common::tools_dir()?;
     let find = |name: &str| {
         std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
             .chain([PathBuf::from("/usr/bin")])

@@ -5,6 +5,25 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s\n' "$*"; }
+refuse() { echo "tests/run.sh: $*" >&2; exit 2; }
+
+# CI must run the whole suite: none of the knobs that shrink it for a quick local run is
+# honoured there, and each is refused with one line rather than quietly ignored.
+all_services=$(bash -c '. tests/services/lib.sh && echo "$ALL_SERVICES"')
+if [ "${CI:-}" = "true" ]; then
+  [ "${VISMIG_SKIP_SERVICES:-}" = "" ] || refuse "CI=true refuses VISMIG_SKIP_SERVICES=$VISMIG_SKIP_SERVICES (CI tests against every real server)"
+  [ "${VISMIG_SKIP_E2E:-}" = "" ] || refuse "CI=true refuses VISMIG_SKIP_E2E=$VISMIG_SKIP_E2E (CI runs the end-to-end tests)"
+  if [ -n "${VISMIG_SERVICES:-}" ]; then
+    for svc in $all_services; do
+      case " $(tr -s ', ' '  ' <<<"$VISMIG_SERVICES") " in
+        *" $svc "*) ;;
+        *) refuse "CI=true refuses VISMIG_SERVICES=\"$VISMIG_SERVICES\": it leaves out $svc (CI starts all of: $all_services)" ;;
+      esac
+    done
+  fi
+fi
+# A lost run bit must not turn into a run without servers.
+[ -x tests/services/up.sh ] || refuse "tests/services/up.sh is not executable (chmod +x it; the servers are part of the suite)"
 
 step "toolchain"
 if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
@@ -18,7 +37,7 @@ cargo fmt --all -- --check
 step "cargo clippy -D warnings"
 cargo clippy --all-targets -- -D warnings
 
-if [ "${VISMIG_SKIP_SERVICES:-}" != "1" ] && [ -x tests/services/up.sh ]; then
+if [ "${VISMIG_SKIP_SERVICES:-}" != "1" ]; then
   step "services (tests/services/up.sh)"
   bash tests/services/up.sh
   # shellcheck disable=SC1091

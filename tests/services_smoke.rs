@@ -4,9 +4,12 @@
 //!
 //! Run: `tests/services/up.sh && source tests/services/env.sh && cargo test --test services_smoke`
 //!
-//! `VISMIG_TEST_SERVICES` (set by env.sh) lists the services that are up. A test whose
-//! service is not listed prints a skip line and passes; a listed service that cannot be
-//! reached, or lacks the schema, fails its test.
+//! `VISMIG_TEST_SERVICES` (set by env.sh) lists the services that are up. Gated by
+//! `common::service_up`: with no services declared up (and not under CI=true) a test prints
+//! a skip line and passes; a service missing from the list, unreachable, or lacking the
+//! schema fails its test.
+
+mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,23 +18,6 @@ use serde_json::Value;
 use sqlx::Connection;
 
 // --- gating and environment ---------------------------------------------------------------
-
-/// Whether the service's test should run; prints why not otherwise.
-fn service_enabled(service: &str) -> bool {
-    match std::env::var("VISMIG_TEST_SERVICES") {
-        Err(_) => {
-            println!(
-                "skipped {service}: VISMIG_TEST_SERVICES is unset (run tests/services/up.sh, then source tests/services/env.sh)"
-            );
-            false
-        }
-        Ok(list) if list.split_whitespace().any(|s| s == service) => true,
-        Ok(list) => {
-            println!("skipped {service}: not in VISMIG_TEST_SERVICES=\"{list}\"");
-            false
-        }
-    }
-}
 
 fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: source tests/services/env.sh"))
@@ -158,7 +144,7 @@ async fn pg_schema_version(conn: &mut sqlx::PgConnection, database: &str) -> Str
 
 #[tokio::test]
 async fn postgres_has_temporal_visibility_schemas() {
-    if !service_enabled("postgres") {
+    if !common::service_up("postgres") {
         return;
     }
     let advanced =
@@ -255,7 +241,7 @@ async fn mysql_schema_version(conn: &mut sqlx::MySqlConnection, database: &str) 
 
 #[tokio::test]
 async fn mariadb_has_temporal_visibility_schemas() {
-    if !service_enabled("mariadb") {
+    if !common::service_up("mariadb") {
         return;
     }
     // The MariaDB variant is derived from mysql/v8 and keeps its versions.
@@ -313,7 +299,7 @@ async fn mariadb_has_temporal_visibility_schemas() {
 
 #[tokio::test]
 async fn cassandra_has_temporal_standard_visibility() {
-    if !service_enabled("cassandra") {
+    if !common::service_up("cassandra") {
         return;
     }
     let port = env_port("VISMIG_TEST_CASSANDRA_PORT");
@@ -419,7 +405,7 @@ async fn get_json(client: &reqwest::Client, url: &str) -> Value {
 
 #[tokio::test]
 async fn opensearch_has_temporal_visibility_indices() {
-    if !service_enabled("opensearch") {
+    if !common::service_up("opensearch") {
         return;
     }
     check_search_store("opensearch", &env("VISMIG_TEST_OPENSEARCH_URL"), |root| {
@@ -430,7 +416,7 @@ async fn opensearch_has_temporal_visibility_indices() {
 
 #[tokio::test]
 async fn elasticsearch_has_temporal_visibility_indices() {
-    if !service_enabled("elasticsearch") {
+    if !common::service_up("elasticsearch") {
         return;
     }
     check_search_store("elasticsearch", &env("VISMIG_TEST_ELASTICSEARCH_URL"), |root| {

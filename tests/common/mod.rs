@@ -123,19 +123,71 @@ pub fn sqlite_store(path: &Path) -> String {
 }
 
 /// Whether the integration tests of `service` run: VISMIG_TEST_SERVICES (from
-/// tests/services/env.sh) lists it. Unset: skipped with a line saying so. Listed but
-/// unreachable: the test itself fails when it connects.
+/// tests/services/env.sh) lists it. Every integration test gates through here, so the
+/// rule is one: see `service_gate`. Listed but unreachable: the test itself fails when it
+/// connects.
 pub fn service_up(service: &str) -> bool {
-    match std::env::var("VISMIG_TEST_SERVICES") {
-        Ok(list) if list.split_whitespace().any(|s| s == service) => true,
-        Ok(list) => panic!("VISMIG_TEST_SERVICES={list:?} does not list {service}: tests/services/up.sh must start it"),
-        Err(_) => {
+    let services = std::env::var("VISMIG_TEST_SERVICES").ok();
+    match service_gate(service, services.as_deref(), under_ci()) {
+        Ok(run) => run,
+        Err(why) => panic!("{why}"),
+    }
+}
+
+/// The gate of a test that needs `service`, from VISMIG_TEST_SERVICES (`services`) and
+/// whether this is CI. Skipping (Ok(false), said on stderr) is only for a developer's
+/// machine with no services at all; once services are declared up, or under CI, a
+/// missing one fails the test, so that a suite cannot quietly shrink to what happens to
+/// be running.
+pub fn service_gate(service: &str, services: Option<&str>, ci: bool) -> Result<bool, String> {
+    match services {
+        Some(list) if list.split_whitespace().any(|s| s == service) => Ok(true),
+        Some(list) => {
+            Err(format!("VISMIG_TEST_SERVICES={list:?} does not list {service}: tests/services/up.sh must start it"))
+        }
+        None if ci => Err(format!(
+            "CI=true but VISMIG_TEST_SERVICES is unset: this test needs {service} (tests/run.sh starts it with tests/services/up.sh)"
+        )),
+        None => {
             eprintln!(
                 "skipped: VISMIG_TEST_SERVICES is unset (run tests/services/up.sh and source tests/services/env.sh)"
             );
-            false
+            Ok(false)
         }
     }
+}
+
+/// Where tests/tools/install.sh put the operations tools (VISMIG_TEST_TOOLS, exported by
+/// tests/run.sh), for the tests that need them; None (skipped, said on stderr) only off
+/// CI. Under CI an unset VISMIG_TEST_TOOLS fails the test.
+pub fn tools_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("VISMIG_TEST_TOOLS").map(PathBuf::from);
+    match tools_gate(dir, under_ci()) {
+        Ok(dir) => dir,
+        Err(why) => panic!("{why}"),
+    }
+}
+
+/// The gate of a test that needs the operations tools; the rule of `service_gate`.
+pub fn tools_gate(dir: Option<PathBuf>, ci: bool) -> Result<Option<PathBuf>, String> {
+    match dir {
+        Some(dir) => Ok(Some(dir)),
+        None if ci => Err(
+            "CI=true but VISMIG_TEST_TOOLS is unset: tests/run.sh installs the tools (tests/tools/install.sh) and exports it"
+                .to_string(),
+        ),
+        None => {
+            eprintln!(
+                "skipped: VISMIG_TEST_TOOLS is unset (run tests/tools/install.sh, then export VISMIG_TEST_TOOLS=/var/cache/vismig-tools)"
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// CI systems (GitHub Actions, GitLab, and tests/run.sh's own callers) set CI=true.
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
 }
 
 /// A fresh database on a service of tests/services, with Temporal's schema applied by
