@@ -161,8 +161,12 @@ fn save_last_verify(config: &Config, namespaces: &[String], report: &verify::Rep
     // Which namespaces this verify covered (empty: all), for the flip guard.
     json["namespaceFilter"] = serde_json::to_value(namespaces)?;
     let path = last_verify_path(config);
-    crate::backfill::checkpoint::write_atomically(&path, &serde_json::to_vec_pretty(&json)?)
-        .map_err(|e| anyhow::anyhow!("cannot save the verify result {}: {e}", path.display()))
+    crate::backfill::checkpoint::write_atomically(
+        &path,
+        &serde_json::to_vec_pretty(&json)?,
+        crate::backfill::checkpoint::PRIVATE_FILE_MODE,
+    )
+    .map_err(|e| anyhow::anyhow!("cannot save the verify result {}: {e}", path.display()))
 }
 
 /// Writes `records` synthetic records into the primary store; returns (count, store).

@@ -132,14 +132,21 @@ impl FileCheckpoint {
 
     pub fn save(&self, cp: &Checkpoint) -> anyhow::Result<()> {
         let data = serde_json::to_vec_pretty(cp)?;
-        write_atomically(&self.path, &data)
+        write_atomically(&self.path, &data, PRIVATE_FILE_MODE)
             .map_err(|e| anyhow::anyhow!("cannot save checkpoint {}: {e}", self.path.display()))
     }
 }
 
+/// Owner read and write only: the checkpoint, the dead-letter file (whole records: memos,
+/// search attributes) and the verify result are vismig's own, not for other local users.
+pub const PRIVATE_FILE_MODE: u32 = 0o600;
+
 /// Writes `data` to `path` so that readers see the old or the new content, never a mix,
-/// and the new content survives a crash once this returns.
-pub fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
+/// and the new content survives a crash once this returns. The new file has exactly the
+/// permission bits `mode`, set on the temp file before any data goes into it, so the
+/// content is never readable with wider permissions, not even for a moment.
+pub fn write_atomically(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -148,7 +155,10 @@ pub fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("checkpoint");
     let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
     {
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
+        // The mode above applies only to a new file, and through the umask: a temp file
+        // left by a crash keeps its old bits, so they are set explicitly.
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
         f.write_all(data)?;
         f.sync_all()?;
     }
@@ -194,6 +204,25 @@ mod tests {
         assert_eq!(store.load().unwrap(), Some(cp));
         let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("sub")).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temp file is left behind");
+    }
+
+    #[test]
+    fn the_checkpoint_is_private_to_its_owner_also_when_rewritten() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("checkpoint.json");
+        let mode = || std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        let store = FileCheckpoint::new(&path);
+        store.save(&sample()).unwrap();
+        assert_eq!(mode(), 0o600, "a new checkpoint");
+        // A checkpoint from an older vismig, readable by everyone, and a temp file left by
+        // a crash with the same bits: the next save makes both private.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let tmp = dir.path().join(format!(".checkpoint.json.tmp-{}", std::process::id()));
+        std::fs::write(&tmp, "old").unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o666)).unwrap();
+        store.save(&sample()).unwrap();
+        assert_eq!(mode(), 0o600, "a rewritten checkpoint");
     }
 
     #[test]

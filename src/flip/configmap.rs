@@ -307,7 +307,7 @@ fn write_backup(dir: &Path, cm: &ConfigMapTarget, text: &str) -> Result<PathBuf,
         Utc::now().format("%Y%m%dT%H%M%S%.3fZ")
     );
     let path = dir.join(name);
-    crate::backfill::checkpoint::write_atomically(&path, text.as_bytes()).map_err(|e| {
+    crate::backfill::checkpoint::write_atomically(&path, text.as_bytes(), 0o644).map_err(|e| {
         Error::Failed(anyhow::anyhow!(
             "cannot write the backup {} (beside the checkpoint): {e}; nothing was changed",
             path.display()

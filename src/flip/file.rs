@@ -60,7 +60,7 @@ fn backup_path(path: &Path, now: DateTime<Utc>) -> PathBuf {
 
 /// Atomic replace that keeps the file's permission bits.
 fn write_keeping_mode(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let permissions = std::fs::metadata(path)?.permissions();
-    crate::backfill::checkpoint::write_atomically(path, data)?;
-    std::fs::set_permissions(path, permissions)
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)?.permissions().mode() & 0o7777;
+    crate::backfill::checkpoint::write_atomically(path, data, mode)
 }
