@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use chrono::Utc;
+use chrono::{Timelike, Utc};
 use tokio::sync::watch;
 
 use crate::backfill::checkpoint::Checkpoint;
@@ -81,7 +81,10 @@ pub async fn verify(
     b.map_err(|e| anyhow::anyhow!("secondary: {e}"))?;
     let namespaces = if namespaces.is_empty() { config.migration.namespaces.clone() } else { namespaces.to_vec() };
     let filter = namespaces.clone();
+    // On a whole second: a time truncated to the store's precision (Temporal's µs for SQL,
+    // ms for Cassandra) falls on the same side of it as the nanosecond original.
     let cutoff = Utc::now() - chrono::Duration::from_std(config.migration.verify.cutoff)?;
+    let cutoff = cutoff.with_nanosecond(0).unwrap_or(cutoff);
     // Count (and deep-compare) what reached the secondary until now (Elasticsearch:
     // after a refresh); one refresh serves both.
     sink.flush().await.map_err(|e| anyhow::anyhow!("secondary: {e}"))?;

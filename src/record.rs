@@ -94,7 +94,7 @@ pub enum SearchAttributeType {
 /// original RFC 3339 text and offset, as Temporal stores them), so they share a variant;
 /// the attribute's registered type tells them apart where that matters. Ints are kept
 /// apart from doubles so that int64 values survive exactly (never through f64).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub enum SearchAttributeValue {
     String(String),
     Int(i64),
@@ -123,15 +123,7 @@ impl SearchAttributes {
                 serde_json::Value::Null => continue,
                 serde_json::Value::String(s) => SearchAttributeValue::String(s.clone()),
                 serde_json::Value::Bool(b) => SearchAttributeValue::Bool(*b),
-                serde_json::Value::Number(n) => {
-                    if let Some(i) = n.as_i64() {
-                        SearchAttributeValue::Int(i)
-                    } else if let Some(f) = n.as_f64() {
-                        SearchAttributeValue::Double(f)
-                    } else {
-                        return Err(format!("search attribute {name}: number {n} is out of range"));
-                    }
-                }
+                serde_json::Value::Number(n) => SearchAttributeValue::from_number(name, n)?,
                 serde_json::Value::Array(items) => {
                     if items.is_empty() {
                         continue;
@@ -168,7 +160,46 @@ impl SearchAttributes {
     }
 }
 
+/// Values are equal when they hold the same value: an Int and a Double are equal when
+/// the double is exactly that integer (`3` and `3.0` are one number, which a store
+/// may print either way), and doubles compare as IEEE numbers (`-0.0 == 0.0`: PostgreSQL's
+/// numeric has no negative zero, and Temporal's queries do not tell them apart).
+impl PartialEq for SearchAttributeValue {
+    fn eq(&self, other: &Self) -> bool {
+        use SearchAttributeValue::*;
+        match (self, other) {
+            (String(a), String(b)) => a == b,
+            (Int(a), Int(b)) => a == b,
+            (Double(a), Double(b)) => a == b,
+            (Int(i), Double(f)) | (Double(f), Int(i)) => int_is_double(*i, *f),
+            (Bool(a), Bool(b)) => a == b,
+            (KeywordList(a), KeywordList(b)) => a == b,
+            (List(a), List(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+/// Whether `f` is exactly the integer `i` (no rounding on either side).
+fn int_is_double(i: i64, f: f64) -> bool {
+    // -2^63 and 2^63 are exact doubles; an integral double between them fits an i64.
+    f.fract() == 0.0 && (-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&f) && f as i64 == i
+}
+
 impl SearchAttributeValue {
+    /// A JSON number as Temporal wrote it: an integer that fits int64 stays an Int (never
+    /// through f64); anything else is the double its text denotes, correctly rounded
+    /// (serde_json's exact parser, feature `float_roundtrip`: `0.42000000000000004` stays
+    /// itself, where the default parser gave a neighbour). Go prints a large double such as
+    /// 1.2345678901234567e19 as the integer `12345678901234567000`: past int64, an integer
+    /// is such a double (Temporal's Int attributes are int64).
+    pub fn from_number(name: &str, n: &serde_json::Number) -> Result<Self, String> {
+        if let Some(i) = n.as_i64() {
+            return Ok(Self::Int(i));
+        }
+        n.as_f64().map(Self::Double).ok_or_else(|| format!("search attribute {name}: number {n} is out of range"))
+    }
+
     pub fn to_json(&self) -> serde_json::Value {
         match self {
             Self::String(s) => serde_json::Value::String(s.clone()),
@@ -267,6 +298,32 @@ impl VisibilityRecord {
             "rootRunId": self.root_run_id,
             "version": self.version,
         })
+    }
+}
+
+/// The finest time a store keeps. Temporal writes Elasticsearch times with nanoseconds
+/// and truncates them to microseconds for the SQL stores (milliseconds for Cassandra), so
+/// two stores agree on a time at the coarser of their precisions. Ordered coarse to fine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TimePrecision {
+    Milliseconds,
+    Microseconds,
+    Nanoseconds,
+}
+
+impl TimePrecision {
+    /// `t` cut down to this precision as Temporal does (Go's `Time.Truncate`: towards the
+    /// past, never rounded up).
+    pub fn truncate(self, t: DateTime<Utc>) -> DateTime<Utc> {
+        use chrono::Timelike;
+        let unit = match self {
+            Self::Milliseconds => 1_000_000,
+            Self::Microseconds => 1_000,
+            Self::Nanoseconds => return t,
+        };
+        // The sub-second part counts up from the second before, so this is a floor for
+        // times before 1970 too (a leap second's extra second keeps its own).
+        t.with_nanosecond(t.nanosecond() / unit * unit).unwrap_or(t)
     }
 }
 
@@ -383,6 +440,73 @@ mod tests {
         assert!(!sa.0.contains_key("Gone"));
         assert_eq!(sa.to_json()["Int01"], json!(9007199254740993i64));
         assert_eq!(sa.to_json()["KeywordList01"], json!(["a", "b"]));
+    }
+
+    /// Doubles whose shortest text needs 17 digits, the DECIMAL(20,5) edge, subnormals,
+    /// negative zero in Go's and serde's forms, the largest double, and integers past 2^53
+    /// and past int64 (Go prints large doubles as integers): each parses to the double the
+    /// text denotes (checked against the standard library's correctly rounded parser) and
+    /// prints back to a text that parses to the same bits.
+    #[test]
+    fn numbers_round_trip_exactly() {
+        let doubles = [
+            "0.42000000000000004",
+            "123456789012345.67",
+            "-999999999999999.9",
+            "5e-324",
+            "-5e-324",
+            "2.2250738585072014e-308",
+            "1.7976931348623157e308",
+            "-0",
+            "-0.0",
+            "0.30000000000000004",
+            "1e+21",
+            "12345678901234567000",
+            "18446744073709551616",
+        ];
+        for text in doubles {
+            let sa =
+                SearchAttributes::from_json(&serde_json::from_str(&format!("{{\"D\": {text}}}")).unwrap()).unwrap();
+            let SearchAttributeValue::Double(f) = sa.0["D"] else { panic!("{text} read as {:?}", sa.0["D"]) };
+            let exact: f64 = text.parse().unwrap();
+            assert_eq!(f.to_bits(), exact.to_bits(), "{text} read as {f:e}");
+            let written = sa.to_json().to_string();
+            let back = SearchAttributes::from_json(&serde_json::from_str(&written).unwrap()).unwrap();
+            let SearchAttributeValue::Double(g) = back.0["D"] else { panic!("{written} read as {:?}", back.0["D"]) };
+            assert_eq!(g.to_bits(), exact.to_bits(), "{text} written as {written}");
+        }
+        for int in [9007199254740993i64, i64::MAX, i64::MIN, -9007199254740993] {
+            let sa = SearchAttributes::from_json(&serde_json::from_str(&format!("{{\"I\": {int}}}")).unwrap()).unwrap();
+            assert_eq!(sa.0["I"], SearchAttributeValue::Int(int));
+            assert_eq!(sa.to_json().to_string(), format!("{{\"I\":{int}}}"));
+        }
+    }
+
+    #[test]
+    fn times_truncate_towards_the_past() {
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let ns = t("2024-05-01T10:00:01.123456999Z");
+        assert_eq!(TimePrecision::Microseconds.truncate(ns), t("2024-05-01T10:00:01.123456Z"));
+        assert_eq!(TimePrecision::Milliseconds.truncate(ns), t("2024-05-01T10:00:01.123Z"));
+        assert_eq!(TimePrecision::Nanoseconds.truncate(ns), ns);
+        let before_1970 = t("1969-12-31T23:59:59.999999999Z");
+        assert_eq!(TimePrecision::Microseconds.truncate(before_1970), t("1969-12-31T23:59:59.999999Z"));
+        assert!(TimePrecision::Milliseconds < TimePrecision::Microseconds);
+        assert!(TimePrecision::Microseconds < TimePrecision::Nanoseconds);
+    }
+
+    #[test]
+    fn numbers_compare_by_value() {
+        use SearchAttributeValue::{Double, Int};
+        assert_eq!(Int(3), Double(3.0));
+        assert_eq!(Double(1e18), Int(1_000_000_000_000_000_000));
+        assert_ne!(Int(9007199254740993), Double(9007199254740992.0));
+        assert_ne!(Int(i64::MAX), Double(9223372036854775808.0));
+        assert_ne!(Int(3), Double(3.5));
+        // PostgreSQL's numeric keeps no sign on zero; Temporal's queries do not tell them apart.
+        assert_eq!(Double(-0.0), Double(0.0));
+        assert_eq!(Double(-0.0), Int(0));
+        assert_ne!(Double(f64::NAN), Double(f64::NAN));
     }
 
     #[test]

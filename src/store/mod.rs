@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::attribute_names::Naming;
 use crate::config::{Config, SqlFamily, StoreRef, persistence};
-use crate::record::{ExecutionStatus, RecordKey, SearchAttributeType, VisibilityRecord};
+use crate::record::{ExecutionStatus, RecordKey, SearchAttributeType, TimePrecision, VisibilityRecord};
 
 /// A slice of a source's key space, scanned by one worker. Made by `Source::plan_shards`
 /// and saved in the checkpoint, so a resumed run scans exactly the same slices.
@@ -165,6 +165,10 @@ pub trait Store: Send + Sync {
     /// How this store names custom search attributes (reference §6).
     fn naming(&self) -> Naming {
         Naming::FieldNames
+    }
+    /// The finest time this store keeps in its time fields (Elasticsearch: nanoseconds).
+    fn time_precision(&self) -> TimePrecision {
+        TimePrecision::Nanoseconds
     }
 }
 

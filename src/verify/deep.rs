@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::attribute_names::Renamer;
 use crate::backfill::throttle::Throttle;
-use crate::record::{RecordKey, VisibilityRecord};
+use crate::record::{RecordKey, TimePrecision, VisibilityRecord};
 use crate::store::{Cursor, ScanPage, ShardSpec, Sink, Source, Split, StoreResult, WriteOutcome};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -77,18 +77,26 @@ fn settled(r: &VisibilityRecord, cutoff: DateTime<Utc>) -> bool {
     r.start_time < cutoff && r.close_time.is_none_or(|t| t < cutoff)
 }
 
-/// The names of the fields in which two records differ.
-pub fn differing_fields(a: &VisibilityRecord, b: &VisibilityRecord) -> Vec<String> {
+/// The names of the fields in which two records differ. Times compare at `precision`,
+/// the coarser of the two stores' (Temporal writes nanoseconds to Elasticsearch and the
+/// same times truncated to microseconds to SQL: both are the same record).
+pub fn differing_fields(a: &VisibilityRecord, b: &VisibilityRecord, precision: TimePrecision) -> Vec<String> {
     let mut out = Vec::new();
     macro_rules! cmp {
         ($($f:ident),*) => { $( if a.$f != b.$f { out.push(stringify!($f).to_string()); } )* };
     }
+    cmp!(workflow_id, workflow_type_name);
+    let time = |t| precision.truncate(t);
+    if time(a.start_time) != time(b.start_time) {
+        out.push("start_time".to_string());
+    }
+    if time(a.execution_time) != time(b.execution_time) {
+        out.push("execution_time".to_string());
+    }
+    if a.close_time.map(time) != b.close_time.map(time) {
+        out.push("close_time".to_string());
+    }
     cmp!(
-        workflow_id,
-        workflow_type_name,
-        start_time,
-        execution_time,
-        close_time,
         status,
         history_length,
         history_size_bytes,
@@ -232,7 +240,7 @@ impl DeepVerify {
                     let (a, b) = (primary.pop(), secondary.pop());
                     if settled(&a, opts.cutoff) {
                         result.compared += 1;
-                        let fields = differing_fields(&self.for_secondary(&a), &b);
+                        let fields = differing_fields(&self.for_secondary(&a), &b, self.time_precision());
                         if !fields.is_empty() {
                             result.found.push(difference(Kind::Different, &a, fields));
                         }
@@ -272,7 +280,7 @@ impl DeepVerify {
                     (None, false) => found.push(difference(Kind::Extra, &r, Vec::new())),
                     (Some(o), true) => {
                         compared += 1;
-                        let fields = differing_fields(&self.for_secondary(&r), o);
+                        let fields = differing_fields(&self.for_secondary(&r), o, self.time_precision());
                         if !fields.is_empty() {
                             found.push(difference(Kind::Different, &r, fields));
                         }
@@ -309,7 +317,7 @@ impl DeepVerify {
                 (Some(a), None) if settled(a, opts.cutoff) => out.push(difference(Kind::Missing, a, Vec::new())),
                 (None, Some(b)) if settled(b, opts.cutoff) => out.push(difference(Kind::Extra, b, Vec::new())),
                 (Some(a), Some(b)) if settled(a, opts.cutoff) => {
-                    let fields = differing_fields(&self.for_secondary(a), b);
+                    let fields = differing_fields(&self.for_secondary(a), b, self.time_precision());
                     if !fields.is_empty() {
                         out.push(difference(Kind::Different, a, fields));
                     }
@@ -350,6 +358,11 @@ impl DeepVerify {
             Some(WriteOutcome::Failed(reason)) => format!("not recopied: {reason}"),
             None => "not recopied: no outcome".into(),
         })
+    }
+
+    /// The precision both stores keep times at: the coarser of the two.
+    fn time_precision(&self) -> TimePrecision {
+        self.primary.time_precision().min(self.secondary.time_precision())
     }
 
     /// A primary record as the secondary should hold it: search attributes under the
@@ -485,22 +498,47 @@ mod tests {
         let mut g = crate::seed::Generator::new(4, now);
         let a = g.next_record();
         let mut b = a.clone();
-        assert!(differing_fields(&a, &b).is_empty());
+        assert!(differing_fields(&a, &b, NS).is_empty());
         b.task_queue = "other".into();
         b.version += 1;
-        assert_eq!(differing_fields(&a, &b), vec!["task_queue", "version"]);
+        assert_eq!(differing_fields(&a, &b, NS), vec!["task_queue", "version"]);
         let (mut c, mut d) = (a.clone(), a.clone());
         c.memo = None;
         c.encoding = String::new();
         d.memo = Some(Vec::new());
         d.encoding = "Proto3".into();
-        assert!(differing_fields(&c, &d).is_empty(), "an empty memo is no memo, whatever its encoding");
+        assert!(differing_fields(&c, &d, NS).is_empty(), "an empty memo is no memo, whatever its encoding");
         d.memo = Some(vec![1]);
-        assert_eq!(differing_fields(&c, &d), vec!["memo"]);
+        assert_eq!(differing_fields(&c, &d, NS), vec!["memo"]);
         let mut e = a.clone();
         e.version = 0;
-        assert!(differing_fields(&a, &e).is_empty(), "no version on one side: nothing to compare");
+        assert!(differing_fields(&a, &e, NS).is_empty(), "no version on one side: nothing to compare");
         assert!(settled(&a, now));
         assert!(!settled(&a, a.start_time));
+    }
+
+    const NS: TimePrecision = TimePrecision::Nanoseconds;
+
+    /// Temporal writes `…01.123456900Z` to Elasticsearch and `…01.123456` to SQL: the same
+    /// record at microseconds, a different one at nanoseconds; and a time one microsecond
+    /// off is still a difference at microseconds (truncation, not rounding: .9999999 is
+    /// not .000001 of the next microsecond).
+    #[test]
+    fn times_compare_at_the_coarser_precision() {
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let mut g = crate::seed::Generator::new(4, Utc::now());
+        let mut es = g.next_record();
+        es.start_time = t("2024-05-01T10:00:01.123456900Z");
+        es.execution_time = t("2024-05-01T10:00:01.999999999Z");
+        es.close_time = Some(t("2024-05-01T10:00:02.000000001Z"));
+        let mut sql = es.clone();
+        sql.start_time = t("2024-05-01T10:00:01.123456Z");
+        sql.execution_time = t("2024-05-01T10:00:01.999999Z");
+        sql.close_time = Some(t("2024-05-01T10:00:02Z"));
+        assert!(differing_fields(&es, &sql, TimePrecision::Microseconds).is_empty());
+        assert_eq!(differing_fields(&es, &sql, NS), vec!["start_time", "execution_time", "close_time"]);
+        sql.start_time = t("2024-05-01T10:00:01.123457Z");
+        sql.close_time = None;
+        assert_eq!(differing_fields(&es, &sql, TimePrecision::Microseconds), vec!["start_time", "close_time"]);
     }
 }

@@ -659,6 +659,11 @@ impl Raw {
 
 #[async_trait]
 impl Store for CassandraStore {
+    /// Cassandra `timestamp` columns hold milliseconds.
+    fn time_precision(&self) -> crate::record::TimePrecision {
+        crate::record::TimePrecision::Milliseconds
+    }
+
     fn describe(&self) -> String {
         format!("cassandra {}/{}", self.hosts, self.keyspace)
     }

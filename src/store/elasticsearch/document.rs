@@ -255,12 +255,7 @@ fn sa_from_json(name: &str, v: &Value) -> Result<Option<SearchAttributeValue>, S
         Value::Null => return Ok(None),
         Value::String(s) => SearchAttributeValue::String(s.clone()),
         Value::Bool(b) => SearchAttributeValue::Bool(*b),
-        Value::Number(n) => match n.as_i64() {
-            Some(i) => SearchAttributeValue::Int(i),
-            None => SearchAttributeValue::Double(
-                n.as_f64().ok_or_else(|| format!("search attribute {name}: number {n} is out of range"))?,
-            ),
-        },
+        Value::Number(n) => SearchAttributeValue::from_number(name, n)?,
         Value::Array(items) if items.is_empty() => return Ok(None),
         Value::Array(items) if items.iter().all(Value::is_string) => {
             SearchAttributeValue::KeywordList(items.iter().filter_map(|i| i.as_str().map(str::to_string)).collect())

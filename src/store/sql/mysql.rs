@@ -389,6 +389,11 @@ impl Store for MysqlStore {
         Ok(out)
     }
 
+    /// Temporal truncates times to microseconds for SQL, and so does every writer here.
+    fn time_precision(&self) -> crate::record::TimePrecision {
+        crate::record::TimePrecision::Microseconds
+    }
+
     fn describe(&self) -> String {
         format!("mysql {}/{}", self.location, self.database)
     }

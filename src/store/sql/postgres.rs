@@ -252,6 +252,11 @@ impl Store for PostgresStore {
         Ok(out)
     }
 
+    /// Temporal truncates times to microseconds for SQL, and so does every writer here.
+    fn time_precision(&self) -> crate::record::TimePrecision {
+        crate::record::TimePrecision::Microseconds
+    }
+
     fn describe(&self) -> String {
         format!("postgres {}/{}", self.address, self.database)
     }

@@ -208,6 +208,11 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
+    /// Temporal truncates times to microseconds for SQL, and so does every writer here.
+    fn time_precision(&self) -> crate::record::TimePrecision {
+        crate::record::TimePrecision::Microseconds
+    }
+
     fn describe(&self) -> String {
         format!("sqlite {}", self.path.display())
     }
