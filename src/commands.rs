@@ -35,6 +35,7 @@ pub async fn backfill(
         metrics: metrics.clone(),
         control,
         renamer,
+        dropped_fields: Default::default(),
     };
     run.preflight().await?;
     let summary = run.run(stop).await?;

@@ -455,4 +455,10 @@ fn print_summary(s: &backfill::Summary) {
         t.dead_letter,
         s.checkpoint_path.display()
     );
+    if t.without_fields > 0 {
+        println!(
+            "{} records were copied without values the secondary's schema has no field for (migration.dropMissingFields)",
+            t.without_fields
+        );
+    }
 }

@@ -607,6 +607,11 @@ async fn a_schema_before_v1_27_has_no_version_and_is_written_insert_if_absent() 
     .await;
     let work = Work::seeded(1_000, "").await;
     configure(&work, &sqlite_yaml(&work.primary()), &mysql_yaml(&db, "mysql8"), "");
+    // The primary's versions would be lost: refused unless told.
+    let out = work.run(&["backfill"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("has no _version, which the primary"), "{}", text(&out));
+    configure(&work, &sqlite_yaml(&work.primary()), &mysql_yaml(&db, "mysql8"), "  dropMissingFields: true\n");
     let log = backfill(&work);
     assert!(log.contains("1000 inserted"), "{log}");
     let expected: Vec<VisibilityRecord> =

@@ -353,8 +353,10 @@ async fn indexes_dropped_before_a_crash_are_rebuilt_on_the_next_start() {
 }
 
 /// Temporal v1.23 (the last release with Cassandra visibility) creates the advanced
-/// PostgreSQL schema at 1.4: no root ids (1.5/1.6) and no `_version` (1.9). Such a
-/// secondary takes every other field; rows go in where absent, as without a version.
+/// PostgreSQL schema at 1.4: no root ids (1.5/1.6) and no `_version` (1.9). A primary
+/// that has them is refused (the fields would be lost); told `dropMissingFields`, the
+/// secondary takes every other field, rows go in where absent, as without a version,
+/// and the summary counts the records that lost a value.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_temporal_v1_23_secondary_without_root_ids_or_version_takes_the_records() {
     if !service_up("postgres") {
@@ -376,8 +378,14 @@ async fn a_temporal_v1_23_secondary_without_root_ids_or_version_takes_the_record
     let work = Work::with_stores(None, Some(pg_store(&db, "postgres12")), "  batchSize: 300\n").await;
     std::fs::copy(seeded.primary(), work.primary()).unwrap();
     let out = work.run(&["backfill"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("has no root_workflow_id, root_run_id, _version"), "{}", text(&out));
+
+    work.write_config("  batchSize: 300\n  dropMissingFields: true\n");
+    let out = work.run(&["backfill"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("1200 inserted"), "{}", text(&out));
+    assert!(text(&out).contains("1200 records were copied without values"), "{}", text(&out));
 
     let p = all_records(source_of(&work, true).await).await;
     let s = all_records(source_of(&work, false).await).await;

@@ -53,6 +53,14 @@ pub struct Totals {
     pub skipped_present: u64,
     pub failed: u64,
     pub dead_letter: u64,
+    /// Records written without a value the secondary's schema cannot hold
+    /// (`migration.dropMissingFields`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub without_fields: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

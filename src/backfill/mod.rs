@@ -87,6 +87,9 @@ pub struct Backfill {
     pub control: Arc<Control>,
     /// Search-attribute names between the source's and the sink's family.
     pub renamer: Arc<crate::attribute_names::Renamer>,
+    /// Fields the primary's schema has and the secondary's lacks, set by preflight when
+    /// `migration.dropMissingFields` allows copying without them.
+    pub dropped_fields: std::sync::OnceLock<Vec<&'static str>>,
 }
 
 impl Backfill {
@@ -102,8 +105,65 @@ impl Backfill {
         if !problems.is_empty() {
             anyhow::bail!("preflight failed:\n{}", problems.join("\n"));
         }
+        self.check_schema_versions().await?;
+        self.check_invalid_indexes().await?;
         self.check_search_attributes().await?;
         tracing::info!(primary = %self.source.describe(), secondary = %self.sink.describe(), "preflight passed");
+        Ok(())
+    }
+
+    /// Names the schema version of both sides, and refuses a secondary whose schema lacks
+    /// fields the primary's has (an older Temporal schema), unless told to copy without
+    /// them: a field is never dropped silently.
+    async fn check_schema_versions(&self) -> anyhow::Result<()> {
+        let (a, b) = tokio::join!(self.source.schema_info(), self.sink.schema_info());
+        let source = a.map_err(|e| anyhow::anyhow!("preflight failed:\nprimary: {e}"))?;
+        let sink = b.map_err(|e| anyhow::anyhow!("preflight failed:\nsecondary: {e}"))?;
+        tracing::info!("schema versions: primary {}, secondary {}", source.version, sink.version);
+        let missing = crate::store::schema::missing_in_sink(&source, &sink);
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let what = format!(
+            "the secondary {} ({}) has no {}, which the primary {} ({}) has",
+            self.sink.describe(),
+            sink.version,
+            missing.join(", "),
+            self.source.describe(),
+            source.version
+        );
+        if !self.config.migration.drop_missing_fields {
+            anyhow::bail!(
+                "preflight failed: {what}; upgrade the secondary's schema first: {}, or set migration.dropMissingFields: true to copy the records without them",
+                if sink.upgrade.is_empty() { "with Temporal's schema tool" } else { &sink.upgrade }
+            );
+        }
+        tracing::warn!(
+            "{what}: copying without them (migration.dropMissingFields); the summary counts the records that lose a value"
+        );
+        let _ = self.dropped_fields.set(missing);
+        Ok(())
+    }
+
+    /// A secondary index left invalid (PostgreSQL: an interrupted `CREATE INDEX
+    /// CONCURRENTLY`) is still maintained on every write but never used by queries; the
+    /// operator must rebuild it. Indexes this run's bulk load deferred are exempt: the
+    /// run rebuilds those itself.
+    async fn check_invalid_indexes(&self) -> anyhow::Result<()> {
+        let invalid =
+            self.sink.invalid_indexes().await.map_err(|e| anyhow::anyhow!("preflight failed:\nsecondary: {e}"))?;
+        let ours: Vec<String> = FileCheckpoint::new(&self.config.migration.checkpoint.path)
+            .load()?
+            .map(|cp| cp.deferred_indexes.iter().map(|d| d.index.name.clone()).collect())
+            .unwrap_or_default();
+        let foreign: Vec<&String> = invalid.iter().filter(|name| !ours.contains(name)).collect();
+        if !foreign.is_empty() {
+            anyhow::bail!(
+                "preflight failed: secondary {} has invalid indexes (left by an interrupted CREATE INDEX CONCURRENTLY): {}; drop and re-create each (DROP INDEX CONCURRENTLY …, then the CREATE INDEX CONCURRENTLY of the Temporal schema update that made it) before copying",
+                self.sink.describe(),
+                foreign.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            );
+        }
         Ok(())
     }
 
@@ -260,6 +320,7 @@ impl Backfill {
         let mut writers = tokio::task::JoinSet::new();
         for _ in 0..self.options.concurrency {
             let writer = Writer {
+                dropped_fields: self.dropped_fields.get().cloned().unwrap_or_default(),
                 sink: self.sink.clone(),
                 source_name: source_name.clone(),
                 dead_letter: dead_letter.clone(),
@@ -440,6 +501,7 @@ fn add_counts(t: &mut Totals, c: &OutcomeCounts) {
     t.skipped_present += c.skipped_present;
     t.failed += c.failed;
     t.dead_letter += c.dead_letter;
+    t.without_fields += c.without_fields;
 }
 
 /// A receiver that turns true when either input does.

@@ -39,6 +39,8 @@ pub struct OutcomeCounts {
     pub skipped_present: u64,
     pub failed: u64,
     pub dead_letter: u64,
+    /// Records written that held a value in a field the secondary's schema lacks.
+    pub without_fields: u64,
 }
 
 impl OutcomeCounts {
@@ -49,6 +51,7 @@ impl OutcomeCounts {
         self.skipped_present += other.skipped_present;
         self.failed += other.failed;
         self.dead_letter += other.dead_letter;
+        self.without_fields += other.without_fields;
     }
 }
 
@@ -63,6 +66,8 @@ pub struct Writer {
     pub dead_letter: Arc<DeadLetter>,
     pub metrics: Arc<Metrics>,
     pub retrier: Retrier,
+    /// Fields the secondary's schema lacks that preflight allowed to drop.
+    pub dropped_fields: Vec<&'static str>,
 }
 
 impl Writer {
@@ -90,6 +95,11 @@ impl Writer {
             )));
         }
         for (record, outcome) in batch.records.iter().zip(&outcomes) {
+            if matches!(outcome, WriteOutcome::Inserted | WriteOutcome::Updated)
+                && self.dropped_fields.iter().any(|f| crate::store::schema::has_value(record, f))
+            {
+                counts.without_fields += 1;
+            }
             match outcome {
                 WriteOutcome::Inserted => counts.inserted += 1,
                 WriteOutcome::Updated => counts.updated += 1,

@@ -31,6 +31,9 @@ pub struct Migration {
     /// and the process exits. Keep it below Kubernetes' terminationGracePeriodSeconds.
     #[serde(deserialize_with = "duration")]
     pub stop_timeout: Duration,
+    /// Copy even when the secondary's schema (an older Temporal release) lacks fields the
+    /// primary's has; the records lose those values and the summary counts them.
+    pub drop_missing_fields: bool,
 }
 
 impl Default for Migration {
@@ -49,6 +52,7 @@ impl Default for Migration {
             flip: Flip::default(),
             search_attribute_aliases: Default::default(),
             stop_timeout: Duration::from_secs(20),
+            drop_missing_fields: false,
         }
     }
 }

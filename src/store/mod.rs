@@ -7,6 +7,7 @@
 pub mod cassandra;
 pub mod elasticsearch;
 pub mod run_range;
+pub mod schema;
 pub mod sql;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -158,6 +159,9 @@ pub trait Store: Send + Sync {
     fn describe(&self) -> String;
     /// Connects and checks the schema; one clear error naming what is wrong.
     async fn preflight(&self) -> StoreResult<()>;
+    /// The schema version found and which of the record fields that vary between
+    /// Temporal releases it holds, for preflight to compare both sides.
+    async fn schema_info(&self) -> StoreResult<schema::SchemaInfo>;
     /// Counts by namespace and status, for verify.
     async fn count(&self, query: &CountQuery) -> StoreResult<Counts>;
     /// Reads the given records (absent ones are left out), in no particular order.
@@ -224,6 +228,12 @@ pub trait Sink: Store {
     /// (an Elasticsearch mapping); None when any name is accepted.
     async fn search_attribute_fields(&self) -> StoreResult<Option<BTreeSet<String>>> {
         Ok(None)
+    }
+
+    /// Indexes the store holds but does not use (PostgreSQL: `pg_index.indisvalid =
+    /// false`, left by an interrupted `CREATE INDEX CONCURRENTLY`), by name.
+    async fn invalid_indexes(&self) -> StoreResult<Vec<String>> {
+        Ok(Vec::new())
     }
 
     /// The indexes a bulk load may drop and rebuild: every index but the primary key.

@@ -6,18 +6,20 @@
 #                       MariaDB the variant derived from mysql/v8 (plugin mysql8)
 #   standard:           PostgreSQL postgresql/v96, MariaDB mysql/v57 (tool v1.23.1)
 #   advanced-v1.23:     PostgreSQL only: postgresql/v12 as v1.23.1 has it (schema 1.4)
+#   advanced@X.Y:       the advanced schema up to version X.Y only (update-schema -v X.Y),
+#                       as a cluster of an older Temporal release has it (1.3 = v1.21)
 # The server must be up (tests/services/up.sh). Any database name works, so parallel
 # tests can each use their own.
 set -euo pipefail
 # shellcheck source=tests/services/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-usage() { echo "usage: reset-db.sh <postgres|mariadb> <dbname> [advanced|standard|advanced-v1.23]" >&2; exit 2; }
+usage() { echo "usage: reset-db.sh <postgres|mariadb> <dbname> [advanced|advanced@X.Y|standard|advanced-v1.23]" >&2; exit 2; }
 if [ $# -lt 2 ] || [ $# -gt 3 ]; then usage; fi
 service=$1 db=$2 flavour=${3:-advanced}
 # The name goes into SQL statements unquoted, as in Temporal's tool.
 [[ $db =~ ^[A-Za-z_][A-Za-z0-9_]{0,62}$ ]] || fail reset-db.sh "invalid database name '$db'"
-case $flavour in advanced | standard | advanced-v1.23) ;; *) usage ;; esac
+case $flavour in advanced | standard | advanced-v1.23) ;; advanced@[0-9]*.[0-9]*) ;; *) usage ;; esac
 
 case $service in
   postgres)

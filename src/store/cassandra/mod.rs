@@ -672,6 +672,16 @@ impl Store for CassandraStore {
         self.check_schema().await
     }
 
+    /// Standard visibility holds none of the fields Temporal added later; it is read
+    /// only, so an upgrade path is never asked for.
+    async fn schema_info(&self) -> StoreResult<crate::store::schema::SchemaInfo> {
+        Ok(crate::store::schema::SchemaInfo::from_columns(
+            "standard visibility (Cassandra)".to_string(),
+            |_| false,
+            String::new(),
+        ))
+    }
+
     /// Pages through a light projection of both tables per namespace (never COUNT(*)
     /// over a partition): a run in both tables counts once, as closed.
     async fn count(&self, query: &CountQuery) -> StoreResult<Counts> {

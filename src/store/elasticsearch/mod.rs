@@ -32,6 +32,7 @@ use serde_json::{Map, Value, json};
 
 use self::client::Client;
 use super::run_range::RunRange;
+use super::schema::SchemaInfo;
 use super::{
     BadRow, CountQuery, Counts, Cursor, IndexDef, ScanPage, ShardSpec, Sink, Source, Split, Store, StoreError,
     StoreResult, WriteOutcome,
@@ -50,6 +51,34 @@ const REQUIRED_MAPPING: [(&str, &[&str]); 6] = [
     ("ExecutionStatus", &["keyword"]),
     ("StartTime", &["date_nanos", "date"]),
     ("CloseTime", &["date_nanos", "date"]),
+];
+
+/// The first index template (`schema/elasticsearch/visibility/versioned/vN`) that maps
+/// each field, newest first: the mapping of an index tells which template made it
+/// (v10 changed only the layout of v9, so it reads as v9).
+const TEMPLATE_MARKERS: [(u32, &str); 11] = [
+    (14, "TemporalExternalPayloadSizeBytes"),
+    (13, "TemporalUsedWorkerDeploymentVersions"),
+    (12, "TemporalLowCardinalityKeyword01"),
+    (11, "TemporalKeyword01"),
+    (9, "TemporalReportedProblems"),
+    (8, "TemporalPauseInfo"),
+    (7, "RootWorkflowId"),
+    (6, "ParentWorkflowId"),
+    (5, "BuildIds"),
+    (4, "HistorySizeBytes"),
+    (1, "ExecutionDuration"),
+];
+
+/// The record fields that older templates do not map, with their Elasticsearch names.
+const VERSIONED_MAPPING: [(&str, &str); 7] = [
+    ("history_size_bytes", "HistorySizeBytes"),
+    ("execution_duration", "ExecutionDuration"),
+    ("state_transition_count", "StateTransitionCount"),
+    ("parent_workflow_id", "ParentWorkflowId"),
+    ("parent_run_id", "ParentRunId"),
+    ("root_workflow_id", "RootWorkflowId"),
+    ("root_run_id", "RootRunId"),
 ];
 
 /// Most namespaces one terms aggregation lists; a cluster with more is refused loudly.
@@ -361,6 +390,25 @@ impl Store for ElasticsearchStore {
         }
         tracing::debug!(store = %self.describe(), distribution = %info.distribution, version = %info.version, "connected");
         Ok(())
+    }
+
+    /// The template version is read from the mapping (Temporal records none); search
+    /// attributes and the external `_version` exist in every template.
+    async fn schema_info(&self) -> StoreResult<SchemaInfo> {
+        let mapping = self.mapping().await?;
+        let version = match TEMPLATE_MARKERS.iter().find(|(_, field)| mapping.contains_key(*field)) {
+            Some((v, _)) => format!("index template v{v} (read from the mapping)"),
+            None => "a mapping from no Temporal index template".to_string(),
+        };
+        let upgrade = format!(
+            "apply the missing fields with each newer schema/elasticsearch/visibility/versioned/vN/upgrade.sh (PUT /{}/_mapping), or temporal-elasticsearch-tool update-schema --index {} (Temporal v1.30+)",
+            self.index, self.index
+        );
+        let mapped = |field: &str| match VERSIONED_MAPPING.iter().find(|(column, _)| *column == field) {
+            Some((_, es)) => mapping.contains_key(*es),
+            None => true,
+        };
+        Ok(SchemaInfo::from_columns(version, mapped, upgrade))
     }
 
     async fn count(&self, query: &CountQuery) -> StoreResult<Counts> {

@@ -41,6 +41,27 @@ pub const BASE_COLUMNS: [&str; 21] = [
 
 pub use super::run_range::RunRange;
 
+/// Base columns the advanced schema gained after 1.3 (Temporal v1.21-v1.22, the first
+/// releases with Dual Visibility): 1.4 duration, transitions and parent ids (v1.23), 1.5/1.6
+/// root ids (v1.24/v1.25), 1.9 `_version` (v1.27). A schema without them is read with
+/// Temporal's defaults for them (NULL, `''`, 0) and written without them.
+pub const ADDED_AFTER_1_3: [&str; 7] = [
+    "execution_duration",
+    "state_transition_count",
+    "parent_workflow_id",
+    "parent_run_id",
+    "root_workflow_id",
+    "root_run_id",
+    "_version",
+];
+
+/// How an operator upgrades an advanced SQL schema with Temporal's own tool.
+pub fn upgrade_hint(plugin: &str, database: &str, schema_dir: &str) -> String {
+    format!(
+        "temporal-sql-tool --plugin {plugin} --db {database} update-schema -d ./schema/{schema_dir}/versioned (the schema directory of the Temporal release the cluster runs)"
+    )
+}
+
 /// How long vismig waits for a PostgreSQL or MySQL server to accept a connection, in
 /// preflight and for each connection of the pool (Temporal's SQL config has no such
 /// setting). Past it, preflight fails with one line saying so, and a run in progress

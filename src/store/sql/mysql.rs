@@ -305,6 +305,28 @@ impl MysqlStore {
         Ok(Schema { has_version, custom: side[0], chasm: side[1], statement_bytes })
     }
 
+    /// `curr_version` from Temporal's `schema_version` table; None without the table.
+    async fn schema_version(&self) -> StoreResult<Option<String>> {
+        let ctx = || self.context("reading the schema version");
+        let tables: i64 = sqlx::query(
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = 'schema_version'",
+        )
+        .bind(&self.database)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| classify(&ctx(), e))?
+        .get(0);
+        if tables == 0 {
+            return Ok(None);
+        }
+        let row =
+            sqlx::query("SELECT CAST(curr_version AS CHAR) FROM schema_version ORDER BY version_partition LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| classify(&ctx(), e))?;
+        Ok(row.map(|r| lossy(&r, 0)))
+    }
+
     fn select_columns(&self, schema: Schema) -> String {
         BASE_COLUMNS
             .iter()
@@ -401,6 +423,23 @@ impl Store for MysqlStore {
     async fn preflight(&self) -> StoreResult<()> {
         super::probe(&self.options, &self.context(&format!("connecting to {}", self.location))).await?;
         self.schema().await.map(|_| ())
+    }
+
+    async fn schema_info(&self) -> StoreResult<crate::store::schema::SchemaInfo> {
+        let schema = self.schema().await?;
+        let version = self.schema_version().await?;
+        let has = |c: &str| {
+            if self.standard { STANDARD_COLUMNS.contains(&c) } else { c != "_version" || schema.has_version }
+        };
+        let version = match version {
+            Some(v) => format!("schema {v}"),
+            None => format!("no schema_version table; {}", crate::store::schema::sql_release_of(has)),
+        };
+        Ok(crate::store::schema::SchemaInfo::from_columns(
+            version,
+            has,
+            super::upgrade_hint("mysql8", &self.database, "mysql/v8/visibility"),
+        ))
     }
 
     async fn count(&self, query: &CountQuery) -> StoreResult<Counts> {

@@ -20,6 +20,7 @@ use crate::config::SqlFamily;
 use crate::config::persistence::SqlStore;
 use crate::record::{RecordKey, SearchAttributes, VisibilityRecord};
 use crate::store::add_count;
+use crate::store::schema::SchemaInfo;
 use crate::store::{
     BadRow, CountQuery, Counts, Cursor, IndexDef, ScanPage, ShardSpec, Sink, Source, Split, Store, StoreError,
     StoreResult, WriteOutcome,
@@ -46,6 +47,8 @@ struct Schema {
     /// Columns of `executions_visibility` that exist (schemas before v1.27 lack
     /// `_version`; the standard schema lacks everything added for advanced visibility).
     columns: HashSet<String>,
+    /// `curr_version` of Temporal's `schema_version` table, when it has one.
+    version: Option<String>,
 }
 
 impl Schema {
@@ -53,13 +56,6 @@ impl Schema {
         self.columns.contains(column)
     }
 }
-
-/// Advanced-schema columns that older Temporal releases do not have, so a secondary
-/// store of such a cluster lacks them: the root ids (schema 1.5/1.6, Temporal v1.24/v1.25)
-/// and `_version` (1.9, v1.27). Temporal v1.23, the last release that reads Cassandra
-/// visibility, creates schema 1.4. They are read as their stand-ins and not written; the
-/// server of such a cluster neither writes nor reads them either.
-const OPTIONAL_COLUMNS: [&str; 3] = ["root_workflow_id", "root_run_id", "_version"];
 
 /// Columns of the standard (v96) schema; everything else in BASE_COLUMNS is advanced-only.
 const STANDARD_COLUMNS: [&str; 12] = [
@@ -172,24 +168,51 @@ impl PostgresStore {
                 if self.standard { "postgresql/v96/visibility" } else { "postgresql/v12/visibility" }
             ))));
         }
+        let version = self.schema_version().await?;
         let required: Vec<&str> = if self.standard {
             STANDARD_COLUMNS.to_vec()
         } else {
-            BASE_COLUMNS.iter().copied().filter(|c| !OPTIONAL_COLUMNS.contains(c)).collect()
+            BASE_COLUMNS.iter().copied().filter(|c| !super::ADDED_AFTER_1_3.contains(c)).collect()
         };
         for column in required {
             if !columns.contains(column) {
                 let hint = if !self.standard && !columns.contains("search_attributes") {
-                    " (this looks like the standard schema: use pluginName postgres)"
+                    " (this looks like the standard schema: use pluginName postgres)".to_string()
                 } else {
-                    ""
+                    format!(
+                        " (schema {}; vismig needs schema 1.3, Temporal v1.21, or newer: upgrade with {})",
+                        version.as_deref().unwrap_or("unrecorded"),
+                        self.upgrade_hint()
+                    )
                 };
                 return Err(StoreError::Permanent(
                     self.context(&format!("table executions_visibility has no column {column}{hint}")),
                 ));
             }
         }
-        Ok(Schema { columns })
+        Ok(Schema { columns, version })
+    }
+
+    /// `curr_version` from Temporal's `schema_version` table; None without the table.
+    async fn schema_version(&self) -> StoreResult<Option<String>> {
+        let ctx = || self.context("reading the schema version");
+        let exists: bool = sqlx::query("SELECT to_regclass('schema_version') IS NOT NULL")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| classify(&ctx(), e))?
+            .get(0);
+        if !exists {
+            return Ok(None);
+        }
+        let row = sqlx::query("SELECT curr_version::text FROM schema_version ORDER BY version_partition LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| classify(&ctx(), e))?;
+        Ok(row.map(|r| r.get::<String, _>(0)))
+    }
+
+    fn upgrade_hint(&self) -> String {
+        super::upgrade_hint("postgres12", &self.database, "postgresql/v12/visibility")
     }
 
     /// The select list in BASE_COLUMNS order, with typed stand-ins for columns this
@@ -264,6 +287,15 @@ impl Store for PostgresStore {
     async fn preflight(&self) -> StoreResult<()> {
         super::probe(&self.options, &self.context(&format!("connecting to {}", self.address))).await?;
         self.schema().await.map(|_| ())
+    }
+
+    async fn schema_info(&self) -> StoreResult<SchemaInfo> {
+        let schema = self.schema().await?;
+        let version = match &schema.version {
+            Some(v) => format!("schema {v}"),
+            None => format!("no schema_version table; {}", super::super::schema::sql_release_of(|c| schema.has(c))),
+        };
+        Ok(SchemaInfo::from_columns(version, |c| schema.has(c), self.upgrade_hint()))
     }
 
     async fn count(&self, query: &CountQuery) -> StoreResult<Counts> {
@@ -441,6 +473,17 @@ impl Sink for PostgresStore {
             }
         }
         Ok(outcomes.into_iter().map(|o| o.expect("every record has an outcome")).collect())
+    }
+
+    async fn invalid_indexes(&self) -> StoreResult<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT c.relname::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+             WHERE i.indrelid = 'executions_visibility'::regclass AND NOT i.indisvalid ORDER BY 1",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| classify(&self.context("listing invalid indexes"), e))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     async fn deferrable_indexes(&self) -> StoreResult<Vec<IndexDef>> {
@@ -850,7 +893,11 @@ mod tests {
 
         // A schema without the root ids and `_version` (Temporal v1.23's 1.4): those
         // columns are left out of the row, the others keep their order.
-        let columns: Vec<&str> = BASE_COLUMNS.iter().copied().filter(|c| !OPTIONAL_COLUMNS.contains(c)).collect();
+        let columns: Vec<&str> = BASE_COLUMNS
+            .iter()
+            .copied()
+            .filter(|c| !["root_workflow_id", "root_run_id", "_version"].contains(c))
+            .collect();
         let mut buf = Vec::new();
         copy_row(&mut buf, &r, &columns);
         let line = String::from_utf8(buf).unwrap();

@@ -186,6 +186,18 @@ impl SqliteStore {
 
 #[async_trait]
 impl Store for SqliteStore {
+    /// SQLite records no schema version (Temporal creates the file from its release's
+    /// `schema/sqlite/v3/visibility/schema.sql` and never upgrades it): the columns tell.
+    async fn schema_info(&self) -> StoreResult<crate::store::schema::SchemaInfo> {
+        let schema = self.schema().await?;
+        let has = |c: &str| c != "_version" || schema.has_version;
+        Ok(crate::store::schema::SchemaInfo::from_columns(
+            format!("no schema_version in SQLite; {}", crate::store::schema::sql_release_of(has)),
+            has,
+            "SQLite files are never upgraded by Temporal: create a new file with the newer release's schema/sqlite/v3/visibility/schema.sql".to_string(),
+        ))
+    }
+
     async fn read(&self, keys: &[RecordKey]) -> StoreResult<Vec<VisibilityRecord>> {
         let schema = self.schema().await?;
         let mut out = Vec::with_capacity(keys.len());

@@ -142,7 +142,14 @@ postgres_schema() {
 
 # Tool, plugin and versioned-schema directory for a schema flavour.
 pg_flavour() {
+  PG_FLAVOUR_TARGET=""
   case $1 in
+    advanced@[0-9]*.[0-9]*)
+      # The advanced schema as an older release left it: the newest files, applied up to
+      # version X.Y only (update-schema -v X.Y), as an operator of that release did.
+      PG_FLAVOUR_TOOL=$SQL_TOOL PG_FLAVOUR_PLUGIN=postgres12 PG_FLAVOUR_TARGET=${1#advanced@}
+      PG_FLAVOUR_DIR="$(temporal_module_dir "$TEMPORAL_ADVANCED_VERSION")/schema/postgresql/v12/visibility/versioned"
+      PG_FLAVOUR_TOOLS_VERSION=$TEMPORAL_ADVANCED_VERSION ;;
     advanced)
       PG_FLAVOUR_TOOL=$SQL_TOOL PG_FLAVOUR_PLUGIN=postgres12
       PG_FLAVOUR_DIR="$(temporal_module_dir "$TEMPORAL_ADVANCED_VERSION")/schema/postgresql/v12/visibility/versioned"
@@ -157,7 +164,7 @@ pg_flavour() {
       PG_FLAVOUR_TOOL=$SQL_TOOL_STANDARD PG_FLAVOUR_PLUGIN=postgres
       PG_FLAVOUR_DIR="$(temporal_module_dir "$TEMPORAL_STANDARD_VERSION")/schema/postgresql/v96/visibility/versioned"
       PG_FLAVOUR_TOOLS_VERSION=$TEMPORAL_STANDARD_VERSION ;;
-    *) fail postgres "unknown schema flavour '$1' (advanced, advanced-v1.23 or standard)" ;;
+    *) fail postgres "unknown schema flavour '$1' (advanced, advanced@X.Y, advanced-v1.23 or standard)" ;;
   esac
 }
 
@@ -199,7 +206,7 @@ pg_reset_db() {
   {
     pg_tool "$db" create-database &&
       pg_tool "$db" setup-schema -v 0.0 &&
-      pg_tool "$db" update-schema -d "$PG_FLAVOUR_DIR"
+      pg_tool "$db" update-schema -d "$PG_FLAVOUR_DIR" ${PG_FLAVOUR_TARGET:+-v "$PG_FLAVOUR_TARGET"}
   } >>"$log" 2>&1 || fail postgres "temporal-sql-tool ($PG_FLAVOUR_PLUGIN) could not create $db with the $flavour schema" "$log"
 }
 

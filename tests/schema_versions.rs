@@ -1,0 +1,175 @@
+//! Every visibility schema a Temporal release from v1.21 on can have, as primary and as
+//! secondary: the same version on both sides, an older primary into a newer secondary,
+//! and a newer primary refused by an older secondary unless told to drop the fields.
+//! Each schema is made the way an operator of that release made it (Temporal's own
+//! tool and files, see tests/services/reset-db.sh), and each test copies a handful of
+//! records through the real binary. The README's table of versions and stores points
+//! at these tests.
+
+mod common;
+
+use common::*;
+use vismig::record::VisibilityRecord;
+use vismig::store::schema::without_fields;
+use vismig::store::sql::ADDED_AFTER_1_3;
+
+/// `n` records as a release whose schema lacks `lacking` writes them: those fields at
+/// the value Temporal gives a column it adds (NULL, `''`, 0).
+fn records_of_release(n: usize, lacking: &[&str]) -> Vec<VisibilityRecord> {
+    let mut g = vismig::seed::Generator::new(19, chrono::Utc::now() - chrono::Duration::hours(2));
+    let mut out: Vec<VisibilityRecord> = (0..n).map(|_| without_fields(&g.next_record(), lacking)).collect();
+    out.sort_by(|a, b| (&a.namespace_id, &a.run_id).cmp(&(&b.namespace_id, &b.run_id)));
+    out
+}
+
+/// Columns Temporal's PostgreSQL schema 1.4 (v1.23) has that 1.3 (v1.21-v1.22) lacks.
+const ADDED_IN_1_4: [&str; 4] = ["execution_duration", "state_transition_count", "parent_workflow_id", "parent_run_id"];
+
+async fn pg_column_count(db: &str, columns: &[&str]) -> i64 {
+    let pool = sqlx::PgPool::connect(&pg_url(db)).await.unwrap();
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM information_schema.columns WHERE table_name = 'executions_visibility' AND column_name = ANY($1)",
+    )
+    .bind(columns.iter().map(|c| c.to_string()).collect::<Vec<_>>())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    n
+}
+
+/// Temporal v1.21/v1.22 (PostgreSQL schema 1.3, the first releases with Dual
+/// Visibility) on both sides: preflight names the version of each, and every record
+/// arrives with every field it has.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_1_3_primary_into_postgres_1_3_secondary() {
+    if !service_up("postgres") {
+        return;
+    }
+    let (p, s) = (db_name("sv_pg13_p"), db_name("sv_pg13_s"));
+    reset_db("postgres", &p, "advanced@1.3");
+    reset_db("postgres", &s, "advanced@1.3");
+    assert_eq!(pg_column_count(&p, &ADDED_IN_1_4).await, 0, "update-schema -v 1.3 stops before 1.4");
+    let work = Work::with_stores(Some(pg_store(&p, "postgres12")), Some(pg_store(&s, "postgres12")), "").await;
+    let records = records_of_release(12, &ADDED_AFTER_1_3);
+    sink_of(&work, true).await.write(&records).await.unwrap();
+
+    let out = work.run(&["backfill"]);
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("12 inserted"), "{log}");
+    assert!(log.contains("schema versions: primary schema 1.3, secondary schema 1.3"), "{log}");
+    assert_eq!(all_records(source_of(&work, false).await).await, records);
+    let out = work.run(&["verify", "--deep"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+/// An older primary (1.3) into the newest secondary (1.14): the columns 1.3 lacks get
+/// Temporal's defaults in the secondary, as its own update-schema gives old rows.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_1_3_primary_into_the_newest_postgres_secondary() {
+    if !service_up("postgres") {
+        return;
+    }
+    let (p, s) = (db_name("sv_pg13_new_p"), db_name("sv_pg13_new_s"));
+    reset_db("postgres", &p, "advanced@1.3");
+    reset_db("postgres", &s, "advanced");
+    let work = Work::with_stores(Some(pg_store(&p, "postgres12")), Some(pg_store(&s, "postgres12")), "").await;
+    let records = records_of_release(10, &ADDED_AFTER_1_3);
+    sink_of(&work, true).await.write(&records).await.unwrap();
+
+    let out = work.run(&["backfill"]);
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("schema versions: primary schema 1.3, secondary schema 1.14"), "{log}");
+    assert_eq!(all_records(source_of(&work, false).await).await, records);
+    // Read with plain SQL: the defaults are in the table, not made up by vismig's reader.
+    let pool = sqlx::PgPool::connect(&pg_url(&s)).await.unwrap();
+    let (rows, defaults): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COUNT(*) FILTER (WHERE execution_duration IS NULL AND state_transition_count IS NULL \
+         AND parent_workflow_id IS NULL AND parent_run_id IS NULL AND root_workflow_id = '' AND root_run_id = '' \
+         AND _version = 0) FROM executions_visibility",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    assert_eq!((rows, defaults), (10, 10));
+}
+
+/// A newer primary (1.14) into an older secondary (1.3): preflight refuses, naming the
+/// fields, both versions and the upgrade; with `dropMissingFields` the records are
+/// copied without them and the summary counts those that lost a value.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_newest_primary_into_a_1_3_secondary_is_refused_unless_told() {
+    if !service_up("postgres") {
+        return;
+    }
+    let (p, s) = (db_name("sv_pg_new13_p"), db_name("sv_pg_new13_s"));
+    reset_db("postgres", &p, "advanced");
+    reset_db("postgres", &s, "advanced@1.3");
+    let work = Work::with_stores(Some(pg_store(&p, "postgres12")), Some(pg_store(&s, "postgres12")), "").await;
+    let records = records_of_release(10, &[]);
+    sink_of(&work, true).await.write(&records).await.unwrap();
+
+    let out = work.run(&["backfill"]);
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    let line = log.lines().find(|l| l.contains("preflight failed")).unwrap_or_else(|| panic!("{log}"));
+    for needle in [
+        "schema 1.3",
+        "schema 1.14",
+        "execution_duration, state_transition_count, parent_workflow_id, parent_run_id, root_workflow_id, root_run_id, _version",
+        "temporal-sql-tool --plugin postgres12",
+        "update-schema",
+        "migration.dropMissingFields",
+    ] {
+        assert!(line.contains(needle), "{needle:?} not in: {line}");
+    }
+    assert_eq!(all_records(source_of(&work, false).await).await, vec![], "nothing copied");
+
+    work.write_config("  dropMissingFields: true\n");
+    let out = work.run(&["backfill"]);
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    let losing =
+        records.iter().filter(|r| ADDED_AFTER_1_3.iter().any(|f| vismig::store::schema::has_value(r, f))).count();
+    assert!(losing > 0);
+    assert!(
+        log.contains(&format!("{losing} records were copied without values the secondary's schema has no field for")),
+        "{log}"
+    );
+    let expected: Vec<VisibilityRecord> = records.iter().map(|r| without_fields(r, &ADDED_AFTER_1_3)).collect();
+    assert_eq!(all_records(source_of(&work, false).await).await, expected);
+}
+
+/// An index left invalid in the secondary (an interrupted `CREATE INDEX CONCURRENTLY`,
+/// here a unique one that met duplicates) fails preflight, named.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_postgres_secondary_with_an_invalid_index_fails_preflight() {
+    if !service_up("postgres") {
+        return;
+    }
+    let s = db_name("sv_pg_invalid");
+    reset_db("postgres", &s, "advanced");
+    let work = Work::with_stores(None, Some(pg_store(&s, "postgres12")), "").await;
+    let records = records_of_release(4, &[]);
+    write(&work.primary(), &records).await;
+    sink_of(&work, false).await.write(&records[..2]).await.unwrap();
+    let pool = sqlx::PgPool::connect(&pg_url(&s)).await.unwrap();
+    let failed = sqlx::raw_sql("CREATE UNIQUE INDEX CONCURRENTLY vt_by_nothing ON executions_visibility ((1))")
+        .execute(&pool)
+        .await;
+    assert!(failed.is_err(), "two rows break the unique index");
+    pool.close().await;
+
+    let out = work.run(&["backfill"]);
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    let line = log.lines().find(|l| l.contains("invalid indexes")).unwrap_or_else(|| panic!("{log}"));
+    assert!(line.contains("vt_by_nothing") && line.contains("preflight failed"), "{line}");
+
+    pg_exec(&s, "DROP INDEX vt_by_nothing").await;
+    let out = work.run(&["backfill"]);
+    assert!(out.status.success(), "{}", text(&out));
+}
