@@ -292,7 +292,7 @@ async fn start_listener(config: &Config, metrics: &Arc<Metrics>, control: &Arc<C
     if listen.is_empty() {
         return Ok(());
     }
-    let addr = metrics::serve(listen, metrics.clone(), control.clone()).await?;
+    let addr = metrics::serve(&config.migration.metrics, metrics.clone(), control.clone()).await?;
     tracing::info!(address = %addr, "metrics and control listening (/metrics /healthz /readyz, POST /pause /resume, PUT /rate)");
     Ok(())
 }

@@ -8,14 +8,17 @@ use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
+use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 
+use crate::config::Secret;
 use crate::flip::dynamic_config::ReadState;
 
 /// Every metric vismig exports. One registry per process, no globals.
@@ -234,20 +237,127 @@ impl Control {
     }
 }
 
+/// Who may use the mutating endpoints (`POST /pause`, `POST /resume`, `PUT /rate`).
+/// Anyone who reaches a listener in the pod network could otherwise pause the migration
+/// or lift the throttle on the production primary.
+#[derive(Clone)]
+enum ControlAccess {
+    /// A loopback listener without a token: only this machine reaches it.
+    Local,
+    /// Requests must carry `Authorization: Bearer <token>`.
+    Token(Arc<Secret>),
+    /// A listener beyond loopback without a token: control is off.
+    Off,
+}
+
+/// Tokens shorter than this are refused: the token is all that stands between the pod
+/// network and the production primary's throttle.
+const MIN_TOKEN_LEN: usize = 16;
+
+impl ControlAccess {
+    /// Reads the token from where `migration.metrics.controlToken` says, or decides by
+    /// the listener's address when there is none.
+    fn resolve(config: &crate::config::migration::Metrics, addr: &SocketAddr) -> anyhow::Result<Self> {
+        let Some(source) = &config.control_token else {
+            return Ok(if addr.ip().is_loopback() { Self::Local } else { Self::Off });
+        };
+        let at = "migration.metrics.controlToken";
+        let (token, from) = match (&source.file, &source.env) {
+            (Some(file), None) => {
+                let text = std::fs::read_to_string(file)
+                    .map_err(|e| anyhow::anyhow!("{at}.file: cannot read {}: {e}", file.display()))?;
+                (text.trim().to_string(), format!("{at}.file: {}", file.display()))
+            }
+            (None, Some(name)) => {
+                let value = std::env::var(name)
+                    .map_err(|_| anyhow::anyhow!("{at}.env: environment variable {name} is not set (or not UTF-8)"))?;
+                (value.trim().to_string(), format!("{at}.env: {name}"))
+            }
+            _ => anyhow::bail!("{at}: needs exactly one of file or env"),
+        };
+        if token.chars().count() < MIN_TOKEN_LEN {
+            anyhow::bail!(
+                "{from} holds a token of {} characters; use at least {MIN_TOKEN_LEN} random ones (e.g. openssl rand -hex 32)",
+                token.chars().count()
+            );
+        }
+        Ok(Self::Token(Arc::new(Secret::new(token))))
+    }
+
+    /// None when the request may change the run; else the answer that refuses it.
+    fn refusal(&self, headers: &HeaderMap) -> Option<Response> {
+        match self {
+            Self::Local => None,
+            Self::Off => Some(
+                (
+                    StatusCode::FORBIDDEN,
+                    "control is off: this listener is not on loopback and migration.metrics.controlToken is not set\n",
+                )
+                    .into_response(),
+            ),
+            Self::Token(token) => {
+                let offered = headers
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .map(str::trim);
+                // Constant time: how long the comparison takes says nothing about how
+                // much of a guess was right (only whether its length was).
+                let valid = offered.is_some_and(|o| bool::from(o.as_bytes().ct_eq(token.expose().as_bytes())));
+                if valid {
+                    return None;
+                }
+                tracing::warn!(
+                    header = if offered.is_some() { "wrong token" } else { "no bearer token" },
+                    "refused a control request"
+                );
+                Some((
+                    StatusCode::UNAUTHORIZED,
+                    [(header::WWW_AUTHENTICATE, "Bearer")],
+                    "control needs the header Authorization: Bearer <the token of migration.metrics.controlToken>\n",
+                )
+                    .into_response())
+            }
+        }
+    }
+
+    fn describe(&self) -> &'static str {
+        match self {
+            Self::Local => "open on loopback (no controlToken)",
+            Self::Token(_) => "bearer token required",
+            Self::Off => "off (listener beyond loopback and no controlToken)",
+        }
+    }
+}
+
 #[derive(Clone)]
 struct AppState {
     metrics: Arc<Metrics>,
     control: Arc<Control>,
+    access: ControlAccess,
 }
 
 /// Binds the listener (failing fast with a clear error) and serves it in the background.
-pub async fn serve(listen: &str, metrics: Arc<Metrics>, control: Arc<Control>) -> anyhow::Result<SocketAddr> {
+pub async fn serve(
+    config: &crate::config::migration::Metrics,
+    metrics: Arc<Metrics>,
+    control: Arc<Control>,
+) -> anyhow::Result<SocketAddr> {
+    let listen = &config.listen;
     let addr: SocketAddr =
         listen.parse().map_err(|_| anyhow::anyhow!("migration.metrics.listen: {listen:?} is not host:port"))?;
+    let access = ControlAccess::resolve(config, &addr)?;
+    if matches!(access, ControlAccess::Off) {
+        tracing::warn!(
+            address = %addr,
+            "control endpoints (POST /pause, POST /resume, PUT /rate) are off: the listener is not on loopback and migration.metrics.controlToken is not set"
+        );
+    }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (migration.metrics.listen): {e}"))?;
     let local = listener.local_addr()?;
+    tracing::debug!(control = access.describe(), "control access");
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -255,7 +365,7 @@ pub async fn serve(listen: &str, metrics: Arc<Metrics>, control: Arc<Control>) -
         .route("/pause", post(pause_handler))
         .route("/resume", post(resume_handler))
         .route("/rate", put(rate_handler))
-        .with_state(AppState { metrics, control });
+        .with_state(AppState { metrics, control, access });
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "metrics listener stopped");
@@ -265,7 +375,7 @@ pub async fn serve(listen: &str, metrics: Arc<Metrics>, control: Arc<Control>) -
 }
 
 async fn metrics_handler(State(s): State<AppState>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render())
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render())
 }
 
 async fn ready_handler(State(s): State<AppState>) -> (StatusCode, String) {
@@ -275,35 +385,148 @@ async fn ready_handler(State(s): State<AppState>) -> (StatusCode, String) {
     }
 }
 
-async fn pause_handler(State(s): State<AppState>) -> &'static str {
+async fn pause_handler(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(refused) = s.access.refusal(&headers) {
+        return refused;
+    }
     s.control.paused.send_replace(true);
     tracing::info!("paused through POST /pause");
-    "paused\n"
+    "paused\n".into_response()
 }
 
-async fn resume_handler(State(s): State<AppState>) -> &'static str {
+async fn resume_handler(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(refused) = s.access.refusal(&headers) {
+        return refused;
+    }
     s.control.paused.send_replace(false);
     tracing::info!("resumed through POST /resume");
-    "resumed\n"
+    "resumed\n".into_response()
 }
 
-async fn rate_handler(State(s): State<AppState>, body: String) -> (StatusCode, String) {
+async fn rate_handler(State(s): State<AppState>, headers: HeaderMap, body: String) -> Response {
+    if let Some(refused) = s.access.refusal(&headers) {
+        return refused;
+    }
     match body.trim().parse::<u32>() {
         Ok(rate) if rate <= 10_000_000 => {
             s.control.rate.send_replace(rate);
             tracing::info!(records_per_second = rate, "rate changed through PUT /rate");
-            (StatusCode::OK, format!("rate {rate} records/s\n"))
+            (StatusCode::OK, format!("rate {rate} records/s\n")).into_response()
         }
         _ => (
             StatusCode::BAD_REQUEST,
             format!("PUT /rate takes a whole number of records per second (0 = unlimited), not {:?}\n", body.trim()),
-        ),
+        )
+            .into_response(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::migration::{ControlToken, Metrics as MetricsConfig};
+
+    /// Serves on `listen` (port 0) and returns the URL to reach it through loopback.
+    async fn start(listen: &str, control_token: Option<ControlToken>) -> (String, Arc<Control>) {
+        let config = MetricsConfig { listen: listen.to_string(), control_token, ..Default::default() };
+        let control = Control::new(100);
+        let addr = serve(&config, Metrics::new(), control.clone()).await.unwrap();
+        (format!("http://127.0.0.1:{}", addr.port()), control)
+    }
+
+    async fn call(req: reqwest::RequestBuilder) -> (u16, String) {
+        let resp = req.send().await.unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    }
+
+    /// Every endpoint anyone may call stays open: Prometheus and the kubelet have no token.
+    async fn open_endpoints_answer(base: &str) {
+        let http = reqwest::Client::new();
+        for path in ["/metrics", "/healthz"] {
+            assert_eq!(call(http.get(format!("{base}{path}"))).await.0, 200, "{path}");
+        }
+        assert_eq!(call(http.get(format!("{base}/readyz"))).await.0, 503, "/readyz answers (not ready yet)");
+    }
+
+    #[tokio::test]
+    async fn control_beyond_loopback_needs_the_bearer_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "0123456789abcdef0123\n").unwrap();
+        let (base, control) = start("0.0.0.0:0", Some(ControlToken { file: Some(file), env: None })).await;
+        open_endpoints_answer(&base).await;
+        let http = reqwest::Client::new();
+
+        for (what, req) in [
+            ("no header", http.post(format!("{base}/pause"))),
+            ("wrong token", http.post(format!("{base}/pause")).bearer_auth("0123456789abcdef0124")),
+            ("a prefix of the token", http.post(format!("{base}/pause")).bearer_auth("0123456789abcdef")),
+            ("basic auth", http.post(format!("{base}/pause")).basic_auth("x", Some("0123456789abcdef0123"))),
+            ("rate, no header", http.put(format!("{base}/rate")).body("0")),
+        ] {
+            let (status, body) = call(req).await;
+            assert_eq!(status, 401, "{what}: {body}");
+            assert!(body.contains("Authorization: Bearer"), "{what}: {body}");
+        }
+        assert!(!*control.paused.borrow(), "a refused request changes nothing");
+        assert_eq!(*control.rate.borrow(), 100, "a refused request changes nothing");
+
+        let with_token = |req: reqwest::RequestBuilder| req.bearer_auth("0123456789abcdef0123");
+        assert_eq!(call(with_token(http.post(format!("{base}/pause")))).await, (200, "paused\n".into()));
+        assert!(*control.paused.borrow());
+        assert_eq!(call(with_token(http.put(format!("{base}/rate")).body("250"))).await.0, 200);
+        assert_eq!(*control.rate.borrow(), 250);
+        assert_eq!(call(with_token(http.post(format!("{base}/resume")))).await.0, 200);
+        assert!(!*control.paused.borrow());
+    }
+
+    #[tokio::test]
+    async fn without_a_token_control_is_off_beyond_loopback_and_open_on_it() {
+        let (base, control) = start("0.0.0.0:0", None).await;
+        open_endpoints_answer(&base).await;
+        let http = reqwest::Client::new();
+        for req in [
+            http.post(format!("{base}/pause")),
+            http.post(format!("{base}/resume")),
+            http.put(format!("{base}/rate")).body("0"),
+        ] {
+            let (status, body) = call(req).await;
+            assert_eq!(status, 403, "{body}");
+            assert!(body.contains("migration.metrics.controlToken is not set"), "{body}");
+        }
+        assert!(!*control.paused.borrow());
+        assert_eq!(*control.rate.borrow(), 100);
+
+        let (base, control) = start("127.0.0.1:0", None).await;
+        assert_eq!(call(http.post(format!("{base}/pause"))).await.0, 200, "loopback: this machine only");
+        assert!(*control.paused.borrow());
+    }
+
+    #[tokio::test]
+    async fn a_token_that_cannot_be_read_or_is_short_stops_the_start_with_one_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let short = dir.path().join("short");
+        std::fs::write(&short, "hunter2\n").unwrap();
+        let cases = [
+            (
+                ControlToken { file: Some(dir.path().join("absent")), env: None },
+                "migration.metrics.controlToken.file: cannot read",
+            ),
+            (ControlToken { file: Some(short), env: None }, "holds a token of 7 characters; use at least 16"),
+            (
+                ControlToken { file: None, env: Some("VISMIG_TEST_TOKEN_NEVER_SET".into()) },
+                "migration.metrics.controlToken.env: environment variable VISMIG_TEST_TOKEN_NEVER_SET is not set",
+            ),
+        ];
+        for (token, want) in cases {
+            let config =
+                MetricsConfig { listen: "127.0.0.1:0".into(), control_token: Some(token), ..Default::default() };
+            let e = serve(&config, Metrics::new(), Control::new(1)).await.unwrap_err().to_string();
+            assert!(e.contains(want), "{e}");
+            assert!(!e.contains("hunter2"), "the token is never shown: {e}");
+            assert_eq!(e.lines().count(), 1, "{e}");
+        }
+    }
 
     #[test]
     fn read_flipped_follows_the_dynamic_config() {

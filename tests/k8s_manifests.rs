@@ -18,6 +18,9 @@ use serde_json::Value;
 use vismig::config::Config;
 use vismig::config::migration::parse_duration;
 
+/// The Secret that holds the bearer token of the control endpoints.
+const CONTROL_TOKEN_SECRET: &str = "vismig-control-token";
+
 /// The Kubernetes version the manifests are validated against.
 const KUBERNETES: &str = "1.33.0";
 
@@ -258,6 +261,27 @@ fn the_manifests_agree_with_each_other_and_with_vismig() {
                 );
             }
             assert_eq!(m.metrics.listen, "0.0.0.0:9090", "the kubelet and Prometheus must reach it");
+            // Beyond loopback, control needs a token: read from a file of a mounted Secret.
+            let token_file = m
+                .metrics
+                .control_token
+                .as_ref()
+                .and_then(|t| t.file.clone())
+                .unwrap_or_else(|| panic!("{name}/{cname}: no migration.metrics.controlToken.file"));
+            let token_mount = c["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| Path::new(v["mountPath"].as_str().unwrap()) == token_file.parent().unwrap())
+                .unwrap_or_else(|| panic!("{name}/{cname}: nothing mounted at {}", token_file.display()));
+            let token_secret = &volume(token_mount["name"].as_str().unwrap())["secret"];
+            assert_eq!(token_secret["secretName"], CONTROL_TOKEN_SECRET, "{name}/{cname}");
+            let file_name = token_file.file_name().unwrap().to_str().unwrap();
+            assert!(
+                token_secret["items"].as_array().unwrap().iter().any(|i| i["key"] == "token" && i["path"] == file_name),
+                "{name}/{cname}: the Secret's key token must land at {}",
+                token_file.display()
+            );
             assert!(
                 m.metrics.linger >= scrape_interval * 2,
                 "linger {:?} < two scrapes ({scrape_interval:?})",
@@ -414,8 +438,38 @@ fn the_manifests_agree_with_each_other_and_with_vismig() {
         all_jobs.iter().filter(|j| j["metadata"]["name"] != "vismig-verify-flip").collect();
     assert_eq!(backfill_jobs.len(), 2);
 
-    // The README tells how to create that Secret with every key the Jobs read.
+    // Only Prometheus reaches the metrics and control port of every vismig pod.
+    let policy = find(&objects, "NetworkPolicy", "vismig-metrics");
+    assert_eq!(strs(&policy["spec"]["policyTypes"]), ["Ingress"]);
+    for job in &all_jobs {
+        let labels = &job["spec"]["template"]["metadata"]["labels"];
+        for (k, v) in policy["spec"]["podSelector"]["matchLabels"].as_object().unwrap() {
+            assert_eq!(&labels[k], v, "{}: the NetworkPolicy does not select its pods", job["metadata"]["name"]);
+        }
+    }
+    let ingress = policy["spec"]["ingress"].as_array().unwrap();
+    assert_eq!(ingress.len(), 1, "one rule: Prometheus");
+    let peers = ingress[0]["from"].as_array().expect("a rule without from admits everyone");
+    assert!(!peers.is_empty(), "a rule with empty from admits everyone");
+    for peer in peers {
+        assert!(peer["ipBlock"].is_null(), "{peer}: by pod, not by address");
+        let pods = peer["podSelector"]["matchLabels"].as_object().expect("peers are selected pods");
+        assert_eq!(pods["app.kubernetes.io/name"], "prometheus", "{peer}");
+        assert!(peer["namespaceSelector"]["matchLabels"].is_object(), "{peer}: in Prometheus' own namespace only");
+    }
+    let ports = ingress[0]["ports"].as_array().expect("a rule without ports admits every port");
+    assert_eq!(ports.len(), 1);
+    assert_eq!((ports[0]["port"].as_u64(), ports[0]["protocol"].as_str()), (Some(9090), Some("TCP")));
+
+    // The README tells how to create the control token's Secret.
     let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    assert!(
+        readme.contains(&format!("kubectl create secret generic {CONTROL_TOKEN_SECRET}"))
+            && readme.contains("--from-literal=token="),
+        "README: how to create {CONTROL_TOKEN_SECRET}"
+    );
+
+    // The README tells how to create that Secret with every key the Jobs read.
     let secret = secret_names.iter().next().unwrap();
     assert!(readme.contains(&format!("kubectl create secret generic {secret}")), "README: how to create {secret}");
     for job in &all_jobs {

@@ -116,12 +116,27 @@ pub struct Metrics {
     /// phase, progress, verify results. 0 (the default) exits at once.
     #[serde(deserialize_with = "duration")]
     pub linger: Duration,
+    /// The bearer token that `POST /pause`, `POST /resume` and `PUT /rate` require.
+    /// Without one these are served only on a loopback listener, and off elsewhere.
+    pub control_token: Option<ControlToken>,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:9090".to_string(), linger: Duration::ZERO }
+        Self { listen: "127.0.0.1:9090".to_string(), linger: Duration::ZERO, control_token: None }
     }
+}
+
+/// `migration.metrics.controlToken`: where the token is read from (exactly one of the
+/// two), never the token itself, so that the config file holds no secret.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ControlToken {
+    /// A file holding the token (a mounted Kubernetes Secret); surrounding whitespace
+    /// such as a final newline is ignored.
+    pub file: Option<PathBuf>,
+    /// An environment variable holding the token.
+    pub env: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]

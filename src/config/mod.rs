@@ -431,6 +431,19 @@ fn validate_migration(m: &Migration, problems: &mut Vec<String>) {
         problems
             .push(format!("migration.metrics.listen: {:?} is not an address like 127.0.0.1:9090", m.metrics.listen));
     }
+    if let Some(token) = &m.metrics.control_token {
+        let at = "migration.metrics.controlToken";
+        match (&token.file, &token.env) {
+            (Some(_), Some(_)) | (None, None) => {
+                problems.push(format!("{at}: needs exactly one of file (a path) or env (a variable name)"))
+            }
+            (Some(file), None) if file.as_os_str().is_empty() => problems.push(format!("{at}.file: empty path")),
+            (None, Some(name)) if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => {
+                problems.push(format!("{at}.env: {name:?} is not an environment variable name (letters, digits, _)"))
+            }
+            _ => {}
+        }
+    }
     for (i, ns) in m.namespaces.iter().enumerate() {
         if ns.trim().is_empty() {
             problems.push(format!("migration.namespaces[{i}]: empty namespace id"));

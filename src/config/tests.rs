@@ -120,6 +120,18 @@ fn each_broken_config_names_its_field() {
         ),
         (format!("{GOOD}  rate: {{ burst: 0 }}\n"), "config error: migration.rate.burst: must be at least 1"),
         (
+            format!("{GOOD}  metrics: {{ controlToken: {{ file: /run/token, env: TOKEN }} }}\n"),
+            "config error: migration.metrics.controlToken: needs exactly one of file (a path) or env (a variable name)",
+        ),
+        (
+            format!("{GOOD}  metrics: {{ controlToken: {{}} }}\n"),
+            "config error: migration.metrics.controlToken: needs exactly one of file (a path) or env (a variable name)",
+        ),
+        (
+            format!("{GOOD}  metrics: {{ controlToken: {{ env: \"MY TOKEN\" }} }}\n"),
+            "config error: migration.metrics.controlToken.env: \"MY TOKEN\" is not an environment variable name (letters, digits, _)",
+        ),
+        (
             format!("{GOOD}  metrics: {{ listen: \"localhost\" }}\n"),
             "config error: migration.metrics.listen: \"localhost\" is not an address like 127.0.0.1:9090",
         ),
