@@ -1,7 +1,7 @@
 //! Deep verify and repair: every kind of difference seeded into the secondary is
 //! reported exactly as it is, and nothing else; a run that closes during the verify is
 //! not reported (the re-check sees the dual write land); --repair fixes what the version
-//! guard allows and says why it leaves the rest.
+//! guard allows (and a copy corrupted at the same version) and says why it leaves the rest.
 
 mod common;
 
@@ -140,7 +140,8 @@ async fn deep_verify_reports_each_difference_exactly(work: Work) {
     want.sort_by(|a, b| a.1.cmp(&b.1));
     assert_eq!(differences(&report), want, "exactly the seeded differences, and not the run that closed meanwhile");
 
-    // Repair: what the guard allows is fixed; the rest says why not.
+    // Repair: what the guard allows is fixed, and so is the copy that differs at the same
+    // version (corruption, not a newer write); the newer version stays, saying why.
     let out = work.run(&["verify", "--repair", "--output", "json"]);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let repairs: Vec<(String, Option<String>)> = differences(&report).into_iter().map(|d| (d.1, d.3)).collect();
@@ -148,18 +149,19 @@ async fn deep_verify_reports_each_difference_exactly(work: Work) {
     assert_eq!(repair_of(&seeded.missing.run_id), "recopied");
     assert_eq!(repair_of(&seeded.extra.run_id), "deleted");
     assert_eq!(repair_of(&seeded.stale.run_id), "recopied");
-    assert!(repair_of(&seeded.tampered.run_id).contains("same version"));
+    assert_eq!(repair_of(&seeded.tampered.run_id), "recopied");
     assert!(repair_of(&seeded.newer.run_id).contains("newer version"));
+    let repaired = source_of(&work, false).await.read(&[seeded.tampered.key()]).await.unwrap();
+    assert_eq!(repaired.len(), 1);
+    assert_eq!(repaired[0].task_queue, seeded.tampered.task_queue, "the primary's value is back");
+    assert_eq!(repaired[0].version, seeded.tampered.version, "at the same version");
 
-    // Verify again: only the two the guard must keep are left.
+    // Verify again: only the newer version, which the guard must keep, is left.
     let out = work.run(&["verify", "--deep", "--output", "json"]);
     assert_eq!(out.status.code(), Some(3));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let mut left: Vec<String> = differences(&report).into_iter().map(|d| d.1).collect();
-    let mut want = vec![seeded.tampered.run_id.clone(), seeded.newer.run_id.clone()];
-    left.sort();
-    want.sort();
-    assert_eq!(left, want);
+    let left: Vec<String> = differences(&report).into_iter().map(|d| d.1).collect();
+    assert_eq!(left, vec![seeded.newer.run_id.clone()]);
     let status = text(&work.run(&["status"]));
     assert!(status.contains("last verify: different (deep)"), "{status}");
 }
@@ -187,6 +189,74 @@ async fn postgres_deep_verify_and_repair() {
     let out = work.run(&["seed", "--records", "2000"]);
     assert!(out.status.success(), "{}", text(&out));
     deep_verify_reports_each_difference_exactly(work).await;
+}
+
+/// MySQL keeps copies of the search attributes in its side tables: a repair at the same
+/// version rewrites them with the row.
+#[tokio::test(flavor = "multi_thread")]
+async fn mariadb_deep_verify_and_repair() {
+    if !service_up("mariadb") {
+        return;
+    }
+    let (a, b) = (db_name("deep_ma"), db_name("deep_mb"));
+    reset_db("mariadb", &a, "advanced");
+    reset_db("mariadb", &b, "advanced");
+    let work = Work::with_stores(
+        Some(mysql_store(&a, "mysql8")),
+        Some(mysql_store(&b, "mysql8")),
+        "  verify: { cutoff: 5m, recheckAfter: 3s }\n",
+    )
+    .await;
+    let out = work.run(&["seed", "--records", "2000"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let primary = sink_of(&work, true).await;
+    let secondary = sink_of(&work, false).await;
+    let out = work.run(&["backfill"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // One record's search attributes corrupted at the same version, in the row and in
+    // the side table alike (as a partial restore would leave them).
+    let record = all_records(source_of(&work, true).await).await.into_iter().find(|r| r.has_version()).unwrap();
+    let mut corrupt = record.clone();
+    let mut sa = corrupt.search_attributes.clone().unwrap_or_default();
+    sa.0.insert("Keyword01".into(), vismig::record::SearchAttributeValue::String("corrupt".into()));
+    corrupt.search_attributes = Some(sa);
+    secondary.delete(&[corrupt.key()]).await.unwrap();
+    secondary.write(std::slice::from_ref(&corrupt)).await.unwrap();
+    let side = || async {
+        let url = format!(
+            "mysql://{}:{}@{}:{}/{b}",
+            std::env::var("VISMIG_TEST_MYSQL_USER").unwrap_or("temporal".into()),
+            std::env::var("VISMIG_TEST_MYSQL_PASSWORD").unwrap_or("temporal".into()),
+            std::env::var("VISMIG_TEST_MYSQL_HOST").unwrap_or("127.0.0.1".into()),
+            std::env::var("VISMIG_TEST_MYSQL_PORT").unwrap_or("3306".into()),
+        );
+        let pool = sqlx::MySqlPool::connect(&url).await.unwrap();
+        let row: (String, i64) = sqlx::query_as(
+            "SELECT CAST(search_attributes AS CHAR), _version FROM custom_search_attributes WHERE namespace_id = ? AND run_id = ?",
+        )
+        .bind(&record.namespace_id)
+        .bind(&record.run_id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+        row
+    };
+    assert!(side().await.0.contains("corrupt"));
+    drop(primary);
+
+    let out = work.run(&["verify", "--deep", "--repair", "--output", "json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let found = differences(&report);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].2, vec!["search_attributes".to_string()]);
+    assert_eq!(found[0].3.as_deref(), Some("recopied"));
+    let (json, version) = side().await;
+    assert!(!json.contains("corrupt"), "the side table was repaired too: {json}");
+    assert_eq!(version, record.version);
+    let out = work.run(&["verify", "--deep"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }
 
 #[tokio::test(flavor = "multi_thread")]

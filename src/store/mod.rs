@@ -209,6 +209,13 @@ pub trait Sink: Store {
     /// Writes `records` in one round trip where the store allows it, never over a newer
     /// version; returns one outcome per record, in order.
     async fn write(&self, records: &[VisibilityRecord]) -> StoreResult<Vec<WriteOutcome>>;
+    /// Like `write`, and also over a record held at the same version: `verify --repair`'s
+    /// answer to a copy that differs from the primary at the same version, which is
+    /// corruption, not a newer write. Still never over a newer version. A record without a
+    /// version replaces only a copy without one (SQL `_version` 0; Elasticsearch version 1,
+    /// what `create` gives). A schema without `_version` keeps its row (`SkippedPresent`):
+    /// nothing there tells a stale copy from a newer write.
+    async fn overwrite(&self, records: &[VisibilityRecord]) -> StoreResult<Vec<WriteOutcome>>;
     /// Deletes the given records (verify --repair, for extras the primary no longer has).
     async fn delete(&self, keys: &[RecordKey]) -> StoreResult<u64>;
 

@@ -343,18 +343,28 @@ impl DeepVerify {
             (_, None) => "not recopied: the primary no longer has it".into(),
             (_, Some(mut record)) => match self.renamer.apply(&mut record) {
                 Err(reason) => format!("not recopied: {reason}"),
-                Ok(()) => self.recopy(record).await?,
+                Ok(()) => self.recopy(record, d.kind).await?,
             },
         })
     }
 
-    async fn recopy(&self, record: VisibilityRecord) -> anyhow::Result<String> {
-        Ok(match self.sink.write(std::slice::from_ref(&record)).await?.pop() {
+    /// A missing record is written as the backfill writes it. A different one overwrites
+    /// the secondary's copy at the same version too: same version with other content is
+    /// corruption, not a newer write (a newer version is still never overwritten).
+    async fn recopy(&self, record: VisibilityRecord, kind: Kind) -> anyhow::Result<String> {
+        let records = std::slice::from_ref(&record);
+        let outcome = if kind == Kind::Different {
+            self.sink.overwrite(records).await?
+        } else {
+            self.sink.write(records).await?
+        };
+        Ok(match outcome.into_iter().next() {
             Some(WriteOutcome::Inserted) | Some(WriteOutcome::Updated) => "recopied".into(),
             Some(WriteOutcome::SkippedNewer) => "not recopied: the secondary holds a newer version".into(),
-            Some(WriteOutcome::SkippedPresent) => {
-                "not recopied: the secondary holds the same version (the version guard keeps it)".into()
+            Some(WriteOutcome::SkippedPresent) if kind == Kind::Different => {
+                "not recopied: the secondary's schema has no _version column, so a stale copy cannot be told from a newer write (upgrade it with temporal-sql-tool update-schema, or fix the row by hand)".into()
             }
+            Some(WriteOutcome::SkippedPresent) => "not recopied: the secondary has it now".into(),
             Some(WriteOutcome::Failed(reason)) => format!("not recopied: {reason}"),
             None => "not recopied: no outcome".into(),
         })

@@ -26,10 +26,24 @@ enum ItemResult {
     Store(String),
 }
 
+/// Which documents a write may replace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Guard {
+    /// Temporal's own: `external` versions replace only an older document, and a record
+    /// without a version is created where absent.
+    Newer,
+    /// `verify --repair`: `external_gte` also replaces a document at the same version (a
+    /// copy that differs from the primary's is corruption); a record without a version
+    /// replaces only a document at version 1, what `create` gave it, never one that
+    /// Temporal wrote at its task id.
+    SameOrNewer,
+}
+
 pub async fn write(
     client: &Client,
     index: &str,
     records: &[VisibilityRecord],
+    guard: Guard,
 ) -> Result<Vec<WriteOutcome>, StoreError> {
     let mut outcomes: Vec<Option<WriteOutcome>> = vec![None; records.len()];
     let mut pending: Vec<usize> = Vec::with_capacity(records.len());
@@ -50,7 +64,7 @@ pub async fn write(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let body = index_body(index, pending.iter().map(|&i| &records[i]));
+        let body = index_body(index, pending.iter().map(|&i| &records[i]), guard);
         // A whole request pushed back (429, 5xx, a timeout, no connection) before any item
         // was written goes back to the caller, whose retry backs off where the operator
         // sees it (`/readyz`, `vismig_errors_total`). Once some items are written, it is
@@ -71,7 +85,7 @@ pub async fn write(
                 let mut retry = Vec::new();
                 let mut last_reason = String::new();
                 for (&i, item) in pending.iter().zip(items) {
-                    match index_result(item, records[i].has_version()) {
+                    match index_result(item, records[i].has_version() || guard == Guard::SameOrNewer) {
                         ItemResult::Done(o) => outcomes[i] = Some(o),
                         ItemResult::Retry(reason) => {
                             last_reason = reason;
@@ -109,15 +123,20 @@ pub async fn write(
 
 /// One action line and one source line per record: `index` at the external version
 /// when the source has one (as Temporal writes), else `create` (insert if absent;
-/// `create` cannot carry an external version).
-fn index_body<'a>(index: &str, records: impl Iterator<Item = &'a VisibilityRecord>) -> Vec<u8> {
+/// `create` cannot carry an external version); under `Guard::SameOrNewer`, `index` with
+/// `external_gte` (at version 1 for a record without one).
+fn index_body<'a>(index: &str, records: impl Iterator<Item = &'a VisibilityRecord>, guard: Guard) -> Vec<u8> {
     let mut body = Vec::with_capacity(64 * 1024);
     for r in records {
         let id = doc_id(&r.workflow_id, &r.run_id);
-        let action = if r.has_version() {
-            Action::Index { _index: index, _id: &id, version: r.version, version_type: "external" }
-        } else {
-            Action::Create { _index: index, _id: &id }
+        let action = match guard {
+            Guard::Newer if r.has_version() => {
+                Action::Index { _index: index, _id: &id, version: r.version, version_type: "external" }
+            }
+            Guard::Newer => Action::Create { _index: index, _id: &id },
+            Guard::SameOrNewer => {
+                Action::Index { _index: index, _id: &id, version: r.version.max(1), version_type: "external_gte" }
+            }
         };
         serde_json::to_writer(&mut body, &action).expect("JSON to memory");
         body.push(b'\n');
@@ -240,7 +259,7 @@ mod tests {
         a.version = 42;
         let mut b = g.next_record();
         b.version = 0;
-        let body = String::from_utf8(index_body("vis", [&a, &b].into_iter())).unwrap();
+        let body = String::from_utf8(index_body("vis", [&a, &b].into_iter(), Guard::Newer)).unwrap();
         let lines: Vec<Value> = body.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines.len(), 4);
         assert_eq!(lines[0]["index"]["version"], 42);
@@ -249,5 +268,13 @@ mod tests {
         assert_eq!(lines[1]["RunId"], a.run_id);
         assert!(lines[2]["create"]["version"].is_null());
         assert!(body.ends_with('\n'));
+
+        // A repair: the same version replaces, a record without one replaces version 1.
+        let body = String::from_utf8(index_body("vis", [&a, &b].into_iter(), Guard::SameOrNewer)).unwrap();
+        let lines: Vec<Value> = body.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines[0]["index"]["version"], 42);
+        assert_eq!(lines[0]["index"]["version_type"], "external_gte");
+        assert_eq!(lines[2]["index"]["version"], 1);
+        assert_eq!(lines[2]["index"]["version_type"], "external_gte");
     }
 }

@@ -576,7 +576,13 @@ impl Sink for ElasticsearchStore {
     }
 
     async fn write(&self, records: &[VisibilityRecord]) -> StoreResult<Vec<WriteOutcome>> {
-        bulk::write(&self.client, &self.index, records).await.map_err(|e| self.err("bulk write", e))
+        bulk::write(&self.client, &self.index, records, bulk::Guard::Newer).await.map_err(|e| self.err("bulk write", e))
+    }
+
+    async fn overwrite(&self, records: &[VisibilityRecord]) -> StoreResult<Vec<WriteOutcome>> {
+        bulk::write(&self.client, &self.index, records, bulk::Guard::SameOrNewer)
+            .await
+            .map_err(|e| self.err("bulk write (repair)", e))
     }
 
     async fn delete(&self, keys: &[RecordKey]) -> StoreResult<u64> {

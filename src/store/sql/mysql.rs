@@ -582,6 +582,17 @@ impl Sink for MysqlStore {
     }
 
     async fn write(&self, records: &[VisibilityRecord]) -> StoreResult<Vec<WriteOutcome>> {
+        self.write_guarded(records, false).await
+    }
+
+    async fn overwrite(&self, records: &[VisibilityRecord]) -> StoreResult<Vec<WriteOutcome>> {
+        self.write_guarded(records, true).await
+    }
+}
+
+impl MysqlStore {
+    /// The upsert of `write` (`same_version` false) and `overwrite` (true).
+    async fn write_guarded(&self, records: &[VisibilityRecord], same_version: bool) -> StoreResult<Vec<WriteOutcome>> {
         if self.standard {
             return Err(StoreError::Permanent(self.context(
                 "pluginName mysql is MySQL 5.7 standard visibility, which can only be read; write to Temporal's advanced schema with pluginName mysql8",
@@ -604,20 +615,25 @@ impl Sink for MysqlStore {
             }
         }
         if !rows.is_empty() {
-            let written = self.write_rows(&rows, schema).await?;
+            let written = self.write_rows(&rows, schema, same_version).await?;
             for ((i, _), outcome) in rows.iter().zip(written) {
                 outcomes[*i] = Some(outcome);
             }
         }
         Ok(outcomes.into_iter().map(|o| o.expect("every record has an outcome")).collect())
     }
-}
 
-impl MysqlStore {
     /// Writes valid rows in one transaction: locks and reads the existing versions, upserts
     /// `executions_visibility` under the version guard, then the side tables of the rows
-    /// that were written. Returns one outcome per row.
-    async fn write_rows(&self, rows: &[(usize, EncodedRow)], schema: Schema) -> StoreResult<Vec<WriteOutcome>> {
+    /// that were written. Returns one outcome per row. `same_version` lets a row replace
+    /// one at its own version too (repair).
+    async fn write_rows(
+        &self,
+        rows: &[(usize, EncodedRow)],
+        schema: Schema,
+        same_version: bool,
+    ) -> StoreResult<Vec<WriteOutcome>> {
+        let replaces_same = same_version && schema.has_version;
         let ctx = || self.context("writing a batch");
         let mut tx = self.pool.begin().await.map_err(|e| classify(&ctx(), e))?;
         let all: Vec<&EncodedRow> = rows.iter().map(|(_, r)| r).collect();
@@ -628,18 +644,28 @@ impl MysqlStore {
         let mut outcomes = Vec::with_capacity(rows.len());
         let mut to_write: Vec<&EncodedRow> = Vec::new();
         let mut expected_affected = 0u64;
+        // A same-version row whose columns already hold these values counts 1, not 2
+        // (the connection asks for found rows, CLIENT_FOUND_ROWS).
+        let mut least_affected = 0u64;
         for row in &all {
             let version = if schema.has_version { row.version } else { 0 };
             let key = key_of(&row.namespace_id, &row.run_id);
             let outcome = match current.get(&key) {
                 None => WriteOutcome::Inserted,
                 Some(old) if *old < version => WriteOutcome::Updated,
+                Some(old) if *old == version && replaces_same => WriteOutcome::Updated,
                 Some(old) if *old > version => WriteOutcome::SkippedNewer,
                 Some(_) => WriteOutcome::SkippedPresent,
             };
             match outcome {
-                WriteOutcome::Inserted => expected_affected += 1,
-                WriteOutcome::Updated => expected_affected += 2,
+                WriteOutcome::Inserted => {
+                    expected_affected += 1;
+                    least_affected += 1;
+                }
+                WriteOutcome::Updated => {
+                    expected_affected += 2;
+                    least_affected += if current.get(&key) == Some(&version) { 1 } else { 2 };
+                }
                 _ => {}
             }
             if matches!(outcome, WriteOutcome::Inserted | WriteOutcome::Updated) {
@@ -654,10 +680,11 @@ impl MysqlStore {
         let upsert = if schema.has_version {
             // Temporal's guard: an equal or older version is a no-op, and `_version` is
             // assigned last because MySQL applies the assignments left to right.
+            let guard = if replaces_same { "<=" } else { "<" };
             let set: Vec<String> = columns
                 .iter()
                 .filter(|c| !matches!(**c, "namespace_id" | "run_id"))
-                .map(|c| format!("{c} = IF(_version < VALUES(_version), VALUES({c}), {c})"))
+                .map(|c| format!("{c} = IF(_version {guard} VALUES(_version), VALUES({c}), {c})"))
                 .collect();
             format!(" ON DUPLICATE KEY UPDATE {}", set.join(", "))
         } else {
@@ -696,7 +723,7 @@ impl MysqlStore {
             affected +=
                 q.build().persistent(false).execute(&mut *tx).await.map_err(|e| classify(&ctx(), e))?.rows_affected();
         }
-        if affected != expected_affected {
+        if !(least_affected..=expected_affected).contains(&affected) {
             // A row absent when the versions were read was inserted by someone else (a
             // live dual write) before this upsert: the outcomes would be wrong. Nothing
             // is committed; the retry reads the versions again.

@@ -426,53 +426,11 @@ impl Sink for PostgresStore {
     }
 
     async fn write(&self, records: &[VisibilityRecord]) -> StoreResult<Vec<WriteOutcome>> {
-        let schema = self.schema().await?;
-        self.ensure_writable(schema)?;
-        let versioned = schema.has("_version");
-        let mut outcomes: Vec<Option<WriteOutcome>> = vec![None; records.len()];
-        let mut rows: Vec<(usize, &VisibilityRecord)> = Vec::with_capacity(records.len());
-        for (i, r) in records.iter().enumerate() {
-            match check_limits(r) {
-                Ok(()) => rows.push((i, r)),
-                Err(reason) => outcomes[i] = Some(WriteOutcome::Failed(reason)),
-            }
-        }
-        let columns: Vec<&str> = BASE_COLUMNS.iter().copied().filter(|c| schema.has(c)).collect();
-        let upsert = upsert_clause(&columns, versioned);
-        for chunk in rows.chunks(self.max_batch()) {
-            // Large batches go through COPY into a staging table (measured about 5% faster
-            // at 1000 rows); small ones, such as single records being isolated after a
-            // refused batch, take one multi-row statement, a single round trip.
-            let returned = if chunk.len() >= COPY_MIN_ROWS {
-                self.copy_write(chunk, &columns, &upsert).await?
-            } else {
-                self.multi_row_write(chunk, &columns, &upsert).await?
-            };
-            let mut written: HashMap<(String, String), bool> = HashMap::with_capacity(returned.len());
-            for row in returned {
-                let ns: String = row.get(0);
-                let run: String = row.get(1);
-                written.insert((ns.trim_end().to_string(), run.trim_end().to_string()), row.get::<bool, _>(2));
-            }
-            let mut skipped: Vec<(usize, &VisibilityRecord)> = Vec::new();
-            for (i, r) in chunk {
-                match written.get(&(r.namespace_id.clone(), r.run_id.clone())) {
-                    Some(true) => outcomes[*i] = Some(WriteOutcome::Inserted),
-                    Some(false) => outcomes[*i] = Some(WriteOutcome::Updated),
-                    None => skipped.push((*i, r)),
-                }
-            }
-            if !skipped.is_empty() {
-                let existing = self.versions(&skipped, versioned).await?;
-                for (i, r) in skipped {
-                    let mine = if versioned { r.version } else { 0 };
-                    let theirs = existing.get(&(r.namespace_id.clone(), r.run_id.clone())).copied().unwrap_or(0);
-                    outcomes[i] =
-                        Some(if theirs > mine { WriteOutcome::SkippedNewer } else { WriteOutcome::SkippedPresent });
-                }
-            }
-        }
-        Ok(outcomes.into_iter().map(|o| o.expect("every record has an outcome")).collect())
+        self.write_guarded(records, false).await
+    }
+
+    async fn overwrite(&self, records: &[VisibilityRecord]) -> StoreResult<Vec<WriteOutcome>> {
+        self.write_guarded(records, true).await
     }
 
     async fn invalid_indexes(&self) -> StoreResult<Vec<String>> {
@@ -528,6 +486,57 @@ impl Sink for PostgresStore {
 }
 
 impl PostgresStore {
+    /// The upsert of `write` (`same_version` false) and `overwrite` (true).
+    async fn write_guarded(&self, records: &[VisibilityRecord], same_version: bool) -> StoreResult<Vec<WriteOutcome>> {
+        let schema = self.schema().await?;
+        self.ensure_writable(schema)?;
+        let versioned = schema.has("_version");
+        let mut outcomes: Vec<Option<WriteOutcome>> = vec![None; records.len()];
+        let mut rows: Vec<(usize, &VisibilityRecord)> = Vec::with_capacity(records.len());
+        for (i, r) in records.iter().enumerate() {
+            match check_limits(r) {
+                Ok(()) => rows.push((i, r)),
+                Err(reason) => outcomes[i] = Some(WriteOutcome::Failed(reason)),
+            }
+        }
+        let columns: Vec<&str> = BASE_COLUMNS.iter().copied().filter(|c| schema.has(c)).collect();
+        let upsert = upsert_clause(&columns, versioned, same_version);
+        for chunk in rows.chunks(self.max_batch()) {
+            // Large batches go through COPY into a staging table (measured about 5% faster
+            // at 1000 rows); small ones, such as single records being isolated after a
+            // refused batch, take one multi-row statement, a single round trip.
+            let returned = if chunk.len() >= COPY_MIN_ROWS {
+                self.copy_write(chunk, &columns, &upsert).await?
+            } else {
+                self.multi_row_write(chunk, &columns, &upsert).await?
+            };
+            let mut written: HashMap<(String, String), bool> = HashMap::with_capacity(returned.len());
+            for row in returned {
+                let ns: String = row.get(0);
+                let run: String = row.get(1);
+                written.insert((ns.trim_end().to_string(), run.trim_end().to_string()), row.get::<bool, _>(2));
+            }
+            let mut skipped: Vec<(usize, &VisibilityRecord)> = Vec::new();
+            for (i, r) in chunk {
+                match written.get(&(r.namespace_id.clone(), r.run_id.clone())) {
+                    Some(true) => outcomes[*i] = Some(WriteOutcome::Inserted),
+                    Some(false) => outcomes[*i] = Some(WriteOutcome::Updated),
+                    None => skipped.push((*i, r)),
+                }
+            }
+            if !skipped.is_empty() {
+                let existing = self.versions(&skipped, versioned).await?;
+                for (i, r) in skipped {
+                    let mine = if versioned { r.version } else { 0 };
+                    let theirs = existing.get(&(r.namespace_id.clone(), r.run_id.clone())).copied().unwrap_or(0);
+                    outcomes[i] =
+                        Some(if theirs > mine { WriteOutcome::SkippedNewer } else { WriteOutcome::SkippedPresent });
+                }
+            }
+        }
+        Ok(outcomes.into_iter().map(|o| o.expect("every record has an outcome")).collect())
+    }
+
     /// One multi-row `INSERT … ON CONFLICT` with the rows as bind parameters.
     async fn multi_row_write(
         &self,
@@ -656,15 +665,16 @@ impl PostgresStore {
 
 /// `ON CONFLICT` under Temporal's version guard (insert-if-absent without `_version`),
 /// returning which rows were inserted (xmax = 0) or updated; rows the guard skipped are
-/// not returned.
-fn upsert_clause(columns: &[&str], versioned: bool) -> String {
+/// not returned. `same_version` lets a row replace one at its own version too (repair).
+fn upsert_clause(columns: &[&str], versioned: bool, same_version: bool) -> String {
     let conflict = if versioned {
         let set: Vec<String> = columns
             .iter()
             .filter(|c| !matches!(**c, "namespace_id" | "run_id"))
             .map(|c| format!("{c} = excluded.{c}"))
             .collect();
-        format!("DO UPDATE SET {} WHERE executions_visibility._version < excluded._version", set.join(", "))
+        let guard = if same_version { "<=" } else { "<" };
+        format!("DO UPDATE SET {} WHERE executions_visibility._version {guard} excluded._version", set.join(", "))
     } else {
         "DO NOTHING".to_string()
     };

@@ -373,13 +373,26 @@ impl Sink for SqliteStore {
             Err(StoreError::Transient(self.context("writing a batch: the writer stopped before its commit")))
         })
     }
+
+    /// Repairs are few and rare: their own transaction, in the writer's turn, outside the
+    /// group commit (whose batches keep Temporal's strict guard).
+    async fn overwrite(&self, records: &[VisibilityRecord]) -> StoreResult<Vec<WriteOutcome>> {
+        let schema = self.schema().await?;
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<EncodedRow> = records.iter().map(encode_record).collect();
+        let _turn = self.committer.lock().await;
+        let mut outcomes = self.write_transaction(schema, &[&rows], true).await?;
+        Ok(outcomes.remove(0))
+    }
 }
 
 impl SqliteStore {
     async fn write_group(&self, schema: Schema, group: Vec<WaitingBatch>) {
         if group.len() > 1 {
             let batches: Vec<&[EncodedRow]> = group.iter().map(|b| b.rows.as_slice()).collect();
-            match self.write_transaction(schema, &batches).await {
+            match self.write_transaction(schema, &batches, false).await {
                 Ok(outcomes) => {
                     for (batch, outcome) in group.into_iter().zip(outcomes) {
                         let _ = batch.done.send(Ok(outcome));
@@ -394,16 +407,18 @@ impl SqliteStore {
             }
         }
         for batch in group {
-            let result = self.write_transaction(schema, &[&batch.rows]).await.map(|mut o| o.remove(0));
+            let result = self.write_transaction(schema, &[&batch.rows], false).await.map(|mut o| o.remove(0));
             let _ = batch.done.send(result);
         }
     }
 
     /// Writes the batches in one transaction; their outcomes, batch by batch.
+    /// `same_version` lets a row replace one at its own version too (repair).
     async fn write_transaction(
         &self,
         schema: Schema,
         batches: &[&[EncodedRow]],
+        same_version: bool,
     ) -> StoreResult<Vec<Vec<WriteOutcome>>> {
         let ctx = || self.context("writing a batch");
         // IMMEDIATE takes the write lock up front, so the versions read below cannot
@@ -451,8 +466,9 @@ impl SqliteStore {
                         .filter(|c| !matches!(**c, "namespace_id" | "run_id"))
                         .map(|c| format!("{c} = excluded.{c}"))
                         .collect();
+                    let guard = if same_version { "<=" } else { "<" };
                     q.push(format!(
-                        " ON CONFLICT (namespace_id, run_id) DO UPDATE SET {} WHERE executions_visibility._version < excluded._version",
+                        " ON CONFLICT (namespace_id, run_id) DO UPDATE SET {} WHERE executions_visibility._version {guard} excluded._version",
                         set.join(", ")
                     ));
                 } else {
@@ -460,7 +476,7 @@ impl SqliteStore {
                 }
                 q.build().persistent(false).execute(&mut *tx).await.map_err(|e| classify(&ctx(), e))?;
             }
-            outcomes.push(outcomes_of(rows, &existing, schema));
+            outcomes.push(outcomes_of(rows, &existing, schema, same_version));
         }
         tx.commit().await.map_err(|e| classify(&ctx(), e))?;
         self.commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -469,13 +485,19 @@ impl SqliteStore {
 }
 
 /// Each row's outcome, from the version it found in the table (none: inserted).
-fn outcomes_of(rows: &[EncodedRow], existing: &HashMap<(String, String), i64>, schema: Schema) -> Vec<WriteOutcome> {
+fn outcomes_of(
+    rows: &[EncodedRow],
+    existing: &HashMap<(String, String), i64>,
+    schema: Schema,
+    same_version: bool,
+) -> Vec<WriteOutcome> {
     rows.iter()
         .map(|r| {
             let version = if schema.has_version { r.version } else { 0 };
             match existing.get(&(r.namespace_id.clone(), r.run_id.clone())) {
                 None => WriteOutcome::Inserted,
                 Some(old) if *old < version => WriteOutcome::Updated,
+                Some(old) if *old == version && same_version && schema.has_version => WriteOutcome::Updated,
                 Some(old) if *old > version => WriteOutcome::SkippedNewer,
                 Some(_) => WriteOutcome::SkippedPresent,
             }
