@@ -1,6 +1,6 @@
 //! One YAML file: Temporal's `persistence:` block plus vismig's `migration:` block.
-//! Loading expands `${VAR}` references, parses, and validates; every problem becomes
-//! one line that names the field.
+//! Loading parses, expands `${VAR}` references inside the parsed values (see `env`),
+//! and validates; every problem becomes one line that names the field or the line.
 
 mod env;
 pub mod migration;
@@ -146,7 +146,7 @@ impl Config {
     pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let expanded = env::expand(text, env).map_err(ConfigError::one)?;
         let config: Config =
-            yaml_serde::from_str(&expanded.text).map_err(|e| ConfigError::one(expanded.scrub(&yaml_error(&e))))?;
+            yaml_serde::from_str(&expanded.text).map_err(|e| ConfigError::one(expanded.scrub(&field_error(&e))))?;
         config.validate()?;
         Ok(config)
     }
@@ -522,14 +522,16 @@ fn validate_flip_target(flip: &migration::Flip, problems: &mut Vec<String>) {
     }
 }
 
-/// A YAML/serde error as one line. The expanded text may hold secrets, so the message
-/// never quotes the document, only positions and field names.
-fn yaml_error(e: &yaml_serde::Error) -> String {
-    let msg = e.to_string().replace('\n', " ");
-    match e.location() {
-        Some(loc) if !msg.contains("line") => format!("{msg} (line {}, column {})", loc.line(), loc.column()),
-        _ => msg,
+/// An error of reading the expanded document into the config, as one line naming the
+/// field. Its position is left out: it is a position in the expanded document (which
+/// `env::expand` re-writes), not in the operator's file. The message may quote a value
+/// from the environment; the caller scrubs it.
+fn field_error(e: &yaml_serde::Error) -> String {
+    let mut msg = e.to_string().replace('\n', " ");
+    if let Some(loc) = e.location() {
+        msg = msg.replace(&format!(" at line {} column {}", loc.line(), loc.column()), "");
     }
+    msg
 }
 
 #[cfg(test)]

@@ -199,3 +199,71 @@ async fn no_password_in_logs_metrics_or_files() {
     mysql_exec(&format!("DROP USER '{my_user}'@'%'; DROP DATABASE {my_db};"));
     drop_index(&url, &index).await;
 }
+
+/// Passwords made of YAML syntax reach the real servers intact through `${VAR}`. Each
+/// broke or reshaped the config when the reference was expanded in the text before
+/// parsing: ` #` cut it, a leading `*`, `&`, `!` or quote, or a `: `, was read as YAML.
+/// The references are unquoted inside flow mappings, the hardest place for them.
+#[tokio::test(flavor = "multi_thread")]
+async fn passwords_made_of_yaml_syntax_reach_postgres_and_mariadb_through_env() {
+    if !service_up("postgres") || !service_up("mariadb") {
+        return;
+    }
+    let pid = std::process::id();
+    let sql_literal = |s: &str| s.replace('\'', "''");
+    let seeded = Work::seeded(100, "").await;
+
+    // Backfills SQLite -> the store, with the password only in the environment.
+    let backfill = async |store: String, password: &str| {
+        let work = Work::with_stores(None, Some(store), "").await;
+        std::fs::copy(seeded.primary(), work.primary()).unwrap();
+        let out = work.vismig(&["backfill"]).env("VISMIG_TEST_YAML_PASSWORD", password).output().unwrap();
+        assert!(out.status.success(), "password {password:?}: {}", text(&out));
+        assert!(!text(&out).contains(password), "the password is never shown");
+        let cp: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(work.checkpoint()).unwrap()).unwrap();
+        assert_eq!(cp["totals"]["inserted"], 100, "password {password:?}: every record written");
+    };
+
+    let db = db_name("yaml_pwd");
+    let role = format!("vt_yaml_{pid}");
+    reset_db("postgres", &db, "advanced");
+    for (i, password) in
+        [format!("*Pg{pid}&a !b #c: d\"e'f"), format!("\"Pg{pid}' #x: {{y}}, [z] &w ${{HOME}}")].iter().enumerate()
+    {
+        let create = if i == 0 { "CREATE" } else { "ALTER" };
+        pg_exec(
+            &db,
+            &format!(
+                "{create} ROLE {role} LOGIN PASSWORD '{}'; TRUNCATE executions_visibility; \
+                 GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}; GRANT USAGE ON SCHEMA public TO {role};",
+                sql_literal(password)
+            ),
+        )
+        .await;
+        let store = format!(
+            "{{ pluginName: postgres12, databaseName: {db}, connectAddr: \"{}\", user: {role}, password: ${{VISMIG_TEST_YAML_PASSWORD}} }}",
+            pg_addr()
+        );
+        backfill(store, password).await;
+    }
+    pg_exec(&db, &format!("DROP OWNED BY {role}; DROP ROLE {role};")).await;
+
+    let my_db = db_name("yaml_pwd");
+    mysql_exec(&format!("DROP DATABASE IF EXISTS {my_db}"));
+    reset_db("mariadb", &my_db, "advanced");
+    let my_user = format!("vt_yaml_{pid}");
+    for (i, password) in [format!("&My{pid} #a: b*c!d\"e'f"), format!("!My{pid}: '#q\" - [x]")].iter().enumerate() {
+        let create = if i == 0 { "CREATE USER" } else { "ALTER USER" };
+        mysql_exec(&format!(
+            "{create} '{my_user}'@'%' IDENTIFIED BY '{}'; GRANT ALL ON {my_db}.* TO '{my_user}'@'%'; TRUNCATE {my_db}.executions_visibility;",
+            sql_literal(password)
+        ));
+        let store = format!(
+            "{{ pluginName: mysql8, databaseName: {my_db}, connectAddr: \"{}:{}\", user: {my_user}, password: ${{VISMIG_TEST_YAML_PASSWORD}} }}",
+            std::env::var("VISMIG_TEST_MYSQL_HOST").unwrap_or("127.0.0.1".into()),
+            std::env::var("VISMIG_TEST_MYSQL_PORT").unwrap_or("3306".into())
+        );
+        backfill(store, password).await;
+    }
+    mysql_exec(&format!("DROP USER '{my_user}'@'%'; DROP DATABASE {my_db};"));
+}
