@@ -639,17 +639,22 @@ async fn preflight_names_the_store_table_and_column_and_never_the_password() {
     let out = work.run(&["backfill"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let log = text(&out);
+    // A column that schema 1.3 (Temporal v1.21) lacks too: the schema comparison names it.
+    assert!(log.contains(&format!("the secondary mysql {}/{db} (schema 1.14) has no root_run_id", addr())), "{log}");
+    exec(&db, "ALTER TABLE executions_visibility DROP COLUMN task_queue").await;
+    let out = work.run(&["backfill"]);
     assert!(
-        log.contains(&format!(
-            "secondary: store \"secondary\" (mysql {}/{db}): table executions_visibility has no column root_run_id",
+        text(&out).contains(&format!(
+            "secondary: store \"secondary\" (mysql {}/{db}): table executions_visibility has no column task_queue",
             addr()
         )),
-        "{log}"
+        "{}",
+        text(&out)
     );
 
     exec(
         &db,
-        "ALTER TABLE executions_visibility ADD COLUMN root_run_id VARCHAR(255) NOT NULL DEFAULT ''; DROP TABLE custom_search_attributes",
+        "ALTER TABLE executions_visibility ADD COLUMN root_run_id VARCHAR(255) NOT NULL DEFAULT '', ADD COLUMN task_queue VARCHAR(255) NOT NULL DEFAULT ''; DROP TABLE custom_search_attributes",
     )
     .await;
     let out = work.run(&["backfill"]);

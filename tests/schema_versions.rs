@@ -173,3 +173,157 @@ async fn a_postgres_secondary_with_an_invalid_index_fails_preflight() {
     let out = work.run(&["backfill"]);
     assert!(out.status.success(), "{}", text(&out));
 }
+
+/// The versioned fields a store's schema lacks, as its own preflight reports them.
+async fn lacking(store: std::sync::Arc<dyn vismig::store::Source>) -> Vec<&'static str> {
+    let info = store.schema_info().await.unwrap();
+    vismig::store::schema::VERSIONED_FIELDS.into_iter().filter(|f| !info.fields.contains(f)).collect()
+}
+
+/// The `sql:` block of a database on a SQL service of tests/services.
+fn sql_store(service: &str, db: &str) -> String {
+    match service {
+        "postgres" => pg_store(db, "postgres12"),
+        "mariadb" => mysql_store(db, "mysql8"),
+        other => panic!("not a SQL service: {other}"),
+    }
+}
+
+/// Copies a handful of records from a database at schema `primary` to one at schema
+/// `secondary` (reset-db.sh flavours: `advanced@X.Y` or `advanced`), the primary's
+/// records written as its release writes them; the secondary ends with exactly them
+/// and deep verify agrees.
+async fn copy_between_schema_versions(service: &str, primary: &str, secondary: &str, tag: &str) {
+    let (p, s) = (db_name(&format!("sv_{tag}_p")), db_name(&format!("sv_{tag}_s")));
+    reset_db(service, &p, primary);
+    reset_db(service, &s, secondary);
+    let work = Work::with_stores(Some(sql_store(service, &p)), Some(sql_store(service, &s)), "").await;
+    let records = records_of_release(6, &lacking(source_of(&work, true).await).await);
+    sink_of(&work, true).await.write(&records).await.unwrap();
+
+    let out = work.run(&["backfill"]);
+    let log = text(&out);
+    assert!(out.status.success(), "{service} {primary} -> {secondary}: {log}");
+    let version = |flavour: &str| flavour.strip_prefix("advanced@").unwrap_or("1.14").to_string();
+    let named =
+        format!("schema versions: primary schema {}, secondary schema {}", version(primary), version(secondary));
+    assert!(log.contains(&named), "{named:?} not in: {log}");
+    assert_eq!(all_records(source_of(&work, false).await).await, records, "{service} {primary} -> {secondary}");
+    let out = work.run(&["verify", "--deep"]);
+    assert_eq!(out.status.code(), Some(0), "{service} {primary} -> {secondary}: {}", text(&out));
+}
+
+/// Schema versions where a Temporal release stops (reference §2.10): 1.3 v1.21-v1.22,
+/// 1.4 v1.23, 1.5 v1.24, 1.6 v1.25-v1.26, 1.9 v1.27-v1.29, 1.13 v1.30, 1.14 v1.31+.
+const SQL_RELEASE_SCHEMAS: [&str; 7] = ["1.3", "1.4", "1.5", "1.6", "1.9", "1.13", "1.14"];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_every_release_schema_same_version_and_into_the_newest() {
+    if !service_up("postgres") {
+        return;
+    }
+    for v in SQL_RELEASE_SCHEMAS {
+        let flavour = format!("advanced@{v}");
+        let tag = v.replace('.', "");
+        copy_between_schema_versions("postgres", &flavour, &flavour, &format!("pg_same{tag}")).await;
+        copy_between_schema_versions("postgres", &flavour, "advanced", &format!("pg_up{tag}")).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mysql_every_release_schema_same_version_and_into_the_newest() {
+    if !service_up("mariadb") {
+        return;
+    }
+    for v in SQL_RELEASE_SCHEMAS {
+        let flavour = format!("advanced@{v}");
+        let tag = v.replace('.', "");
+        copy_between_schema_versions("mariadb", &flavour, &flavour, &format!("my_same{tag}")).await;
+        copy_between_schema_versions("mariadb", &flavour, "advanced", &format!("my_up{tag}")).await;
+    }
+}
+
+/// The newest MySQL schema into a v1.21 one (1.3): refused, naming the fields, both
+/// versions and temporal-sql-tool; `dropMissingFields` copies and counts.
+#[tokio::test(flavor = "multi_thread")]
+async fn mysql_newest_primary_into_a_1_3_secondary_is_refused_unless_told() {
+    if !service_up("mariadb") {
+        return;
+    }
+    let (p, s) = (db_name("sv_my_new13_p"), db_name("sv_my_new13_s"));
+    reset_db("mariadb", &p, "advanced");
+    reset_db("mariadb", &s, "advanced@1.3");
+    let work = Work::with_stores(Some(mysql_store(&p, "mysql8")), Some(mysql_store(&s, "mysql8")), "").await;
+    let records = records_of_release(6, &[]);
+    sink_of(&work, true).await.write(&records).await.unwrap();
+    let out = work.run(&["backfill"]);
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    let line = log.lines().find(|l| l.contains("preflight failed")).unwrap_or_else(|| panic!("{log}"));
+    for needle in ["(schema 1.3) has no execution_duration", "(schema 1.14) has", "temporal-sql-tool --plugin mysql8"] {
+        assert!(line.contains(needle), "{needle:?} not in: {line}");
+    }
+    work.write_config("  dropMissingFields: true\n");
+    let out = work.run(&["backfill"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let expected: Vec<VisibilityRecord> = records.iter().map(|r| without_fields(r, &ADDED_AFTER_1_3)).collect();
+    assert_eq!(all_records(source_of(&work, false).await).await, expected);
+}
+
+/// A SQLite file made from `schema/sqlite/v3/visibility/schema.sql` of Temporal's module
+/// at `release`, as that release's server creates it (it never upgrades a file).
+async fn sqlite_of_release(path: &std::path::Path, release: &str) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/services/temporal-module.sh");
+    let out = std::process::Command::new("bash").args([script, release]).output().unwrap();
+    assert!(out.status.success(), "temporal-module.sh {release}: {}", text(&out));
+    let module = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let ddl = std::fs::read_to_string(format!("{module}/schema/sqlite/v3/visibility/schema.sql")).unwrap();
+    use sqlx::Connection;
+    let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(path).create_if_missing(true);
+    let mut conn = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(ddl)).execute(&mut conn).await.unwrap();
+    conn.close().await.unwrap();
+}
+
+/// Releases whose SQLite schema differs (v1.21: no duration, parent or root ids, no
+/// `_version`; v1.23: parent ids; v1.24: root ids; v1.32: `_version`).
+const SQLITE_RELEASES: [&str; 4] = ["v1.21.6", "v1.23.1", "v1.24.3", "v1.32.0"];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_every_release_schema_same_version_and_into_the_newest() {
+    for release in SQLITE_RELEASES {
+        for newest in [false, true] {
+            let work = Work { dir: tempfile::tempdir().unwrap(), stores: None };
+            sqlite_of_release(&work.primary(), release).await;
+            sqlite_of_release(&work.secondary(), if newest { "v1.32.0" } else { release }).await;
+            work.write_config("");
+            let records = records_of_release(6, &lacking(source_of(&work, true).await).await);
+            sink_of(&work, true).await.write(&records).await.unwrap();
+            let out = work.run(&["backfill"]);
+            let log = text(&out);
+            assert!(out.status.success(), "{release} (into newest: {newest}): {log}");
+            assert!(
+                log.contains("schema versions: primary no schema_version in SQLite; the columns of Temporal"),
+                "{log}"
+            );
+            assert_eq!(all_records(source_of(&work, false).await).await, records, "{release} (into newest: {newest})");
+            let out = work.run(&["verify", "--deep"]);
+            assert_eq!(out.status.code(), Some(0), "{release}: {}", text(&out));
+        }
+    }
+    // The newest file into a v1.21 file: refused, naming what the older file lacks.
+    let work = Work { dir: tempfile::tempdir().unwrap(), stores: None };
+    sqlite_of_release(&work.primary(), "v1.32.0").await;
+    sqlite_of_release(&work.secondary(), "v1.21.6").await;
+    work.write_config("");
+    sink_of(&work, true).await.write(&records_of_release(3, &[])).await.unwrap();
+    let out = work.run(&["backfill"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains(
+            "(no schema_version in SQLite; the columns of Temporal v1.21-v1.22 (schema 1.3)) has no execution_duration"
+        ),
+        "{}",
+        text(&out)
+    );
+}

@@ -48,6 +48,25 @@ impl SchemaInfo {
     }
 }
 
+/// Which of `VERSIONED_FIELDS` a SQL table has, as a small copyable set; every other
+/// base column is in every advanced schema from 1.3 on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Columns(u16);
+
+impl Columns {
+    pub fn of(has: impl Fn(&str) -> bool) -> Self {
+        Self(VERSIONED_FIELDS.iter().enumerate().filter(|(_, f)| has(f)).fold(0, |bits, (i, _)| bits | 1 << i))
+    }
+
+    /// Whether the table has `column` (true for columns every schema has).
+    pub fn has(self, column: &str) -> bool {
+        match VERSIONED_FIELDS.iter().position(|f| *f == column) {
+            Some(i) => self.0 & (1 << i) != 0,
+            None => true,
+        }
+    }
+}
+
 /// The fields `source` holds and `sink` cannot, in `VERSIONED_FIELDS` order.
 pub fn missing_in_sink(source: &SchemaInfo, sink: &SchemaInfo) -> Vec<&'static str> {
     VERSIONED_FIELDS.into_iter().filter(|f| source.fields.contains(f) && !sink.fields.contains(f)).collect()
@@ -131,6 +150,8 @@ mod tests {
             ]
         );
         assert_eq!(sql_release_of(|c| v13.contains(&c)), "the columns of Temporal v1.21-v1.22 (schema 1.3)");
+        let columns = Columns::of(|c| v13.contains(&c));
+        assert!(columns.has("history_size_bytes") && columns.has("workflow_id") && !columns.has("_version"));
     }
 
     #[test]

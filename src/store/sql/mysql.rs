@@ -28,6 +28,7 @@ use crate::record::{
     known_search_attribute_type,
 };
 use crate::store::add_count;
+use crate::store::schema::Columns;
 use crate::store::{
     BadRow, CountQuery, Counts, Cursor, ScanPage, ShardSpec, Sink, Source, Split, Store, StoreError, StoreResult,
     WriteOutcome,
@@ -117,6 +118,8 @@ struct Schema {
     chasm: Option<SideTable>,
     /// Bytes one statement may hold (from the server's `max_allowed_packet`).
     statement_bytes: usize,
+    /// Which columns added since Temporal v1.21 (schema 1.3) the table has.
+    columns: Columns,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -265,15 +268,16 @@ impl MysqlStore {
             if has(columns, "search_attributes") {
                 tracing::warn!(store = %self.describe(), "pluginName mysql reads the MySQL 5.7 standard schema, but this table has search_attributes: with the advanced schema use pluginName mysql8, or search attributes and versions are not copied");
             }
-            return Ok(Schema { has_version: false, custom: None, chasm: None, statement_bytes });
+            let columns = Columns::of(|c| STANDARD_COLUMNS.contains(&c));
+            return Ok(Schema { has_version: false, custom: None, chasm: None, statement_bytes, columns });
         }
 
-        for column in BASE_COLUMNS.iter().filter(|c| **c != "_version") {
+        for column in BASE_COLUMNS.iter().filter(|c| !super::ADDED_AFTER_1_3.contains(c)) {
             if !has(columns, column) {
                 let hint = if *column == "search_attributes" {
                     " (pluginName mysql8 needs Temporal's advanced schema; read a MySQL 5.7 standard schema with pluginName mysql)"
                 } else {
-                    " (an advanced schema older than Temporal v1.25: upgrade it with temporal-sql-tool update-schema)"
+                    " (vismig needs schema 1.3, Temporal v1.21, or newer: upgrade it with temporal-sql-tool update-schema)"
                 };
                 return Err(StoreError::Permanent(
                     self.context(&format!("table executions_visibility has no column {column}{hint}")),
@@ -302,7 +306,8 @@ impl MysqlStore {
             }
             side[i] = Some(SideTable { table, has_version: has(cols, "_version") });
         }
-        Ok(Schema { has_version, custom: side[0], chasm: side[1], statement_bytes })
+        let present = Columns::of(|c| has(columns, c));
+        Ok(Schema { has_version, custom: side[0], chasm: side[1], statement_bytes, columns: present })
     }
 
     /// `curr_version` from Temporal's `schema_version` table; None without the table.
@@ -331,12 +336,10 @@ impl MysqlStore {
         BASE_COLUMNS
             .iter()
             .map(|c| match *c {
-                "_version" if !schema.has_version => "CAST(0 AS SIGNED) AS _version".to_string(),
-                c if self.standard && !STANDARD_COLUMNS.contains(&c) => match c {
-                    "root_workflow_id" | "root_run_id" => format!("'' AS {c}"),
-                    _ => format!("NULL AS {c}"),
-                },
-                c => c.to_string(),
+                c if schema.columns.has(c) => c.to_string(),
+                "_version" => "CAST(0 AS SIGNED) AS _version".to_string(),
+                "root_workflow_id" | "root_run_id" => format!("'' AS {c}"),
+                c => format!("NULL AS {c}"),
             })
             .collect::<Vec<_>>()
             .join(", ")
@@ -428,9 +431,7 @@ impl Store for MysqlStore {
     async fn schema_info(&self) -> StoreResult<crate::store::schema::SchemaInfo> {
         let schema = self.schema().await?;
         let version = self.schema_version().await?;
-        let has = |c: &str| {
-            if self.standard { STANDARD_COLUMNS.contains(&c) } else { c != "_version" || schema.has_version }
-        };
+        let has = |c: &str| schema.columns.has(c);
         let version = match version {
             Some(v) => format!("schema {v}"),
             None => format!("no schema_version table; {}", crate::store::schema::sql_release_of(has)),
@@ -675,8 +676,7 @@ impl MysqlStore {
             outcomes.push(outcome);
         }
 
-        let columns: Vec<&str> =
-            BASE_COLUMNS.iter().copied().filter(|c| *c != "_version" || schema.has_version).collect();
+        let columns: Vec<&str> = BASE_COLUMNS.iter().copied().filter(|c| schema.columns.has(c)).collect();
         let upsert = if schema.has_version {
             // Temporal's guard: an equal or older version is a no-op, and `_version` is
             // assigned last because MySQL applies the assignments left to right.
@@ -695,28 +695,31 @@ impl MysqlStore {
             let mut q: QueryBuilder<MySql> =
                 QueryBuilder::new(format!("INSERT INTO executions_visibility ({}) ", columns.join(", ")));
             q.push_values(chunk, |mut b, row| {
-                b.push_bind(row.namespace_id.clone())
-                    .push_bind(row.run_id.clone())
-                    .push_bind(row.workflow_type_name.clone())
-                    .push_bind(row.workflow_id.clone())
-                    .push_bind(row.start_time)
-                    .push_bind(row.execution_time)
-                    .push_bind(row.status)
-                    .push_bind(row.close_time)
-                    .push_bind(row.history_length)
-                    .push_bind(row.history_size_bytes)
-                    .push_bind(row.execution_duration)
-                    .push_bind(row.state_transition_count)
-                    .push_bind(row.memo.clone())
-                    .push_bind(row.encoding.clone())
-                    .push_bind(row.task_queue.clone())
-                    .push_bind(row.search_attributes.clone())
-                    .push_bind(row.parent_workflow_id.clone())
-                    .push_bind(row.parent_run_id.clone())
-                    .push_bind(row.root_workflow_id.clone())
-                    .push_bind(row.root_run_id.clone());
-                if schema.has_version {
-                    b.push_bind(row.version);
+                for column in &columns {
+                    match *column {
+                        "namespace_id" => b.push_bind(row.namespace_id.clone()),
+                        "run_id" => b.push_bind(row.run_id.clone()),
+                        "workflow_type_name" => b.push_bind(row.workflow_type_name.clone()),
+                        "workflow_id" => b.push_bind(row.workflow_id.clone()),
+                        "start_time" => b.push_bind(row.start_time),
+                        "execution_time" => b.push_bind(row.execution_time),
+                        "status" => b.push_bind(row.status),
+                        "close_time" => b.push_bind(row.close_time),
+                        "history_length" => b.push_bind(row.history_length),
+                        "history_size_bytes" => b.push_bind(row.history_size_bytes),
+                        "execution_duration" => b.push_bind(row.execution_duration),
+                        "state_transition_count" => b.push_bind(row.state_transition_count),
+                        "memo" => b.push_bind(row.memo.clone()),
+                        "encoding" => b.push_bind(row.encoding.clone()),
+                        "task_queue" => b.push_bind(row.task_queue.clone()),
+                        "search_attributes" => b.push_bind(row.search_attributes.clone()),
+                        "parent_workflow_id" => b.push_bind(row.parent_workflow_id.clone()),
+                        "parent_run_id" => b.push_bind(row.parent_run_id.clone()),
+                        "root_workflow_id" => b.push_bind(row.root_workflow_id.clone()),
+                        "root_run_id" => b.push_bind(row.root_run_id.clone()),
+                        "_version" => b.push_bind(row.version),
+                        other => unreachable!("not a base column: {other}"),
+                    };
                 }
             });
             q.push(&upsert);

@@ -24,6 +24,7 @@ use crate::record::{
     known_search_attribute_type,
 };
 use crate::store::add_count;
+use crate::store::schema::Columns;
 use crate::store::{
     BadRow, CountQuery, Counts, Cursor, ScanPage, ShardSpec, Sink, Source, Split, Store, StoreError, StoreResult,
     WriteOutcome,
@@ -61,6 +62,9 @@ struct Schema {
     /// Files created before Temporal v1.27 have no `_version`: rows read as version 0
     /// and writes are insert-if-absent.
     has_version: bool,
+    /// Which columns added since Temporal v1.21 the file has (each release's
+    /// `schema.sql` is the schema of that release, never upgraded).
+    columns: Columns,
 }
 
 impl SqliteStore {
@@ -141,25 +145,27 @@ impl SqliteStore {
             )));
         }
         let has_version = columns.iter().any(|c| c == "_version");
-        for column in BASE_COLUMNS.iter().filter(|c| **c != "_version") {
+        for column in BASE_COLUMNS.iter().filter(|c| !super::ADDED_AFTER_1_3.contains(c)) {
             if !columns.iter().any(|c| c == column) {
-                return Err(StoreError::Permanent(
-                    self.context(&format!("table executions_visibility has no column {column}")),
-                ));
+                return Err(StoreError::Permanent(self.context(&format!(
+                    "table executions_visibility has no column {column} (vismig reads the SQLite schema of Temporal v1.21 and newer)"
+                ))));
             }
         }
-        Ok(Schema { has_version })
+        Ok(Schema { has_version, columns: Columns::of(|c| columns.iter().any(|x| x == c)) })
     }
 
     /// The columns of a record, each prefixed with `table` (e.g. `e.`).
+    /// Columns the file lacks are read as Temporal's defaults for them.
     fn select_columns(schema: Schema, table: &str) -> String {
         BASE_COLUMNS
             .iter()
-            .map(
-                |c| {
-                    if *c == "_version" && !schema.has_version { "0 AS _version".into() } else { format!("{table}{c}") }
-                },
-            )
+            .map(|c| match *c {
+                c if schema.columns.has(c) => format!("{table}{c}"),
+                "_version" => "0 AS _version".into(),
+                "root_workflow_id" | "root_run_id" => format!("'' AS {c}"),
+                c => format!("NULL AS {c}"),
+            })
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -190,7 +196,7 @@ impl Store for SqliteStore {
     /// `schema/sqlite/v3/visibility/schema.sql` and never upgrades it): the columns tell.
     async fn schema_info(&self) -> StoreResult<crate::store::schema::SchemaInfo> {
         let schema = self.schema().await?;
-        let has = |c: &str| c != "_version" || schema.has_version;
+        let has = |c: &str| schema.columns.has(c);
         Ok(crate::store::schema::SchemaInfo::from_columns(
             format!("no schema_version in SQLite; {}", crate::store::schema::sql_release_of(has)),
             has,
@@ -428,34 +434,36 @@ impl SqliteStore {
         for rows in batches {
             let existing = Self::existing_versions(&mut tx, rows, schema).await.map_err(|e| classify(&ctx(), e))?;
 
-            let columns: Vec<&str> =
-                BASE_COLUMNS.iter().copied().filter(|c| *c != "_version" || schema.has_version).collect();
+            let columns: Vec<&str> = BASE_COLUMNS.iter().copied().filter(|c| schema.columns.has(c)).collect();
             for chunk in rows.chunks(MAX_BINDS / BASE_COLUMNS.len()) {
                 let mut q: QueryBuilder<Sqlite> =
                     QueryBuilder::new(format!("INSERT INTO executions_visibility ({}) ", columns.join(", ")));
                 q.push_values(chunk, |mut b, row| {
-                    b.push_bind(row.namespace_id.clone())
-                        .push_bind(row.run_id.clone())
-                        .push_bind(row.workflow_type_name.clone())
-                        .push_bind(row.workflow_id.clone())
-                        .push_bind(row.start_time.clone())
-                        .push_bind(row.execution_time.clone())
-                        .push_bind(row.status)
-                        .push_bind(row.close_time.clone())
-                        .push_bind(row.history_length)
-                        .push_bind(row.history_size_bytes)
-                        .push_bind(row.execution_duration)
-                        .push_bind(row.state_transition_count)
-                        .push_bind(row.memo.clone())
-                        .push_bind(row.encoding.clone())
-                        .push_bind(row.task_queue.clone())
-                        .push_bind(row.search_attributes.clone())
-                        .push_bind(row.parent_workflow_id.clone())
-                        .push_bind(row.parent_run_id.clone())
-                        .push_bind(row.root_workflow_id.clone())
-                        .push_bind(row.root_run_id.clone());
-                    if schema.has_version {
-                        b.push_bind(row.version);
+                    for column in &columns {
+                        match *column {
+                            "namespace_id" => b.push_bind(row.namespace_id.clone()),
+                            "run_id" => b.push_bind(row.run_id.clone()),
+                            "workflow_type_name" => b.push_bind(row.workflow_type_name.clone()),
+                            "workflow_id" => b.push_bind(row.workflow_id.clone()),
+                            "start_time" => b.push_bind(row.start_time.clone()),
+                            "execution_time" => b.push_bind(row.execution_time.clone()),
+                            "status" => b.push_bind(row.status),
+                            "close_time" => b.push_bind(row.close_time.clone()),
+                            "history_length" => b.push_bind(row.history_length),
+                            "history_size_bytes" => b.push_bind(row.history_size_bytes),
+                            "execution_duration" => b.push_bind(row.execution_duration),
+                            "state_transition_count" => b.push_bind(row.state_transition_count),
+                            "memo" => b.push_bind(row.memo.clone()),
+                            "encoding" => b.push_bind(row.encoding.clone()),
+                            "task_queue" => b.push_bind(row.task_queue.clone()),
+                            "search_attributes" => b.push_bind(row.search_attributes.clone()),
+                            "parent_workflow_id" => b.push_bind(row.parent_workflow_id.clone()),
+                            "parent_run_id" => b.push_bind(row.parent_run_id.clone()),
+                            "root_workflow_id" => b.push_bind(row.root_workflow_id.clone()),
+                            "root_run_id" => b.push_bind(row.root_run_id.clone()),
+                            "_version" => b.push_bind(row.version),
+                            other => unreachable!("not a base column: {other}"),
+                        };
                     }
                 });
                 if schema.has_version {

@@ -124,7 +124,13 @@ mariadb_derive_schema() {
 #   standard  MySQL 5.7 standard schema, applied as Temporal wrote it (MariaDB runs it
 #             unchanged); tool v1.23.1, plugin mysql
 mariadb_flavour() {
+  MARIADB_FLAVOUR_TARGET=""
   case $1 in
+    advanced@[0-9]*.[0-9]*)
+      # As a cluster of an older release has it: the derived files up to X.Y only.
+      MARIADB_FLAVOUR_TOOL=$SQL_TOOL MARIADB_FLAVOUR_PLUGIN=mysql8 MARIADB_FLAVOUR_TARGET=${1#advanced@}
+      MARIADB_FLAVOUR_DIR=$MARIADB_SCHEMA_DIR
+      MARIADB_FLAVOUR_TOOLS_VERSION=$TEMPORAL_ADVANCED_VERSION ;;
     advanced)
       MARIADB_FLAVOUR_TOOL=$SQL_TOOL MARIADB_FLAVOUR_PLUGIN=mysql8
       MARIADB_FLAVOUR_DIR=$MARIADB_SCHEMA_DIR
@@ -133,7 +139,7 @@ mariadb_flavour() {
       MARIADB_FLAVOUR_TOOL=$SQL_TOOL_STANDARD MARIADB_FLAVOUR_PLUGIN=mysql
       MARIADB_FLAVOUR_DIR="$(temporal_module_dir "$TEMPORAL_STANDARD_VERSION")/schema/mysql/v57/visibility/versioned"
       MARIADB_FLAVOUR_TOOLS_VERSION=$TEMPORAL_STANDARD_VERSION ;;
-    *) fail mariadb "unknown schema flavour '$1' (advanced or standard)" ;;
+    *) fail mariadb "unknown schema flavour '$1' (advanced, advanced@X.Y or standard)" ;;
   esac
 }
 
@@ -171,14 +177,14 @@ mariadb_ensure_db() {
 # Drops and recreates one database with its schema, through Temporal's tool.
 mariadb_reset_db() {
   local db=$1 flavour=$2 log="$LOG_DIR/schema-mariadb-$1.log"
-  [ "$flavour" != advanced ] || [ -d "$MARIADB_SCHEMA_DIR" ] || mariadb_derive_schema
+  case $flavour in advanced*) [ -d "$MARIADB_SCHEMA_DIR" ] || mariadb_derive_schema ;; esac
   mariadb_flavour "$flavour"
   : >"$log"
   {
     mariadb_tool "$db" drop-database --force &&
       mariadb_tool "$db" create-database &&
       mariadb_tool "$db" setup-schema -v 0.0 &&
-      mariadb_tool "$db" update-schema -d "$MARIADB_FLAVOUR_DIR"
+      mariadb_tool "$db" update-schema -d "$MARIADB_FLAVOUR_DIR" ${MARIADB_FLAVOUR_TARGET:+-v "$MARIADB_FLAVOUR_TARGET"}
   } >>"$log" 2>&1 || fail mariadb "temporal-sql-tool ($MARIADB_FLAVOUR_PLUGIN) could not create $db with the $flavour schema" "$log"
 }
 
