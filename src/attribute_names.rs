@@ -3,8 +3,9 @@
 //! SQL stores key custom search attributes by pre-allocated field names (`Keyword01`)
 //! and keep the user's name (the alias) in each namespace's metadata; Elasticsearch
 //! stores (up to Temporal v1.30) use the user's name as the field name. Copying between
-//! the families renames every custom attribute with the namespace's alias map, taken
-//! from `migration.searchAttributeAliases`, and converts values SQL cannot hold
+//! the families renames every custom attribute with the namespace's alias map (from its
+//! record in Temporal's default store, or `migration.searchAttributeAliases`), and
+//! converts values SQL cannot hold
 //! (multi-valued Keyword, Int, ...). Within one family, names pass unchanged.
 //!
 //! A record whose attribute has no mapping is refused alone, with the reason (dead
@@ -62,7 +63,7 @@ pub fn is_preallocated(name: &str) -> bool {
 }
 
 impl Renamer {
-    /// `aliases` is `migration.searchAttributeAliases`, keyed by namespace name or id;
+    /// `aliases` holds each namespace's alias map, keyed by namespace name or id;
     /// `ids` resolves names to ids (Temporal's namespace registry and namespaceNames).
     pub fn new(
         source: Naming,
@@ -101,7 +102,7 @@ impl Renamer {
                 }
                 map.and_then(|m| m.get(name)).cloned().ok_or_else(|| {
                     format!(
-                        "search attribute {name} of namespace {namespace_id} has no alias in migration.searchAttributeAliases (the namespace's alias map: temporal operator search-attribute list)"
+                        "search attribute {name} of namespace {namespace_id} has no alias in its namespace's alias map (its record in persistence.defaultStore, or migration.searchAttributeAliases; temporal operator search-attribute list shows it)"
                     )
                 })
             }
@@ -109,7 +110,7 @@ impl Renamer {
                 .and_then(|m| m.iter().find(|(_, alias)| *alias == name).map(|(field, _)| field.clone()))
                 .ok_or_else(|| {
                     format!(
-                        "search attribute {name} of namespace {namespace_id} has no SQL field in migration.searchAttributeAliases (map a free pre-allocated field such as Keyword01 to {name:?} for this namespace)"
+                        "search attribute {name} of namespace {namespace_id} has no SQL field in its namespace's alias map (its record in persistence.defaultStore, or migration.searchAttributeAliases): register it with temporal operator search-attribute create on the SQL store, or map a free pre-allocated field such as Keyword01 to {name:?} for this namespace in migration.searchAttributeAliases"
                     )
                 }),
         }

@@ -46,16 +46,41 @@ pub async fn backfill(
     Ok(summary)
 }
 
-/// Search-attribute renaming between the two stores' families (reference §6), with
-/// `migration.searchAttributeAliases` keyed by namespace name or id.
+/// Search-attribute renaming between the two stores' families (reference §6). Each
+/// namespace's alias map comes from its record in Temporal's default store (where
+/// `temporal operator search-attribute create` keeps it for SQL visibility); a namespace
+/// in `migration.searchAttributeAliases` (keyed by name or id) takes that map instead.
 pub async fn renamer(
     config: &Config,
     source: crate::attribute_names::Naming,
     sink: crate::attribute_names::Naming,
 ) -> anyhow::Result<crate::attribute_names::Renamer> {
-    let aliases = &config.migration.search_attribute_aliases;
-    let ids = if source != sink && !aliases.is_empty() { namespace_names(config).await? } else { Default::default() };
-    Ok(crate::attribute_names::Renamer::new(source, sink, aliases, &ids))
+    use crate::attribute_names::Renamer;
+    if source == sink {
+        return Ok(Renamer::new(source, sink, &Default::default(), &Default::default()));
+    }
+    let records = store::namespace_records(config).await?.unwrap_or_default();
+    let default_store = config.persistence.default_store.clone().unwrap_or_default();
+    let mut ids: std::collections::BTreeMap<String, String> =
+        records.iter().map(|r| (r.name.clone(), r.id.clone())).collect();
+    ids.extend(config.migration.namespace_names.clone());
+    let mut aliases = std::collections::BTreeMap::new();
+    for record in &records {
+        let map = record.aliases(&default_store).map_err(anyhow::Error::msg)?;
+        if !map.is_empty() {
+            aliases.insert(record.id.clone(), map);
+        }
+    }
+    let from_records = aliases.len();
+    for (namespace, map) in &config.migration.search_attribute_aliases {
+        aliases.insert(ids.get(namespace).cloned().unwrap_or_else(|| namespace.clone()), map.clone());
+    }
+    tracing::info!(
+        from_namespace_records = from_records,
+        from_config = config.migration.search_attribute_aliases.len(),
+        "search-attribute alias maps (migration.searchAttributeAliases overrides a namespace's own)"
+    );
+    Ok(Renamer::new(source, sink, &aliases, &ids))
 }
 
 /// What `verify` compares, beyond the counts.

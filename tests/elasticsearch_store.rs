@@ -353,7 +353,7 @@ async fn preflight_lists_attributes_the_secondary_cannot_hold() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let t = text(&out);
     assert!(t.contains("search attribute CustomerId of namespace"), "{t}");
-    assert!(t.contains("has no SQL field in migration.searchAttributeAliases"), "{t}");
+    assert!(t.contains("has no SQL field in its namespace's alias map"), "{t}");
     pair.drop().await;
 }
 

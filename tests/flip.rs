@@ -157,8 +157,9 @@ async fn one_namespace_is_flipped_by_name() {
 }
 
 /// Temporal's persistence database, created with temporal-sql-tool from the module's
-/// postgresql/v12/temporal schema, with one namespace registered as Temporal stores it.
-fn temporal_default_store(db: &str, name: &str, id: &str) {
+/// postgresql/v12/temporal schema, with namespaces registered as Temporal stores them:
+/// (name, id, NamespaceDetail bytes).
+fn temporal_default_store(db: &str, namespaces: &[(&str, &str, Vec<u8>)]) {
     let env = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is set by tests/services/env.sh"));
     let tool = env("VISMIG_TEST_SQL_TOOL");
     let base = [
@@ -196,8 +197,15 @@ fn temporal_default_store(db: &str, name: &str, id: &str) {
             "-c",
         ])
         .arg(format!(
-            "INSERT INTO namespaces (partition_id, id, name, notification_version, data, data_encoding, is_global) \
-             VALUES (54321, decode(replace('{id}', '-', ''), 'hex'), '{name}', 1, '\\x0a00'::bytea, 'Proto3', false)"
+            "INSERT INTO namespaces (partition_id, id, name, notification_version, data, data_encoding, is_global) VALUES {}",
+            namespaces
+                .iter()
+                .map(|(name, id, data)| {
+                    let hex: String = data.iter().map(|b| format!("{b:02x}")).collect();
+                    format!("(54321, decode(replace('{id}', '-', ''), 'hex'), '{name}', 1, decode('{hex}', 'hex'), 'Proto3', false)")
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
         ))
         .output()
         .unwrap();
@@ -212,7 +220,7 @@ async fn namespace_names_come_from_temporals_default_store() {
     let work = Work::seeded(1_000, "").await;
     let id = records(&work.primary()).await[0].namespace_id.clone();
     let db = db_name("flip_default_store");
-    temporal_default_store(&db, "payments", &id);
+    temporal_default_store(&db, &[("payments", &id, vec![0x0a, 0x00])]);
     let dc = flip_config(&work, &format!("  namespaces: [\"{id}\"]\n"));
     // Point the config at Temporal's default store, as the server's own config does.
     let config = std::fs::read_to_string(work.config())
@@ -229,6 +237,104 @@ async fn namespace_names_come_from_temporals_default_store() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let new = std::fs::read_to_string(&dc).unwrap();
     assert_eq!(vismig::flip::dynamic_config::readers_of_secondary(&new).unwrap(), vec!["payments"]);
+}
+
+/// A length-delimited protobuf field, in wire format written by hand (independent of the
+/// prost messages vismig decodes with).
+fn proto_field(field: u64, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for mut v in [field << 3 | 2, body.len() as u64] {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    out.extend_from_slice(body);
+    out
+}
+
+/// A NamespaceDetail as Temporal stores it: info (1) with the name, config (2) with a
+/// retention and the alias map (8: field name -> alias).
+fn namespace_detail(name: &str, aliases: &[(&str, &str)]) -> Vec<u8> {
+    let mut config = proto_field(1, &[0x08, 0x80, 0xa3, 0x05]); // retention: 1 day
+    for (field, alias) in aliases {
+        let entry = [proto_field(1, field.as_bytes()), proto_field(2, alias.as_bytes())].concat();
+        config.extend(proto_field(8, &entry));
+    }
+    [proto_field(1, &proto_field(3, name.as_bytes())), proto_field(2, &config)].concat()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_to_opensearch_takes_aliases_from_temporals_namespace_records() {
+    if !service_up("postgres") || !service_up("opensearch") {
+        return;
+    }
+    let db = db_name("alias_pg_os");
+    let default_db = db_name("alias_pg_os_default");
+    reset_db("postgres", &db, "advanced");
+    let (url, index) = search_index("opensearch", "alias_pg_os").await;
+    register_seed_attributes(&url, &index).await;
+    let work = Work::with_stores(Some(pg_store(&db, "postgres12")), Some(search_store(&url, &index)), "").await;
+    // Each namespace's alias map is in its record in the default store, as
+    // `temporal operator search-attribute create` leaves it; the first namespace's record
+    // holds a wrong map that migration.searchAttributeAliases overrides.
+    let seed_map: Vec<(&str, &str)> = vismig::seed::SEED_ALIASES.iter().map(|(f, a, _)| (*f, *a)).collect();
+    let ids = vismig::seed::Generator::new(23, chrono::Utc::now()).namespaces().to_vec();
+    let names: Vec<String> = (0..ids.len()).map(|i| format!("ns{i}")).collect();
+    let records: Vec<(&str, &str, Vec<u8>)> = ids
+        .iter()
+        .zip(&names)
+        .enumerate()
+        .map(|(i, (id, name))| {
+            let map = if i == 0 { vec![("Keyword01", "Wrong")] } else { seed_map.clone() };
+            (name.as_str(), id.as_str(), namespace_detail(name, &map))
+        })
+        .collect();
+    temporal_default_store(&default_db, &records);
+    let override_yaml: String = seed_map.iter().map(|(f, a)| format!("      {f}: {a}\n")).collect();
+    let dc = flip_config(
+        &work,
+        &format!(
+            "  verify: {{ cutoff: 5m, recheckAfter: 1s, deep: true }}\n  searchAttributeAliases:\n    {}:\n{override_yaml}",
+            names[0]
+        ),
+    );
+    let config = std::fs::read_to_string(work.config())
+        .unwrap()
+        .replacen("persistence:\n", "persistence:\n  defaultStore: default\n", 1)
+        .replacen(
+            "  datastores:\n",
+            &format!("  datastores:\n    default:\n      sql: {}\n", pg_store(&default_db, "postgres12")),
+            1,
+        );
+    std::fs::write(work.config(), config).unwrap();
+    let out = work.run(&["seed", "--records", "1500", "--seed", "23"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = work.run(&["run"]);
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(log.contains("backfill complete: 1500 records settled"), "{log}");
+    assert!(log.contains("verify (deep): equal"), "{log}");
+    // Every document carries the users' names, in every namespace.
+    let http = reqwest::Client::new();
+    http.post(format!("{url}/{index}/_refresh")).send().await.unwrap();
+    let found: serde_json::Value = http
+        .post(format!("{url}/{index}/_search"))
+        .json(&serde_json::json!({"size": 2000}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let docs: Vec<serde_json::Value> =
+        found["hits"]["hits"].as_array().unwrap().iter().map(|h| h["_source"].clone()).collect();
+    assert_eq!(docs.len(), 1500);
+    assert!(docs.iter().any(|d| d["NamespaceId"] == ids[0].as_str() && d.get("CustomerId").is_some()));
+    assert!(docs.iter().all(|d| d.get("Keyword01").is_none() && d.get("Wrong").is_none()));
+    assert!(std::fs::read_to_string(&dc).unwrap().contains("value: true"));
+    drop_index(&url, &index).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

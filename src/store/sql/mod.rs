@@ -128,35 +128,36 @@ pub fn cursor_run(cursor: &Cursor) -> Result<String, StoreError> {
         .ok_or_else(|| StoreError::Permanent(format!("checkpoint cursor {} is not a SQL run id", cursor.0)))
 }
 
-/// Name -> id of every namespace in the `namespaces` table of Temporal's default SQL
-/// store (the persistence database, not visibility). Ids are stored as 16 bytes.
+/// Every namespace record in the `namespaces` table of Temporal's default SQL store (the
+/// persistence database, not visibility). Ids are stored as 16 bytes.
 pub async fn namespace_rows(
     name: &str,
     cfg: &crate::config::persistence::SqlStore,
-) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+) -> anyhow::Result<Vec<super::namespaces::NamespaceRecord>> {
     use crate::config::SqlFamily;
     use sqlx::Row;
-    let query = "SELECT name, id FROM namespaces";
-    let rows: Vec<(String, Vec<u8>)> = match crate::config::persistence::sql_family(&cfg.plugin_name) {
+    type Raw = (String, Vec<u8>, Vec<u8>, String);
+    let query = "SELECT name, id, data, data_encoding FROM namespaces";
+    let rows: Vec<Raw> = match crate::config::persistence::sql_family(&cfg.plugin_name) {
         Some(family @ (SqlFamily::Postgres | SqlFamily::PostgresStandard)) => {
             let store = postgres::PostgresStore::open(name, cfg, family).await?;
-            store.raw_rows(query).await?.iter().map(|r| (r.get(0), r.get(1))).collect()
+            store.raw_rows(query).await?.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect()
         }
         Some(SqlFamily::Mysql | SqlFamily::MysqlStandard) => {
             let store = mysql::MysqlStore::open(name, cfg).await?;
-            store.raw_rows(query).await?.iter().map(|r| (r.get(0), r.get(1))).collect()
+            store.raw_rows(query).await?.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect()
         }
         Some(SqlFamily::Sqlite) => {
             let store = sqlite::SqliteStore::open(name, cfg).await?;
-            store.raw_rows(query).await?.iter().map(|r| (r.get(0), r.get(1))).collect()
+            store.raw_rows(query).await?.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect()
         }
         None => anyhow::bail!("persistence.datastores.{name}.sql.pluginName {:?} is not supported", cfg.plugin_name),
     };
     rows.into_iter()
-        .map(|(n, id)| {
+        .map(|(n, id, data, encoding)| {
             let id = uuid::Uuid::from_slice(&id)
                 .map_err(|_| anyhow::anyhow!("namespace {n:?} in store {name:?} has an id that is not 16 bytes"))?;
-            Ok((n, id.to_string()))
+            Ok(super::namespaces::NamespaceRecord { name: n, id: id.to_string(), data, encoding })
         })
         .collect()
 }
