@@ -69,7 +69,7 @@ step "cargo test"
 cargo test --all-targets --no-fail-fast
 
 # A real Temporal server (built from the Go module proxy, cached in /var/cache/vismig-e2e)
-# reads what vismig migrated: tests/e2e/run.sh, three scenarios (README, "End-to-end tests").
+# reads what vismig migrated: tests/e2e/run.sh, five scenarios (README, "End-to-end tests").
 if [ "${VISMIG_SKIP_E2E:-}" = "1" ]; then
   step "end-to-end tests skipped (VISMIG_SKIP_E2E=1)"
 else

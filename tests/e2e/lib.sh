@@ -18,6 +18,9 @@ E2E_LOG_DIR="$VISMIG_E2E_DIR/logs"
 # the legacy one is the last release line with Cassandra (standard) visibility.
 E2E_TEMPORAL_CURRENT="${VISMIG_E2E_TEMPORAL_CURRENT:-$TEMPORAL_ADVANCED_VERSION}"
 E2E_TEMPORAL_LEGACY="${VISMIG_E2E_TEMPORAL_LEGACY:-$TEMPORAL_STANDARD_VERSION}"
+# The oldest release with dual visibility (v1.21; PostgreSQL visibility schema 1.3). The
+# last patch of that line: the module proxy serves it, and it builds with the current Go.
+E2E_TEMPORAL_OLDEST="${VISMIG_E2E_TEMPORAL_OLDEST:-v1.21.6}"
 # The newest temporal CLI the module proxy can build: from v1.6.0 on its go.mod replaces
 # github.com/temporalio/cli/cliext with a directory that is not in the module zip.
 # Any CLI talks to either server over the public gRPC API.

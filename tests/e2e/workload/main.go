@@ -6,7 +6,12 @@
 // as one JSON object on stdout.
 //
 //	e2e-workload --address 127.0.0.1:7233 --namespace orders --prefix w1 --count 5 \
-//	    [--search-attributes]
+//	    [--search-attributes] [--typed-attributes]
+//
+// --typed-attributes adds the values where store fidelity breaks first: Double
+// attributes whose shortest text needs 17 significant digits, Datetime attributes with
+// nanoseconds and KeywordList attributes, set at start and upserted again (with a memo
+// upsert) by every run a worker executes.
 //
 // Workflow ids are <prefix>-<kind>-<i>. Running and timed-out runs use a task queue
 // no worker polls, so they stay running or time out on the server's own timer.
@@ -35,26 +40,90 @@ import (
 var (
 	keywordKey = temporal.NewSearchAttributeKeyKeyword("E2eKeyword")
 	intKey     = temporal.NewSearchAttributeKeyInt64("E2eInt")
+	// Registered only when the workload runs with --typed-attributes.
+	doubleKey      = temporal.NewSearchAttributeKeyFloat64("E2eDouble")
+	datetimeKey    = temporal.NewSearchAttributeKeyTime("E2eDatetime")
+	keywordListKey = temporal.NewSearchAttributeKeyKeywordList("E2eKeywordList")
 )
 
-func completeWorkflow(ctx workflow.Context, n int) (string, error) {
-	return fmt.Sprintf("done %d", n), nil
+// Doubles whose exact text a float parser that is not correctly rounded gets wrong: the
+// 17-significant-digit neighbours of round numbers, and the smallest subnormal. Each fits
+// Temporal's SQL column (DECIMAL(20,5)) and Elasticsearch's scaled_float mapping.
+var doubles = []float64{0.42000000000000004, 123456789012345.67, 5e-324, 0.30000000000000004, -2.5e-3}
+
+// typedValues are the Double, Datetime and KeywordList values of run i; `upserted` picks
+// the set a running workflow upserts (the start values differ from them, so a store that
+// kept the start values shows). Datetimes carry nanoseconds that are not all zero.
+func typedValues(i int, prefix, kind string, upserted bool) []temporal.SearchAttributeUpdate {
+	shift := 0
+	if upserted {
+		shift = 1
+	}
+	d := doubles[(i+shift)%len(doubles)]
+	t := time.Date(2024, 5, 1, 10, 0, 1+i, 123456900+shift*89, time.UTC)
+	list := []string{prefix + "-" + kind, fmt.Sprintf("n%d", i)}
+	if upserted {
+		list = append(list, "upserted")
+	}
+	return []temporal.SearchAttributeUpdate{doubleKey.ValueSet(d), datetimeKey.ValueSet(t), keywordListKey.ValueSet(list)}
 }
 
-func failWorkflow(ctx workflow.Context, n int) error {
-	return temporal.NewNonRetryableApplicationError(fmt.Sprintf("failed on purpose %d", n), "E2eFailure", nil)
+// input is every workflow's argument.
+type input struct {
+	N      int    // the run's number within its kind
+	Left   int    // continueWorkflow: continue-as-new this many more times
+	Typed  bool   // upsert typed search attributes and the memo
+	Prefix string // the workload's prefix, for the upserted values
+	Kind   string
 }
 
-// continueWorkflow continues as new `left` times, then completes: left+1 runs in all.
-func continueWorkflow(ctx workflow.Context, left int) (string, error) {
-	if left > 0 {
-		return "", workflow.NewContinueAsNewError(ctx, continueWorkflow, left-1)
+// upsertTyped upserts the typed search attributes and a memo field, as a workflow that
+// records its progress does.
+func upsertTyped(ctx workflow.Context, in input) error {
+	if !in.Typed {
+		return nil
+	}
+	if err := workflow.UpsertTypedSearchAttributes(ctx, typedValues(in.N, in.Prefix, in.Kind, true)...); err != nil {
+		return err
+	}
+	return workflow.UpsertMemo(ctx, map[string]interface{}{
+		"upserted": true,
+		"left":     in.Left,
+		"ratio":    doubles[in.N%len(doubles)],
+	})
+}
+
+func completeWorkflow(ctx workflow.Context, in input) (string, error) {
+	if err := upsertTyped(ctx, in); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("done %d", in.N), nil
+}
+
+func failWorkflow(ctx workflow.Context, in input) error {
+	if err := upsertTyped(ctx, in); err != nil {
+		return err
+	}
+	return temporal.NewNonRetryableApplicationError(fmt.Sprintf("failed on purpose %d", in.N), "E2eFailure", nil)
+}
+
+// continueWorkflow continues as new `in.Left` times, then completes: Left+1 runs in all.
+func continueWorkflow(ctx workflow.Context, in input) (string, error) {
+	if err := upsertTyped(ctx, in); err != nil {
+		return "", err
+	}
+	if in.Left > 0 {
+		in.Left--
+		return "", workflow.NewContinueAsNewError(ctx, continueWorkflow, in)
 	}
 	return "chain done", nil
 }
 
 // waitWorkflow waits (for an hour) until it is canceled.
-func waitWorkflow(ctx workflow.Context) error {
+func waitWorkflow(ctx workflow.Context, in input) error {
+	if err := upsertTyped(ctx, in); err != nil {
+		return err
+	}
 	return workflow.Sleep(ctx, time.Hour)
 }
 
@@ -80,6 +149,7 @@ func main() {
 	prefix := flag.String("prefix", "w", "workflow id prefix (one per workload)")
 	count := flag.Int("count", 3, "runs of each kind")
 	withSA := flag.Bool("search-attributes", false, "set the custom search attributes E2eKeyword and E2eInt")
+	typed := flag.Bool("typed-attributes", false, "also set and upsert E2eDouble, E2eDatetime and E2eKeywordList, and upsert the memo")
 	flag.Parse()
 	log.SetOutput(os.Stderr)
 	log.SetPrefix("e2e-workload: ")
@@ -119,7 +189,7 @@ func main() {
 				defer wg.Done()
 				sem <- struct{}{}
 				defer func() { <-sem }()
-				if err := runOne(ctx, c, k, i, *prefix, taskQueue, idleQueue, *withSA); err != nil {
+				if err := runOne(ctx, c, k, i, *prefix, taskQueue, idleQueue, *withSA, *typed); err != nil {
 					errs <- fmt.Errorf("%s-%s-%d: %w", *prefix, k.name, i, err)
 				}
 			}(k, i)
@@ -160,7 +230,7 @@ func dialWithRetry(address, namespace string) (client.Client, error) {
 	}
 }
 
-func runOne(ctx context.Context, c client.Client, k kind, i int, prefix, taskQueue, idleQueue string, withSA bool) error {
+func runOne(ctx context.Context, c client.Client, k kind, i int, prefix, taskQueue, idleQueue string, withSA, typed bool) error {
 	id := fmt.Sprintf("%s-%s-%d", prefix, k.name, i)
 	opts := client.StartWorkflowOptions{
 		ID:        id,
@@ -175,12 +245,17 @@ func runOne(ctx context.Context, c client.Client, k kind, i int, prefix, taskQue
 	if k.idle {
 		opts.TaskQueue = idleQueue
 	}
+	var attributes []temporal.SearchAttributeUpdate
 	if withSA {
-		opts.TypedSearchAttributes = temporal.NewSearchAttributes(
-			keywordKey.ValueSet(prefix+"-"+k.name),
-			intKey.ValueSet(int64(i)),
-		)
+		attributes = append(attributes, keywordKey.ValueSet(prefix+"-"+k.name), intKey.ValueSet(int64(i)))
 	}
+	if typed {
+		attributes = append(attributes, typedValues(i, prefix, k.name, false)...)
+	}
+	if len(attributes) > 0 {
+		opts.TypedSearchAttributes = temporal.NewSearchAttributes(attributes...)
+	}
+	in := input{N: i, Typed: typed, Prefix: prefix, Kind: k.name}
 	var (
 		run client.WorkflowRun
 		err error
@@ -203,12 +278,12 @@ func runOne(ctx context.Context, c client.Client, k kind, i int, prefix, taskQue
 	}
 	switch k.name {
 	case "completed":
-		if err := start("E2eComplete", i); err != nil {
+		if err := start("E2eComplete", in); err != nil {
 			return err
 		}
 		return run.Get(ctx, nil)
 	case "failed":
-		if err := start("E2eFail", i); err != nil {
+		if err := start("E2eFail", in); err != nil {
 			return err
 		}
 		if err := run.Get(ctx, nil); err == nil {
@@ -216,12 +291,13 @@ func runOne(ctx context.Context, c client.Client, k kind, i int, prefix, taskQue
 		}
 		return nil
 	case "continued":
-		if err := start("E2eContinue", 2); err != nil {
+		in.Left = 2
+		if err := start("E2eContinue", in); err != nil {
 			return err
 		}
 		return run.Get(ctx, nil)
 	case "canceled":
-		if err := start("E2eWait"); err != nil {
+		if err := start("E2eWait", in); err != nil {
 			return err
 		}
 		// Cancel once the workflow task ran (its timer exists), so the run ends Canceled.
@@ -235,13 +311,13 @@ func runOne(ctx context.Context, c client.Client, k kind, i int, prefix, taskQue
 		}
 		return nil
 	case "terminated":
-		if err := start("E2eComplete", i); err != nil {
+		if err := start("E2eComplete", in); err != nil {
 			return err
 		}
 		return c.TerminateWorkflow(ctx, id, run.GetRunID(), "vismig e2e")
 	case "timedout":
 		opts.WorkflowExecutionTimeout = 2 * time.Second
-		if err := start("E2eComplete", i); err != nil {
+		if err := start("E2eComplete", in); err != nil {
 			return err
 		}
 		var timeout *temporal.TimeoutError
@@ -250,7 +326,7 @@ func runOne(ctx context.Context, c client.Client, k kind, i int, prefix, taskQue
 		}
 		return nil
 	case "running":
-		return start("E2eComplete", i)
+		return start("E2eComplete", in)
 	}
 	return fmt.Errorf("unknown kind %s", k.name)
 }
