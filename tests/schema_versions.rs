@@ -327,3 +327,95 @@ async fn sqlite_every_release_schema_same_version_and_into_the_newest() {
         text(&out)
     );
 }
+
+/// An index made with the settings and mappings of Temporal's index template
+/// `versioned/v{template}` (from the Go module tests/services uses), named outside
+/// `temporal_visibility_v1*` so that the cluster's current template does not add to it.
+async fn index_of_template(url: &str, index: &str, template: u32) {
+    let module = std::env::var("VISMIG_TEST_TEMPORAL_MODULE").expect("source tests/services/env.sh");
+    let file = format!("{module}/schema/elasticsearch/visibility/versioned/v{template}/index_template_v7.json");
+    let t: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let _ = reqwest::Client::new().delete(format!("{url}/{index}")).send().await;
+    let body = serde_json::json!({"settings": t["settings"], "mappings": t["mappings"]});
+    search_call(reqwest::Method::PUT, &format!("{url}/{index}"), Some(body)).await;
+}
+
+/// `n` records as a release with index template `lacking` writes them to Elasticsearch:
+/// always versioned (the external version is the visibility task id).
+fn search_records_of_release(n: usize, lacking: &[&str]) -> Vec<VisibilityRecord> {
+    records_of_release(n, lacking)
+        .into_iter()
+        .map(|r| VisibilityRecord { version: r.version.max(1), search_attributes: None, ..r })
+        .collect()
+}
+
+/// Copies records between indices made from templates `primary` and `secondary`;
+/// returns the backfill's log.
+async fn copy_between_templates(service: &str, primary: u32, secondary: u32, extra: &str) -> (bool, String) {
+    let url = search_url(service);
+    let pid = std::process::id();
+    let (p, s) = (format!("vt_tpl{primary}_{secondary}_p_{pid}"), format!("vt_tpl{primary}_{secondary}_s_{pid}"));
+    index_of_template(&url, &p, primary).await;
+    index_of_template(&url, &s, secondary).await;
+    let work = Work::with_stores(Some(search_store(&url, &p)), Some(search_store(&url, &s)), extra).await;
+    let records = search_records_of_release(6, &lacking(source_of(&work, true).await).await);
+    let primary_sink = sink_of(&work, true).await;
+    primary_sink.write(&records).await.unwrap();
+    primary_sink.flush().await.unwrap();
+    let out = work.run(&["backfill"]);
+    let log = text(&out);
+    if out.status.success() {
+        let named = format!(
+            "schema versions: primary index template v{} (read from the mapping), secondary index template v{}",
+            if primary == 10 { 9 } else { primary },
+            if secondary == 10 { 9 } else { secondary }
+        );
+        assert!(log.contains(&named), "{named:?} not in: {log}");
+        sink_of(&work, false).await.flush().await.unwrap();
+        assert_eq!(all_records(source_of(&work, false).await).await, records, "v{primary} -> v{secondary}");
+        let out = work.run(&["verify", "--deep"]);
+        assert_eq!(out.status.code(), Some(0), "v{primary} -> v{secondary}: {}", text(&out));
+    }
+    drop_index(&url, &p).await;
+    drop_index(&url, &s).await;
+    (out.status.success(), log)
+}
+
+/// Every index template from v5 (Temporal v1.21) to v14 (v1.31+), on OpenSearch: same
+/// template on both sides, and into an index of the newest template.
+#[tokio::test(flavor = "multi_thread")]
+async fn opensearch_every_index_template_same_version_and_into_the_newest() {
+    if !service_up("opensearch") {
+        return;
+    }
+    for v in 5..=14 {
+        let targets = if v == 14 { vec![14] } else { vec![v, 14] };
+        for target in targets {
+            let (ok, log) = copy_between_templates("opensearch", v, target, "").await;
+            assert!(ok, "v{v} -> v{target}: {log}");
+        }
+    }
+}
+
+/// Elasticsearch 7: the oldest template (v1.21) on both sides and into the newest; the
+/// newest into the oldest is refused, naming the fields, both templates and the upgrade.
+#[tokio::test(flavor = "multi_thread")]
+async fn elasticsearch_oldest_template_and_the_newest_into_it() {
+    if !service_up("elasticsearch") {
+        return;
+    }
+    for target in [5, 14] {
+        let (ok, log) = copy_between_templates("elasticsearch", 5, target, "").await;
+        assert!(ok, "v5 -> v{target}: {log}");
+    }
+    let (ok, log) = copy_between_templates("elasticsearch", 14, 5, "").await;
+    assert!(!ok, "{log}");
+    let line = log.lines().find(|l| l.contains("preflight failed")).unwrap_or_else(|| panic!("{log}"));
+    for needle in [
+        "(index template v5 (read from the mapping)) has no parent_workflow_id, parent_run_id, root_workflow_id, root_run_id",
+        "(index template v14 (read from the mapping)) has",
+        "upgrade.sh",
+    ] {
+        assert!(line.contains(needle), "{needle:?} not in: {line}");
+    }
+}
