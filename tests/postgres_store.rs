@@ -352,6 +352,76 @@ async fn indexes_dropped_before_a_crash_are_rebuilt_on_the_next_start() {
     assert_eq!(all_records(source_of(&work, true).await).await, all_records(source_of(&work, false).await).await);
 }
 
+/// The checkpoint file is not trusted with SQL: deferred index definitions that differ
+/// from what vismig saved in the secondary (`vismig_deferred_indexes`) are refused, all
+/// of them before any index is built, and nothing runs; the true checkpoint then
+/// rebuilds every index.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tampered_checkpoint_runs_no_sql() {
+    if !service_up("postgres") {
+        return;
+    }
+    let db = db_name("pg_bulk_tamper");
+    reset_db("postgres", &db, "advanced");
+    let before = index_count(&db).await;
+    let seeded = Work::seeded(3_000, "").await;
+    let work = Work::with_stores(None, Some(pg_store(&db, "postgres12")), "").await;
+    std::fs::copy(seeded.primary(), work.primary()).unwrap();
+    work.write_config(&format!(
+        "{}  rate: {{ recordsPerSecond: 1000 }}\n  batchSize: 200\n",
+        dynamic_config(&work, false)
+    ));
+    kill_9_after(&work, 500).await;
+    assert_eq!(index_count(&db).await, (1, 1), "only the primary key is left during the copy");
+    let good = std::fs::read_to_string(work.checkpoint()).unwrap();
+    let saved_rows = async || -> i64 {
+        let pool = sqlx::PgPool::connect(&pg_url(&db)).await.unwrap();
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM vismig_deferred_indexes").fetch_one(&pool).await.unwrap();
+        pool.close().await;
+        n
+    };
+    assert_eq!(saved_rows().await, before.0 - 1, "every definition is saved in the secondary");
+
+    let tamper = |edit: &dyn Fn(&mut Vec<serde_json::Value>)| {
+        let mut cp: serde_json::Value = serde_json::from_str(&good).unwrap();
+        edit(cp["deferredIndexes"].as_array_mut().unwrap());
+        std::fs::write(work.checkpoint(), serde_json::to_vec_pretty(&cp).unwrap()).unwrap();
+    };
+    type Edit<'a> = &'a dyn Fn(&mut Vec<serde_json::Value>);
+    let cases: [(&str, Edit); 2] = [
+        ("differs from the definition vismig saved", &|d| {
+            let last = d.last_mut().unwrap();
+            let def = last["definition"].as_str().unwrap().to_string();
+            last["definition"] = format!("{def}; DROP TABLE executions_visibility").into();
+        }),
+        ("is not among the definitions vismig saved", &|d| {
+            d.push(serde_json::json!({
+                "name": "vt_evil",
+                "definition": "CREATE INDEX vt_evil ON executions_visibility (run_id)",
+                "dropped": true,
+                "rebuilt": false
+            }))
+        }),
+    ];
+    for (want, edit) in cases {
+        tamper(edit);
+        let out = work.run(&["backfill", "--rate", "0"]);
+        let log = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{log}");
+        assert!(log.contains(want) && log.contains("refusing to drop or build anything"), "{log}");
+        // executions_visibility is still there (index_count reads it), and no index ran.
+        assert_eq!(index_count(&db).await, (1, 1), "nothing was built: {want}");
+    }
+
+    std::fs::write(work.checkpoint(), &good).unwrap();
+    let out = work.run(&["backfill", "--rate", "0"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(index_count(&db).await, (before.0, before.0), "every index is back from the saved definitions");
+    assert_eq!(saved_rows().await, 0, "a rebuilt index's saved definition is removed");
+    assert_eq!(all_records(source_of(&work, true).await).await, all_records(source_of(&work, false).await).await);
+}
+
 /// Temporal v1.23 (the last release with Cassandra visibility) creates the advanced
 /// PostgreSQL schema at 1.4: no root ids (1.5/1.6) and no `_version` (1.9). A primary
 /// that has them is refused (the fields would be lost); told `dropMissingFields`, the

@@ -6,9 +6,12 @@
 //! refresh interval and replica count, saved, turned off, and restored after the copy.
 //!
 //! Safe by construction: refused while the dynamic config shows any namespace reading
-//! from the secondary; every definition is saved in the checkpoint before its index is
-//! dropped; whatever was dropped is rebuilt after the copy, or on the next start after
-//! a crash, even if deferring has been turned off since.
+//! from the secondary; every definition is saved before its index is dropped, in the
+//! store itself (PostgreSQL: the table `vismig_deferred_indexes`) and in the checkpoint;
+//! whatever was dropped is rebuilt after the copy, or on the next start after a crash,
+//! even if deferring has been turned off since. What runs comes from the store, never
+//! from the checkpoint file: a checkpoint entry that differs from the store's copy is
+//! refused before anything is dropped or built.
 
 use std::time::Instant;
 
@@ -66,6 +69,8 @@ pub async fn defer_indexes(
             indexes.into_iter().map(|index| DeferredIndex { index, dropped: false, rebuilt: false }).collect();
         store.save(cp)?;
     }
+    let to_drop: Vec<_> = cp.deferred_indexes.iter().filter(|d| !d.dropped).map(|d| d.index.clone()).collect();
+    sink.check_deferred_indexes(&to_drop).await?;
     let started = Instant::now();
     for i in 0..cp.deferred_indexes.len() {
         if cp.deferred_indexes[i].dropped {
@@ -97,6 +102,10 @@ pub async fn rebuild_indexes(
     if pending.is_empty() {
         return Ok(());
     }
+    // Every pending definition is checked against what the store saved before any is
+    // built: a tampered checkpoint runs nothing at all.
+    let indexes: Vec<_> = pending.iter().map(|&i| cp.deferred_indexes[i].index.clone()).collect();
+    sink.check_deferred_indexes(&indexes).await?;
     metrics.set_phase("indexes");
     let started = Instant::now();
     tracing::info!(indexes = pending.len(), sink = %sink.describe(), "rebuilding the indexes the bulk load deferred (concurrently: writes go on)");

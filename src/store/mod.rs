@@ -252,6 +252,12 @@ pub trait Sink: Store {
         )))
     }
 
+    /// Refuses, before anything runs, deferred indexes of the checkpoint that do not match
+    /// what the store itself saved (the checkpoint file is not trusted to carry SQL).
+    async fn check_deferred_indexes(&self, _indexes: &[IndexDef]) -> StoreResult<()> {
+        Ok(())
+    }
+
     /// Drops one index (it was saved in the checkpoint before).
     async fn drop_index(&self, index: &IndexDef) -> StoreResult<()> {
         Err(StoreError::Permanent(format!("{}: cannot drop index {}", self.describe(), index.name)))

@@ -645,6 +645,17 @@ impl Sink for ElasticsearchStore {
         let saved: Value = serde_json::from_str(&index.definition).map_err(|e| {
             StoreError::Permanent(format!("{}: saved settings {:?} are not JSON: {e}", self.describe(), index.name))
         })?;
+        // The checkpoint file is not trusted to carry arbitrary settings: only those the
+        // bulk load changed may be restored from it.
+        let known = saved.as_object().is_some_and(|m| m.keys().all(|k| BULK_SETTINGS.iter().any(|(b, _)| b == k)));
+        if !known {
+            return Err(StoreError::Permanent(format!(
+                "{}: saved settings {:?} of the checkpoint hold more than {}; refusing to apply them (was the checkpoint edited?)",
+                self.describe(),
+                index.name,
+                BULK_SETTINGS.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", ")
+            )));
+        }
         // Null restores a setting that was not set before to the index default.
         self.put_settings(&saved, "restoring refresh and replicas after the bulk load").await?;
         self.flush().await

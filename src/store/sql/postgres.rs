@@ -444,23 +444,45 @@ impl Sink for PostgresStore {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
+    /// Saves the definitions in `vismig_deferred_indexes`, a table of the secondary that
+    /// vismig owns, and returns them from there. The checkpoint keeps a copy for
+    /// `status`, but only what this table holds is ever dropped or run: the checkpoint
+    /// lies on a volume that others may write, the database does not.
     async fn deferrable_indexes(&self) -> StoreResult<Vec<IndexDef>> {
-        let rows = sqlx::query(
-            "SELECT indexname::text, indexdef FROM pg_indexes \
+        let context = self.context("saving the index definitions in vismig_deferred_indexes");
+        let mut tx = self.pool.begin().await.map_err(|e| classify(&context, e))?;
+        for sql in [
+            "CREATE TABLE IF NOT EXISTS vismig_deferred_indexes (index_name text PRIMARY KEY, definition text NOT NULL, saved_at timestamptz NOT NULL DEFAULT now())",
+            // An entry left by an earlier bulk load whose index is back is stale.
+            "DELETE FROM vismig_deferred_indexes d WHERE EXISTS (SELECT 1 FROM pg_indexes i WHERE i.schemaname = current_schema() AND i.indexname = d.index_name)",
+            "INSERT INTO vismig_deferred_indexes (index_name, definition) \
+             SELECT indexname::text, indexdef FROM pg_indexes \
              WHERE schemaname = current_schema() AND tablename = 'executions_visibility' \
-               AND indexname NOT IN (SELECT conname FROM pg_constraint WHERE conrelid = 'executions_visibility'::regclass) \
-             ORDER BY indexname",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| classify(&self.context("listing indexes"), e))?;
+               AND indexname NOT IN (SELECT conname FROM pg_constraint WHERE conrelid = 'executions_visibility'::regclass)",
+        ] {
+            sqlx::query(sql).execute(&mut *tx).await.map_err(|e| classify(&context, e))?;
+        }
+        let rows = sqlx::query("SELECT index_name, definition FROM vismig_deferred_indexes ORDER BY index_name")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| classify(&context, e))?;
+        tx.commit().await.map_err(|e| classify(&context, e))?;
         Ok(rows.iter().map(|r| IndexDef { name: r.get(0), definition: r.get(1) }).collect())
     }
 
+    async fn check_deferred_indexes(&self, indexes: &[IndexDef]) -> StoreResult<()> {
+        for index in indexes {
+            self.saved_definition(index).await?;
+        }
+        Ok(())
+    }
+
     async fn drop_index(&self, index: &IndexDef) -> StoreResult<()> {
+        self.saved_definition(index).await?;
         // CONCURRENTLY: Temporal's dual writes keep going while the index goes.
         let sql = format!("DROP INDEX CONCURRENTLY IF EXISTS {}", quote_ident(&index.name));
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .persistent(false)
             .execute(&self.pool)
             .await
             .map_err(|e| classify(&self.context(&format!("dropping index {}", index.name)), e))?;
@@ -469,19 +491,70 @@ impl Sink for PostgresStore {
 
     async fn build_index(&self, index: &IndexDef) -> StoreResult<()> {
         match self.index_state(&index.name).await? {
-            Some(true) => return Ok(()),
+            Some(true) => return self.forget_deferred(index).await,
             // A build interrupted by a crash leaves an invalid index behind.
             Some(false) => self.drop_index(index).await?,
             None => {}
         }
-        let concurrent = concurrently(&index.definition).ok_or_else(|| {
-            StoreError::Permanent(self.context(&format!("unexpected index definition {:?}", index.definition)))
+        let definition = self.saved_definition(index).await?;
+        let concurrent = concurrently(&index.name, &definition).ok_or_else(|| {
+            StoreError::Permanent(self.context(&format!(
+                "the saved definition of index {} is not one CREATE INDEX on executions_visibility; refusing to run it",
+                index.name
+            )))
         })?;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(concurrent))
+        // One statement, through the extended protocol, which refuses several.
+        sqlx::query(sqlx::AssertSqlSafe(concurrent))
+            .persistent(false)
             .execute(&self.pool)
             .await
             .map_err(|e| classify(&self.context(&format!("building index {}", index.name)), e))?;
-        Ok(())
+        self.forget_deferred(index).await
+    }
+}
+
+impl PostgresStore {
+    /// The definition vismig saved in the secondary for this index, when it is exactly
+    /// the one the checkpoint holds; anything else is refused before any SQL runs.
+    async fn saved_definition(&self, index: &IndexDef) -> StoreResult<String> {
+        let refused = |why: &str| {
+            StoreError::Permanent(self.context(&format!(
+                "deferred index {:?} of the checkpoint {why}; refusing to drop or build anything (was the checkpoint edited? restore it, or rebuild the index by hand and remove it from the checkpoint)",
+                index.name
+            )))
+        };
+        let row = sqlx::query("SELECT definition FROM vismig_deferred_indexes WHERE index_name = $1")
+            .bind(&index.name)
+            .fetch_optional(&self.pool)
+            .await;
+        let saved: Option<String> = match row {
+            Ok(row) => row.map(|r| r.get(0)),
+            // 42P01: the table is not there, so nothing was saved.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => None,
+            Err(e) => return Err(classify(&self.context("reading vismig_deferred_indexes"), e)),
+        };
+        match saved {
+            None => {
+                Err(refused("is not among the definitions vismig saved in the secondary (vismig_deferred_indexes)"))
+            }
+            Some(saved) if saved != index.definition => Err(refused(
+                "differs from the definition vismig saved for it in the secondary (vismig_deferred_indexes)",
+            )),
+            Some(saved) => Ok(saved),
+        }
+    }
+
+    /// The index is back: its saved definition is no longer needed.
+    async fn forget_deferred(&self, index: &IndexDef) -> StoreResult<()> {
+        let done = sqlx::query("DELETE FROM vismig_deferred_indexes WHERE index_name = $1")
+            .bind(&index.name)
+            .execute(&self.pool)
+            .await;
+        match done {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => Ok(()),
+            Err(e) => Err(classify(&self.context("updating vismig_deferred_indexes"), e)),
+        }
     }
 }
 
@@ -742,11 +815,23 @@ fn copy_row(buf: &mut Vec<u8>, r: &VisibilityRecord, columns: &[&str]) {
 
 /// `CREATE [UNIQUE] INDEX name ON …` as `CREATE [UNIQUE] INDEX CONCURRENTLY name ON …`,
 /// which builds without blocking writes.
-fn concurrently(definition: &str) -> Option<String> {
+/// `pg_indexes.indexdef` of index `name` made concurrent: only the shape PostgreSQL
+/// itself writes (`CREATE [UNIQUE] INDEX name ON [schema.]executions_visibility USING …`),
+/// with no `;` anywhere, else None.
+fn concurrently(name: &str, definition: &str) -> Option<String> {
+    if definition.contains(';') {
+        return None;
+    }
     for prefix in ["CREATE UNIQUE INDEX ", "CREATE INDEX "] {
-        if let Some(rest) = definition.strip_prefix(prefix) {
-            return Some(format!("{prefix}CONCURRENTLY {rest}"));
+        let Some(rest) = definition.strip_prefix(prefix) else { continue };
+        let unquoted = name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        let ident = if unquoted { name.to_string() } else { quote_ident(name) };
+        let on = rest.strip_prefix(&ident)?.strip_prefix(" ON ")?;
+        let table = on.split_whitespace().next()?;
+        if table != "executions_visibility" && !table.ends_with(".executions_visibility") {
+            return None;
         }
+        return Some(format!("{prefix}CONCURRENTLY {rest}"));
     }
     None
 }
@@ -873,14 +958,27 @@ mod tests {
     #[test]
     fn index_definitions_become_concurrent_builds() {
         assert_eq!(
-            concurrently("CREATE INDEX by_status ON public.executions_visibility USING btree (namespace_id, status)")
-                .unwrap(),
+            concurrently(
+                "by_status",
+                "CREATE INDEX by_status ON public.executions_visibility USING btree (namespace_id, status)"
+            )
+            .unwrap(),
             "CREATE INDEX CONCURRENTLY by_status ON public.executions_visibility USING btree (namespace_id, status)"
         );
         assert!(
-            concurrently("CREATE UNIQUE INDEX u ON t (a)").unwrap().starts_with("CREATE UNIQUE INDEX CONCURRENTLY u")
+            concurrently("u", "CREATE UNIQUE INDEX u ON executions_visibility (a)")
+                .unwrap()
+                .starts_with("CREATE UNIQUE INDEX CONCURRENTLY u ON")
         );
-        assert_eq!(concurrently("DROP TABLE x"), None);
+        assert!(concurrently("Odd", "CREATE INDEX \"Odd\" ON executions_visibility (a)").is_some());
+        for (name, bad) in [
+            ("x", "DROP TABLE x"),
+            ("by_status", "CREATE INDEX by_status ON executions_visibility (a); DROP TABLE executions_visibility"),
+            ("by_status", "CREATE INDEX other ON executions_visibility (a)"),
+            ("by_status", "CREATE INDEX by_status ON other_table (a)"),
+        ] {
+            assert_eq!(concurrently(name, bad), None, "{bad}");
+        }
         assert_eq!(quote_ident("by_\"x"), "\"by_\"\"x\"");
     }
 
