@@ -501,6 +501,165 @@ async fn cassandra_to_opensearch_copies_every_field() {
     drop_index(&url, &index).await;
 }
 
+/// Closed runs of one namespace spread over 63 days (one every ~2.5 h) and a few open
+/// ones; the oldest third written `USING TTL ttl_s`, as Temporal's retention expires
+/// closed rows. Returns the runs that outlive the TTL.
+async fn runs_over_63_days(s: &Session, ttl_s: i32) -> Vec<Run> {
+    let ns = Uuid::from_u128(0x2000_0000_0000_4000_8000_0000_0000_0000);
+    let base = 1_700_000_000_000i64;
+    let step = 63 * 24 * 3600 * 1000 / 600;
+    let (mut expiring, mut lasting) = (Vec::new(), Vec::new());
+    for i in 0..600i64 {
+        let open = i % 10 == 9;
+        let close = base + i * step;
+        let record = VisibilityRecord {
+            namespace_id: ns.to_string(),
+            run_id: Uuid::from_u128(0xdcba_0000_0000_4000_8000_0000_0000_0000 + i as u128 * 7_777).to_string(),
+            workflow_id: format!("wf-grid-{i}"),
+            workflow_type_name: "GridType".into(),
+            start_time: ms(close - 3_600_000),
+            execution_time: ms(close - 3_600_000),
+            close_time: (!open).then(|| ms(close)),
+            status: if open { ExecutionStatus::Running } else { ExecutionStatus::Completed },
+            history_length: (!open).then_some(12),
+            history_size_bytes: None,
+            execution_duration: None,
+            state_transition_count: None,
+            encoding: "Proto3".into(),
+            memo: Some(format!("memo-{i}").into_bytes()),
+            task_queue: "grid-queue".into(),
+            search_attributes: None,
+            parent_workflow_id: None,
+            parent_run_id: None,
+            root_workflow_id: String::new(),
+            root_run_id: String::new(),
+            version: 0,
+        };
+        let run = Run { record, in_both: false, bad_status: None };
+        if i < 200 && !open { expiring.push(run) } else { lasting.push(run) }
+    }
+    write_runs(s, &lasting).await;
+    let insert = s
+        .prepare(
+            "INSERT INTO closed_executions (namespace_id, namespace_partition, workflow_id, run_id, start_time, execution_time, close_time, workflow_type_name, status, history_length, memo, encoding, task_queue) VALUES (?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?",
+        )
+        .await
+        .unwrap();
+    for run in &expiring {
+        let r = &run.record;
+        let ts = |t: DateTime<Utc>| CqlTimestamp(t.timestamp_millis());
+        let values = (
+            ns,
+            &r.workflow_id,
+            Uuid::parse_str(&r.run_id).unwrap(),
+            ts(r.start_time),
+            ts(r.execution_time),
+            ts(r.close_time.unwrap()),
+            &r.workflow_type_name,
+            r.status.as_i32(),
+            r.history_length.unwrap(),
+            &r.memo,
+            &r.encoding,
+            &r.task_queue,
+            ttl_s,
+        );
+        s.execute_unpaged(&insert, values).await.unwrap();
+    }
+    lasting
+}
+
+/// Issue #20: two processes of an Indexed Job (`--shard 0/2`, `--shard 1/2`) plan at
+/// different times, the second after TTL expired the oldest closed rows (a pod
+/// restarted). The plan of each must not depend on when it is made, and together they
+/// copy every run that is left. Also: a checkpoint of the planner before the grid (time
+/// windows) still resumes alone, and is refused with `--shard I/N`, N > 1.
+#[tokio::test(flavor = "multi_thread")]
+async fn cassandra_shard_plans_agree_across_processes_after_ttl() {
+    if !service_up("cassandra") {
+        return;
+    }
+    const TTL_S: i32 = 25;
+    let ks = Keyspace::create("cass_grid");
+    let s = session(&ks).await;
+    let written = Instant::now();
+    let lasting = runs_over_63_days(&s, TTL_S).await;
+    let extra = "  batchSize: 50\n  concurrency: 2\n";
+    let work = cassandra_work(&ks, None, extra).await;
+    let source = source_of(&work, true).await;
+    let split = |i| Split { per_process: 2, process_index: i, process_count: 2 };
+    let plan_before =
+        (source.plan_shards(&[], &split(0)).await.unwrap(), source.plan_shards(&[], &split(1)).await.unwrap());
+
+    // Process 0 copies its part while every row is there.
+    let checkpoint = work.checkpoint().display().to_string();
+    let out = work.run(&["backfill", "--shard", "0/2"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(written.elapsed() < std::time::Duration::from_secs(TTL_S as u64), "process 0 ran before the TTL");
+
+    // The oldest third expires; process 1 starts (fresh) only then.
+    let closed_left = || async {
+        let rows = s.query_unpaged("SELECT run_id FROM closed_executions", ()).await.unwrap();
+        rows.into_rows_result().unwrap().rows_num()
+    };
+    let lasting_closed = lasting.iter().filter(|r| r.record.close_time.is_some()).count();
+    wait_until(std::time::Duration::from_secs(90), "the TTL to expire the oldest rows", async || {
+        closed_left().await == lasting_closed
+    })
+    .await;
+    let plan_after =
+        (source.plan_shards(&[], &split(0)).await.unwrap(), source.plan_shards(&[], &split(1)).await.unwrap());
+    assert_eq!(plan_before, plan_after, "the plan does not depend on when it is made");
+    let config = std::fs::read_to_string(work.config()).unwrap();
+    std::fs::write(work.config(), config.replace(&checkpoint, &format!("{checkpoint}.1"))).unwrap();
+    let out = work.run(&["backfill", "--shard", "1/2"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // Every run the primary still holds is in the secondary, field for field.
+    let left = all_records(source.clone()).await;
+    assert_eq!(left.len(), lasting.len());
+    let copied: std::collections::BTreeMap<(String, String), VisibilityRecord> =
+        all_records(source_of(&work, false).await)
+            .await
+            .into_iter()
+            .map(|r| ((r.namespace_id.clone(), r.run_id.clone()), r))
+            .collect();
+    let missing: Vec<_> = left
+        .iter()
+        .filter(|r| copied.get(&(r.namespace_id.clone(), r.run_id.clone())) != Some(*r))
+        .map(|r| r.close_time)
+        .collect();
+    assert!(missing.is_empty(), "{} of {} runs not copied, closed at {missing:?}", missing.len(), left.len());
+    println!(
+        "Cassandra, --shard 0/2 then --shard 1/2 after TTL expired the oldest {} closed runs: all {} runs left copied, plans identical",
+        600 - lasting.len(),
+        left.len()
+    );
+
+    // A checkpoint of the old planner (time windows from the oldest close time) in
+    // place of process 0's.
+    std::fs::write(work.config(), &config).unwrap();
+    let mut cp: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(work.checkpoint()).unwrap()).unwrap();
+    let ns = left[0].namespace_id.clone();
+    let cut = 1_700_000_000_000i64 + 40 * 24 * 3600 * 1000;
+    let window = |from: Option<i64>, to: Option<i64>, id: usize| serde_json::json!({"id": id, "spec": {"namespaceId": ns, "table": "closed", "from": from, "to": to}, "cursor": null, "done": false, "settled": 0});
+    let open = serde_json::json!({"id": 2, "spec": {"namespaceId": ns, "table": "open", "from": null, "to": null}, "cursor": null, "done": false, "settled": 0});
+    cp["shards"] = serde_json::json!([window(None, Some(cut), 0), window(Some(cut), None, 1), open]);
+    cp["completedAt"] = serde_json::Value::Null;
+    std::fs::write(work.checkpoint(), cp.to_string()).unwrap();
+    let out = work.run(&["backfill", "--shard", "0/2"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("planned by an older vismig"), "{}", text(&out));
+    // Alone (`--shard 0/1`), its windows cover all time: it resumes and copies everything.
+    exec(&work.secondary(), "DELETE FROM executions_visibility").await;
+    cp["split"] = serde_json::json!({"perProcess": 2, "processIndex": 0, "processCount": 1});
+    std::fs::write(work.checkpoint(), cp.to_string()).unwrap();
+    let out = work.run(&["backfill"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("resuming from checkpoint"), "{}", text(&out));
+    let again = all_records(source_of(&work, false).await).await;
+    assert_eq!(again, left, "the old windows, resumed alone, copy every run");
+}
+
 /// Not a test: writes the Cassandra source of `benches/run.sh` (pair `cassandra`), runs
 /// written as Temporal v1.23 writes them into the keyspace VISMIG_BENCH_KEYSPACE, left
 /// in place for the harness to copy and drop.

@@ -8,6 +8,8 @@
 //!   every bulk with 429.
 //! - `dual_writes`: a concurrent writer updating, closing and deleting records in both
 //!   stores while the backfill runs; verify --deep and --repair afterwards.
+//! - `fatal`: a fatal error at full speed (index or table gone, permission revoked,
+//!   checkpoint directory read-only) ends the run with exit 1 within stopTimeout.
 //! - `bad_input`: bad rows, bad configs, unreachable hosts, wrong passwords.
 //! - `secrets`: the configured passwords appear in no log, metric or output file.
 //!
@@ -18,6 +20,8 @@ mod bad_input;
 mod common;
 #[path = "faults/dual_writes.rs"]
 mod dual_writes;
+#[path = "faults/fatal.rs"]
+mod fatal;
 #[path = "faults/kill.rs"]
 mod kill;
 #[path = "faults/outage.rs"]

@@ -200,6 +200,10 @@ impl Backfill {
                         store.path().display()
                     )
                 })?;
+                let specs: Vec<_> = cp.shards.iter().map(|s| s.spec.clone()).collect();
+                self.source
+                    .check_resume(&specs, &self.options.split)
+                    .map_err(|e| anyhow::anyhow!("checkpoint {}: {e}", store.path().display()))?;
                 let pending = cp.shards.iter().filter(|s| !s.done).count();
                 tracing::info!(checkpoint = %store.path().display(), shards = cp.shards.len(), pending, settled = cp.totals.scanned, "resuming from checkpoint");
                 for s in cp.shards.iter().filter(|s| !s.done && s.cursor.is_some()) {
@@ -307,7 +311,7 @@ impl Backfill {
                         pending.iter().find(|(i, _, _)| *i == id).expect("queued shard is pending").clone();
                     // Either signal stops the scan: a graceful stop or a fatal writer error.
                     let mut stop = merge(&mut cancel, &mut abort);
-                    match scanner.scan_shard(id, &spec, cursor, &tx, &mut stop).await? {
+                    match scanner.scan_shard(id, &spec, cursor, &tx, &mut stop, &mut abort).await? {
                         ScanEnd::Done => {}
                         ScanEnd::Cancelled => break,
                     }
@@ -337,7 +341,10 @@ impl Backfill {
                 // so the checkpoint never passes it).
                 let mut stop = merge(&mut cancel, &mut abort);
                 loop {
-                    let batch = { rx.lock().await.recv().await };
+                    let batch = tokio::select! {
+                        b = async { rx.lock().await.recv().await } => b,
+                        _ = abort.wait_for(|aborted| *aborted) => return anyhow::Ok(()),
+                    };
                     let Some(batch) = batch else { return anyhow::Ok(()) };
                     if *abort.borrow() {
                         return Ok(());
@@ -364,6 +371,9 @@ impl Backfill {
             });
         }
         drop(ack_tx);
+        // Only the writers hold the receiver: once they are all gone, a scanner waiting
+        // to send learns it at once instead of waiting forever for a slot.
+        drop(batch_rx);
 
         // The checkpoint keeper: advances each shard's low-water mark and saves the
         // checkpoint at most once per interval, and once more at the end.
@@ -415,33 +425,44 @@ impl Backfill {
             })
         };
 
-        // Wait for the scanners; a fatal writer error aborts everything. After the stop
-        // signal, the batches already read get `stop_timeout` to be written; then the
-        // tasks still busy (a store that hangs) are abandoned, so that the process exits
-        // within Kubernetes' grace period. An abandoned batch was never acknowledged, so
-        // the checkpoint saved below does not pass it.
+        // Wait for the scanners, the writers and the checkpoint keeper. A fatal error in
+        // any of them (a store that fails for good, a checkpoint that cannot be saved)
+        // aborts the others at once. After the stop signal or a fatal error, the tasks
+        // still busy get `stop_timeout`; then they are abandoned (a store that hangs), so
+        // that the process exits within Kubernetes' grace period. An abandoned batch was
+        // never acknowledged, so the checkpoint saved below does not pass it.
+        let mut keeper = keeper;
         let mut failure: Option<anyhow::Error> = None;
         let mut scanners_left = true;
         let mut writers_left = true;
+        let mut keeper_left = true;
         let mut stop_watch = cancel.clone();
         let mut stop_watch_open = true;
         let mut stop_deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         let mut abandoned = false;
-        while scanners_left || writers_left {
-            tokio::select! {
+        while scanners_left || writers_left || keeper_left {
+            let fatal: Option<anyhow::Error> = tokio::select! {
                 r = scanners.join_next(), if scanners_left => match r {
-                    None => scanners_left = false,
-                    Some(Ok(Ok(()))) => {}
-                    Some(Err(e)) if abandoned && e.is_cancelled() => {}
-                    Some(Ok(Err(e))) => { failure.get_or_insert(e); abort_tx.send_replace(true); }
-                    Some(Err(e)) => { failure.get_or_insert(anyhow::anyhow!("scanner task failed: {e}")); abort_tx.send_replace(true); }
+                    None => { scanners_left = false; None }
+                    Some(Ok(Ok(()))) => None,
+                    Some(Err(e)) if abandoned && e.is_cancelled() => None,
+                    Some(Ok(Err(e))) => Some(e),
+                    Some(Err(e)) => Some(anyhow::anyhow!("scanner task failed: {e}")),
                 },
                 r = writers.join_next(), if writers_left => match r {
-                    None => writers_left = false,
-                    Some(Ok(Ok(()))) => {}
-                    Some(Err(e)) if abandoned && e.is_cancelled() => {}
-                    Some(Ok(Err(e))) => { failure.get_or_insert(e); abort_tx.send_replace(true); }
-                    Some(Err(e)) => { failure.get_or_insert(anyhow::anyhow!("writer task failed: {e}")); abort_tx.send_replace(true); }
+                    None => { writers_left = false; None }
+                    Some(Ok(Ok(()))) => None,
+                    Some(Err(e)) if abandoned && e.is_cancelled() => None,
+                    Some(Ok(Err(e))) => Some(e),
+                    Some(Err(e)) => Some(anyhow::anyhow!("writer task failed: {e}")),
+                },
+                r = &mut keeper, if keeper_left => {
+                    keeper_left = false;
+                    match r {
+                        Ok(Ok(())) => None,
+                        Ok(Err(e)) => Some(e),
+                        Err(e) => Some(anyhow::anyhow!("checkpoint task failed: {e}")),
+                    }
                 },
                 r = stop_watch.changed(), if stop_watch_open && stop_deadline.is_none() => {
                     if r.is_err() {
@@ -449,6 +470,7 @@ impl Backfill {
                     } else if *stop_watch.borrow() {
                         stop_deadline = Some(Box::pin(tokio::time::sleep(self.options.stop_timeout)));
                     }
+                    None
                 },
                 _ = async { stop_deadline.as_mut().expect("guarded").await }, if stop_deadline.is_some() && !abandoned => {
                     abandoned = true;
@@ -458,10 +480,20 @@ impl Backfill {
                     );
                     scanners.abort_all();
                     writers.abort_all();
+                    None
                 },
+            };
+            match fatal {
+                Some(e) if failure.is_none() => {
+                    tracing::error!(error = %format!("{e:#}"), "fatal error; stopping the scanners and writers (within migration.stopTimeout)");
+                    failure = Some(e);
+                    abort_tx.send_replace(true);
+                    stop_deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(self.options.stop_timeout)));
+                }
+                Some(e) => tracing::warn!(error = %format!("{e:#}"), "another error while stopping"),
+                None => {}
             }
         }
-        keeper.await??;
         progress.finish();
 
         let mut cp = shared.lock().unwrap().clone();
@@ -470,20 +502,24 @@ impl Backfill {
         if complete && cp.completed_at.is_none() {
             cp.completed_at = Some(cp.updated_at);
         }
-        store.save(&cp)?;
+        let saved = store.save(&cp);
+        if let Some(e) = failure {
+            self.metrics.set_phase("failed");
+            let checkpoint = match saved {
+                Ok(()) => format!("checkpoint saved at {}", store.path().display()),
+                // The save writes a temporary file and renames it: the last checkpoint
+                // saved is still whole, only older.
+                Err(save) => format!("{save:#}; the last checkpoint saved at {} is intact", store.path().display()),
+            };
+            return Err(e.context(format!("backfill stopped; {checkpoint} (rerun the same command to resume)")));
+        }
+        saved?;
         self.metrics.checkpoint_writes_total.inc();
         self.metrics.checkpoint_age_seconds.set(0.0);
-        if failure.is_none() && complete {
+        if complete {
             bulk_load::rebuild_indexes(self.sink.as_ref(), &mut cp, &store, &self.metrics).await?;
             // What was written is visible to verify and to Temporal's list queries.
             self.sink.flush().await?;
-        }
-        if let Some(e) = failure {
-            self.metrics.set_phase("failed");
-            return Err(e.context(format!(
-                "backfill stopped; checkpoint saved at {} (rerun the same command to resume)",
-                store.path().display()
-            )));
         }
         Ok(Summary {
             totals: cp.totals,

@@ -32,7 +32,10 @@ pub enum ScanEnd {
 
 impl Scanner {
     /// Scans `shard` from `cursor` to its end. Errors are fatal for the run (transient
-    /// ones have been retried already).
+    /// ones have been retried already). `cancel` stops new reads (a graceful stop or a
+    /// fatal error); `abort` (a fatal error only) also gives up a batch already read that
+    /// is waiting for a writer: the writers may be gone, and it is not acknowledged, so
+    /// dropping it loses nothing.
     pub async fn scan_shard(
         &self,
         shard: usize,
@@ -40,6 +43,7 @@ impl Scanner {
         mut cursor: Option<Cursor>,
         tx: &mpsc::Sender<Batch>,
         cancel: &mut watch::Receiver<bool>,
+        abort: &mut watch::Receiver<bool>,
     ) -> anyhow::Result<ScanEnd> {
         let mut seq = 0u64;
         loop {
@@ -66,8 +70,12 @@ impl Scanner {
             let (records, bad_rows) = self.rename(page.records, page.bad_rows);
             let batch = Batch { shard, seq, records, bad_rows, cursor: page.cursor, last: page.done };
             seq += 1;
-            if tx.send(batch).await.is_err() {
-                // The writers are gone (the run is failing); stop quietly.
+            let sent = tokio::select! {
+                r = tx.send(batch) => r.is_ok(),
+                _ = abort.wait_for(|aborted| *aborted) => false,
+            };
+            if !sent {
+                // The run is failing (the writers are gone, or stopping); stop quietly.
                 return Ok(ScanEnd::Cancelled);
             }
             if page.done {

@@ -136,6 +136,11 @@ impl Writer {
         tracing::warn!(records = records.len(), error = %batch_error, "batch refused; writing its records one by one to find the ones at fault");
         let mut outcomes = Vec::with_capacity(records.len());
         for record in records {
+            // A batch of 500 refused records takes 500 round trips: stop between them
+            // when the run is stopping (the batch stays unacknowledged).
+            if *cancel.borrow() {
+                return Err(WriteError::Cancelled);
+            }
             match self.retrier.run("write", cancel, || self.sink.write(std::slice::from_ref(record))).await {
                 Ok(mut o) if o.len() == 1 => outcomes.push(o.remove(0)),
                 Ok(o) => {

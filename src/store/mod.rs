@@ -182,6 +182,11 @@ pub trait Source: Store {
     /// Splits the key space of the given namespaces (all when empty) into shards, and
     /// returns those this process owns. The same inputs give the same plan in every process.
     async fn plan_shards(&self, namespaces: &[String], split: &Split) -> StoreResult<Vec<ShardSpec>>;
+    /// Checks, before a run resumes from a checkpoint, that its saved shards are still
+    /// safe to scan as they are with this split (a plan an older vismig made may not be).
+    fn check_resume(&self, _shards: &[ShardSpec], _split: &Split) -> StoreResult<()> {
+        Ok(())
+    }
     /// Reads up to `limit` rows of `shard` after `after` (from the start when None).
     async fn scan(&self, shard: &ShardSpec, after: Option<&Cursor>, limit: usize) -> StoreResult<ScanPage>;
     /// True when `scan` returns a shard's records in ascending byte order of their run

@@ -7,9 +7,19 @@
 //! Clustering is `start_time DESC, run_id ASC` (open) and `close_time DESC, run_id ASC`
 //! (closed); times are millisecond timestamps.
 //!
-//! Shards: per namespace, the closed partition is cut into windows of `close_time`
-//! (so one huge partition is scanned in parallel) and the open partition is one shard.
-//! Closed shards come first in the plan, open shards last.
+//! Shards: per namespace, the closed partition is cut along a fixed grid of UTC days of
+//! `close_time` (so one huge partition is scanned in parallel): with P parts in all
+//! (`concurrency` x the N of `--shard I/N`), part p scans the days d with d mod P = p,
+//! newest first. The plan depends on nothing but the namespace ids and P, never on the
+//! data or the moment it is made, so processes of an Indexed Job that plan days apart
+//! (a pod restarted after TTL expired the oldest rows) still divide the days between
+//! them without a gap. The open partition is one shard, owned by the part its namespace
+//! id hashes to. Closed shards come first in the plan, open shards last.
+//!
+//! Checkpoints made before the grid hold time windows `[from, to)` laid out from the
+//! oldest close time found at plan time; they are still scanned as they are. With one
+//! process its windows cover all time, so resuming is safe; with `--shard I/N`, N > 1,
+//! the processes' windows may not meet, and resuming is refused (see `check_resume`).
 //!
 //! Scans page along the clustering key with a cursor `(time, run id)` of the last row,
 //! never with a driver paging state, so a resumed run re-queries from the key. With a
@@ -60,11 +70,9 @@ const DEFAULT_PORT: u16 = 9042;
 /// Page size of the streamed reads (counts, estimates, shard planning).
 const STREAM_PAGE: i32 = 5_000;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// Interior window boundaries of the closed table are laid on this grid (one week), so
-/// processes of an Indexed Job started days apart still agree while the oldest close
-/// time stays in the same week.
-const GRID_MS: i64 = 7 * 24 * 3600 * 1000;
-const DAY_MS: i64 = 24 * 3600 * 1000;
+/// The closed table's grid: UTC days since the Unix epoch. A constant, so that every
+/// process, whenever it plans, cuts the same days.
+const GRID_MS: i64 = 24 * 3600 * 1000;
 
 const OPEN_COLUMNS: [&str; 9] = [
     "namespace_id",
@@ -148,7 +156,8 @@ impl Table {
 
 /// A shard: one namespace's rows of one table whose clustering time (start time for
 /// open, close time for closed) lies in `[from, to)`, in epoch milliseconds; open-ended
-/// where None.
+/// where None. The open table's shards (from and to None); closed-table windows with
+/// bounds come only from checkpoints of the planner before the grid.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TimeWindow {
@@ -162,10 +171,6 @@ impl TimeWindow {
     fn to_spec(&self) -> ShardSpec {
         ShardSpec(serde_json::to_value(self).expect("time window serializes"))
     }
-    fn from_spec(spec: &ShardSpec) -> StoreResult<Self> {
-        serde_json::from_value(spec.0.clone())
-            .map_err(|e| StoreError::Permanent(format!("checkpoint shard is not a Cassandra time window: {e}")))
-    }
 }
 
 /// The clustering key of the last row read: `(time ms, run id)`.
@@ -176,25 +181,60 @@ pub struct ClusteringKey {
     pub run_id: String,
 }
 
-/// Splits `[oldest, newest]` into `parts` windows whose first and last are open-ended,
-/// interior boundaries on a weekly grid below and a daily grid above; returns
-/// `(part, from, to)`. The same inputs give the same windows in every process.
-pub fn windows(oldest: Option<i64>, newest: Option<i64>, parts: usize) -> Vec<(usize, Option<i64>, Option<i64>)> {
-    let parts = parts.clamp(1, 4096);
-    let (Some(oldest), Some(newest)) = (oldest, newest) else { return vec![(0, None, None)] };
-    let lo = oldest.div_euclid(GRID_MS) * GRID_MS;
-    let hi = (newest.div_euclid(DAY_MS) + 1) * DAY_MS;
-    let span = (hi - lo).max(1) as i128;
-    let mut bounds: Vec<i64> = (1..parts).map(|i| lo + (span * i as i128 / parts as i128) as i64).collect();
-    bounds.dedup();
-    let mut out = Vec::with_capacity(bounds.len() + 1);
-    let mut from = None;
-    for (i, b) in bounds.iter().enumerate() {
-        out.push((i, from, Some(*b)));
-        from = Some(*b);
+/// A shard of the closed table on the day grid: one namespace's rows whose close day
+/// `d` (`close_time` div `grid_ms`) has `d mod modulus == residue`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GridShard {
+    pub namespace_id: String,
+    pub grid_ms: i64,
+    pub modulus: i64,
+    pub residue: i64,
+}
+
+impl GridShard {
+    /// The newest day at or before `day` that belongs to this shard.
+    pub fn owned_at_or_before(&self, day: i64) -> i64 {
+        day - (day - self.residue).rem_euclid(self.modulus)
     }
-    out.push((bounds.len(), from, None));
-    out
+}
+
+/// Where a grid shard's scan stopped: in day `day`, after the row `after` (from the
+/// day's newest row when None). Days are scanned newest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GridCursor {
+    pub day: i64,
+    pub after: Option<ClusteringKey>,
+}
+
+/// A shard spec as saved in a checkpoint: a grid shard (has `gridMs`) or a time window.
+enum Shard {
+    Grid(GridShard),
+    Window(TimeWindow),
+}
+
+impl Shard {
+    fn from_spec(spec: &ShardSpec) -> StoreResult<Self> {
+        let what = |e: serde_json::Error| {
+            StoreError::Permanent(format!("checkpoint shard {} is not a Cassandra shard: {e}", spec.0))
+        };
+        if spec.0.get("gridMs").is_some() {
+            serde_json::from_value(spec.0.clone()).map(Shard::Grid).map_err(what)
+        } else {
+            serde_json::from_value(spec.0.clone()).map(Shard::Window).map_err(what)
+        }
+    }
+}
+
+/// The part that owns a namespace's open partition: fixed by its id, not by its place
+/// in a list of namespaces that changes as namespaces come and go.
+fn open_part(ns: Uuid, parts: usize) -> usize {
+    (ns.as_u128() % parts.max(1) as u128) as usize
+}
+
+fn parse_namespace(id: &str) -> StoreResult<Uuid> {
+    Uuid::parse_str(id).map_err(|_| StoreError::Permanent(format!("checkpoint shard namespace {id:?} is not a UUID")))
 }
 
 pub struct CassandraStore {
@@ -394,15 +434,77 @@ impl CassandraStore {
         Ok(found.into_iter().collect())
     }
 
-    /// The clustering time of a namespace's first row in the given order, if any.
-    async fn edge_time(&self, ns: Uuid, newest: bool) -> StoreResult<Option<i64>> {
-        let order = if newest { "" } else { " ORDER BY close_time ASC, run_id DESC" };
-        let cql = format!(
-            "SELECT close_time FROM {} WHERE namespace_id = ? AND namespace_partition = 0{order} LIMIT 1",
+    /// The newest close time of a namespace's closed rows before `before` (of all when
+    /// None), if any: one row read, along the clustering order.
+    async fn newest_close_before(&self, ns: Uuid, before: Option<i64>) -> StoreResult<Option<i64>> {
+        let mut cql = format!(
+            "SELECT close_time FROM {} WHERE namespace_id = ? AND namespace_partition = 0",
             self.table(Table::Closed)
         );
-        let rows: Vec<(CqlTimestamp,)> = self.fetch(&cql, vec![CqlValue::Uuid(ns)], "planning shards").await?;
+        let mut values = vec![CqlValue::Uuid(ns)];
+        if let Some(t) = before {
+            cql.push_str(" AND close_time < ?");
+            values.push(CqlValue::Timestamp(CqlTimestamp(t)));
+        }
+        cql.push_str(" LIMIT 1");
+        let rows: Vec<(CqlTimestamp,)> = self.fetch(&cql, values, "scanning").await?;
         Ok(rows.first().map(|(t,)| t.0))
+    }
+
+    /// One page of a grid shard: its days newest first, each read along the clustering
+    /// order; an exhausted day leads to the next of the shard's days that can hold rows
+    /// (found from the newest row below it, so empty stretches cost one read, not one
+    /// per day). The shard is done when no closed row is older than its current day.
+    async fn scan_grid(&self, g: &GridShard, ns: Uuid, after: Option<&Cursor>, limit: usize) -> StoreResult<ScanPage> {
+        let start = match after {
+            Some(c) => Some(serde_json::from_value::<GridCursor>(c.0.clone()).map_err(|e| {
+                StoreError::Permanent(format!("checkpoint cursor {} is not a Cassandra grid cursor: {e}", c.0))
+            })?),
+            None => self
+                .newest_close_before(ns, None)
+                .await?
+                .map(|t| GridCursor { day: g.owned_at_or_before(t.div_euclid(g.grid_ms)), after: None }),
+        };
+        let Some(mut at) = start else {
+            return Ok(ScanPage { records: Vec::new(), bad_rows: Vec::new(), cursor: None, done: true });
+        };
+        let mut rows = Vec::new();
+        let done = loop {
+            let day = TimeWindow {
+                namespace_id: g.namespace_id.clone(),
+                table: Table::Closed,
+                from: Some(at.day * g.grid_ms),
+                to: Some((at.day + 1) * g.grid_ms),
+            };
+            let want = limit - rows.len();
+            let got = self.page_rows(&day, ns, at.after.as_ref(), want).await?;
+            let full = got.len() >= want;
+            if let Some(last) = got.last() {
+                at.after = Some(ClusteringKey { time: last.key_time, run_id: last.run_id.to_string() });
+            }
+            rows.extend(got);
+            if full {
+                break false;
+            }
+            match self.newest_close_before(ns, Some(at.day * g.grid_ms)).await? {
+                None => break true,
+                Some(t) => at = GridCursor { day: g.owned_at_or_before(t.div_euclid(g.grid_ms)), after: None },
+            }
+        };
+        let cursor = Some(Cursor(serde_json::to_value(&at).expect("grid cursor serializes")));
+        Ok(self.decode_page(rows, cursor, done))
+    }
+
+    /// Decodes a page of rows into records and bad rows.
+    fn decode_page(&self, rows: Vec<Raw>, cursor: Option<Cursor>, done: bool) -> ScanPage {
+        let mut page = ScanPage { records: Vec::with_capacity(rows.len()), bad_rows: Vec::new(), cursor, done };
+        for row in &rows {
+            match row.decode() {
+                Ok(record) => page.records.push(record),
+                Err(reason) => page.bad_rows.push(row.bad(reason)),
+            }
+        }
+        page
     }
 
     /// Rows of one window after `after`, in clustering order, at most `limit`.
@@ -746,16 +848,20 @@ impl Source for CassandraStore {
     async fn plan_shards(&self, namespaces: &[String], split: &Split) -> StoreResult<Vec<ShardSpec>> {
         self.check_schema().await?;
         let namespaces = self.namespaces(namespaces).await?;
+        let parts = split.parts();
         let mut closed = Vec::new();
         let mut open = Vec::new();
-        for (i, ns) in namespaces.iter().enumerate() {
-            let (oldest, newest) = (self.edge_time(*ns, false).await?, self.edge_time(*ns, true).await?);
-            for (part, from, to) in windows(oldest, newest, split.parts()) {
-                if split.owns(part) {
-                    closed.push(TimeWindow { namespace_id: ns.to_string(), table: Table::Closed, from, to }.to_spec());
-                }
+        for ns in &namespaces {
+            for part in (0..parts).filter(|p| split.owns(*p)) {
+                let g = GridShard {
+                    namespace_id: ns.to_string(),
+                    grid_ms: GRID_MS,
+                    modulus: parts as i64,
+                    residue: part as i64,
+                };
+                closed.push(ShardSpec(serde_json::to_value(g).expect("grid shard serializes")));
             }
-            if split.owns(i % split.parts()) {
+            if split.owns(open_part(*ns, parts)) {
                 open.push(
                     TimeWindow { namespace_id: ns.to_string(), table: Table::Open, from: None, to: None }.to_spec(),
                 );
@@ -766,11 +872,35 @@ impl Source for CassandraStore {
         Ok(closed)
     }
 
+    /// Time windows of the planner before the grid were laid out from the oldest close
+    /// time each process found when it planned: one process's windows cover all time,
+    /// but the windows of processes that planned at different times may not meet.
+    fn check_resume(&self, shards: &[ShardSpec], split: &Split) -> StoreResult<()> {
+        if split.process_count <= 1 {
+            return Ok(());
+        }
+        let legacy = shards.iter().any(|s| {
+            matches!(Shard::from_spec(s), Ok(Shard::Window(w)) if w.table == Table::Closed && (w.from.is_some() || w.to.is_some()))
+        });
+        if legacy {
+            return Err(StoreError::Permanent(format!(
+                "{}: this checkpoint was planned by an older vismig, whose Cassandra time windows can leave gaps between the processes of --shard I/{}; move the checkpoint of every process away and rerun them all (records already copied are found present and skipped, never written twice)",
+                self.describe(),
+                split.process_count
+            )));
+        }
+        Ok(())
+    }
+
     async fn scan(&self, shard: &ShardSpec, after: Option<&Cursor>, limit: usize) -> StoreResult<ScanPage> {
-        let w = TimeWindow::from_spec(shard)?;
-        let ns = Uuid::parse_str(&w.namespace_id).map_err(|_| {
-            StoreError::Permanent(format!("checkpoint shard namespace {:?} is not a UUID", w.namespace_id))
-        })?;
+        let (namespace_id, w) = match Shard::from_spec(shard)? {
+            Shard::Grid(g) => {
+                let ns = parse_namespace(&g.namespace_id)?;
+                return self.scan_grid(&g, ns, after, limit).await;
+            }
+            Shard::Window(w) => (w.namespace_id.clone(), w),
+        };
+        let ns = parse_namespace(&namespace_id)?;
         let after: Option<ClusteringKey> = after
             .map(|c| {
                 serde_json::from_value(c.0.clone()).map_err(|e| {
@@ -778,33 +908,28 @@ impl Source for CassandraStore {
                 })
             })
             .transpose()?;
-        let rows = self.page_rows(&w, ns, after.as_ref(), limit).await?;
+        let mut rows = self.page_rows(&w, ns, after.as_ref(), limit).await?;
         let done = rows.len() < limit;
         let cursor = rows.last().map(|r| {
             Cursor(serde_json::to_value(ClusteringKey { time: r.key_time, run_id: r.run_id.to_string() }).unwrap())
         });
-        let twins = if w.table == Table::Open && !rows.is_empty() {
-            self.closed_twins(ns, &rows).await?
-        } else {
-            HashMap::new()
-        };
-        if !twins.is_empty() {
-            tracing::info!(
-                store = %self.describe(),
-                namespace_id = %ns,
-                runs = twins.len(),
-                "runs found in both open_executions and closed_executions: copied as closed"
-            );
-        }
-        let mut page = ScanPage { records: Vec::with_capacity(rows.len()), bad_rows: Vec::new(), cursor, done };
-        for row in &rows {
-            let row = twins.get(&row.run_id).unwrap_or(row);
-            match row.decode() {
-                Ok(record) => page.records.push(record),
-                Err(reason) => page.bad_rows.push(row.bad(reason)),
+        if w.table == Table::Open && !rows.is_empty() {
+            let twins = self.closed_twins(ns, &rows).await?;
+            if !twins.is_empty() {
+                tracing::info!(
+                    store = %self.describe(),
+                    namespace_id = %ns,
+                    runs = twins.len(),
+                    "runs found in both open_executions and closed_executions: copied as closed"
+                );
+                for row in &mut rows {
+                    if let Some(twin) = twins.get(&row.run_id) {
+                        *row = twin.clone();
+                    }
+                }
             }
         }
-        Ok(page)
+        Ok(self.decode_page(rows, cursor, done))
     }
 
     /// Counts the keys (run ids only) of both tables, paged: exact but it reads every
@@ -1003,18 +1128,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn windows_cover_everything_and_are_deterministic() {
-        let day = DAY_MS;
-        let w = windows(Some(100 * day + 5), Some(130 * day + 7), 4);
-        assert_eq!(w.len(), 4);
-        assert_eq!(w[0].1, None);
-        assert_eq!(w[3].2, None);
-        for pair in w.windows(2) {
-            assert_eq!(pair[0].2, pair[1].1);
+    fn every_day_belongs_to_exactly_one_grid_shard() {
+        let modulus = 6;
+        let shards: Vec<GridShard> = (0..modulus)
+            .map(|residue| GridShard { namespace_id: "ns".into(), grid_ms: GRID_MS, modulus, residue })
+            .collect();
+        for day in -20..40 {
+            let owners: Vec<i64> =
+                shards.iter().filter(|g| g.owned_at_or_before(day) == day).map(|g| g.residue).collect();
+            assert_eq!(owners, vec![day.rem_euclid(modulus)], "day {day}");
+            for g in &shards {
+                let d = g.owned_at_or_before(day);
+                assert!(d <= day && day - d < modulus && d.rem_euclid(modulus) == g.residue, "day {day} {g:?} {d}");
+            }
         }
-        assert_eq!(w, windows(Some(100 * day + 5), Some(130 * day + 7), 4));
-        assert_eq!(windows(None, None, 8), vec![(0, None, None)]);
-        assert_eq!(windows(Some(5), Some(5), 1), vec![(0, None, None)]);
+    }
+
+    #[test]
+    fn checkpoint_shards_of_both_planners_are_told_apart() {
+        let grid = ShardSpec(serde_json::json!({"namespaceId": "n", "gridMs": GRID_MS, "modulus": 4, "residue": 1}));
+        assert!(matches!(Shard::from_spec(&grid), Ok(Shard::Grid(g)) if g.residue == 1));
+        let window = ShardSpec(serde_json::json!({"namespaceId": "n", "table": "closed", "from": 5, "to": null}));
+        assert!(matches!(Shard::from_spec(&window), Ok(Shard::Window(w)) if w.from == Some(5)));
+        let junk = ShardSpec(serde_json::json!({"slice": 3}));
+        assert!(Shard::from_spec(&junk).is_err());
+        // The open partition's owner does not depend on which other namespaces exist.
+        let ns = Uuid::from_u128(0x1000_0000_0000_4000_8000_0000_0000_0007);
+        assert_eq!(open_part(ns, 4), 3);
     }
 
     #[test]

@@ -290,11 +290,14 @@ pub fn classify(context: &str, e: sqlx::Error) -> StoreError {
         E::Tls(_) => false,
         E::Database(db) => {
             let code = db.code().map(|c| c.to_string()).unwrap_or_default();
-            // SQLite: 5 BUSY, 6 LOCKED (and their extended codes, low byte).
+            // SQLite: 5 BUSY, 6 LOCKED (and their extended codes, low byte). Only for
+            // SQLite's own errors: PostgreSQL's 42501 (permission denied) has 5 as its
+            // low byte too, and was retried for ten minutes as if the table were busy.
             // PostgreSQL: 40001 serialization, 40P01 deadlock, 53xxx resources, 57P0x shutdown, 08xxx connection.
             // MySQL/MariaDB: 1205 lock wait timeout, 1213 deadlock, 2006/2013 gone away/lost.
-            let sqlite_busy =
-                code.parse::<i64>().map(|c| matches!(c & 0xff, 5 | 6)).unwrap_or(false) && !code.starts_with('0');
+            let sqlite_busy = db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
+                && code.parse::<i64>().map(|c| matches!(c & 0xff, 5 | 6)).unwrap_or(false)
+                && !code.starts_with('0');
             sqlite_busy
                 || code == "40001"
                 || code == "40P01"
