@@ -110,6 +110,11 @@ pub enum StoreError {
     /// Retrying will not help: schema mismatch, permission, a bad statement.
     #[error("{0}")]
     Permanent(String),
+    /// The store refuses every request whatever the record: its table or index is gone,
+    /// or the permission was revoked. Not retried, and no record is to blame: the writer
+    /// stops the run at once instead of writing a refused batch record by record.
+    #[error("{0}")]
+    Unusable(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

@@ -91,7 +91,7 @@ pub async fn write(
                             last_reason = reason;
                             retry.push(i);
                         }
-                        ItemResult::Store(reason) => return Err(StoreError::Permanent(reason)),
+                        ItemResult::Store(reason) => return Err(StoreError::Unusable(reason)),
                     }
                 }
                 // Every item pushed back on the first attempt (a write block, a full

@@ -136,6 +136,7 @@ impl ElasticsearchStore {
         match e {
             StoreError::Transient(m) => StoreError::Transient(format!("{}: {m}", self.context(what))),
             StoreError::Permanent(m) => StoreError::Permanent(format!("{}: {m}", self.context(what))),
+            StoreError::Unusable(m) => StoreError::Unusable(format!("{}: {m}", self.context(what))),
         }
     }
 

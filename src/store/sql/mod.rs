@@ -282,9 +282,25 @@ pub fn check_limits(r: &VisibilityRecord) -> Result<(), String> {
 }
 
 /// Classifies a sqlx error: connection trouble, timeouts and lock contention are worth
-/// a retry; anything else (bad SQL, schema, permissions) is not.
+/// a retry; a missing table or a refused permission makes the store unusable; anything
+/// else (bad SQL, schema, a value the column cannot hold) is permanent.
 pub fn classify(context: &str, e: sqlx::Error) -> StoreError {
     use sqlx::Error as E;
+    let unusable = match &e {
+        E::Database(db) => {
+            // PostgreSQL: 42P01 undefined table, 42501 insufficient privilege, 3F000 no
+            // such schema. MySQL/MariaDB: 1146 no such table, 1142 command denied on a
+            // table, 1044 access denied to the database.
+            let code = db.code().map(|c| c.to_string()).unwrap_or_default();
+            let mysql = db
+                .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                .is_some_and(|e| matches!(e.number(), 1044 | 1142 | 1146));
+            let postgres = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().is_some()
+                && matches!(code.as_str(), "42P01" | "42501" | "3F000");
+            mysql || postgres
+        }
+        _ => false,
+    };
     let transient = match &e {
         E::Io(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed | E::Protocol(_) => true,
         E::Tls(_) => false,
@@ -317,7 +333,13 @@ pub fn classify(context: &str, e: sqlx::Error) -> StoreError {
         ),
         e => format!("{context}: {e}"),
     };
-    if transient { StoreError::Transient(message) } else { StoreError::Permanent(message) }
+    if transient {
+        StoreError::Transient(message)
+    } else if unusable {
+        StoreError::Unusable(message)
+    } else {
+        StoreError::Permanent(message)
+    }
 }
 
 /// MySQL/MariaDB report most errors with SQLSTATE HY000, so the error number decides:
