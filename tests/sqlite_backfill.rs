@@ -321,9 +321,12 @@ async fn status_and_verify_report_progress_and_differences() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_and_live_control() {
-    let work = Work::seeded(10_000, "  batchSize: 100\n  concurrency: 1\n  rate: { recordsPerSecond: 400 }\n  metrics: { listen: \"127.0.0.1:0\" }\n").await;
+    // Listening beyond loopback, as in a pod: control needs the bearer token.
+    let token = format!("vt-control-token-{}", std::process::id());
+    let work = Work::seeded(10_000, "  batchSize: 100\n  concurrency: 1\n  rate: { recordsPerSecond: 400 }\n  metrics: { listen: \"0.0.0.0:0\", controlToken: { env: VT_CONTROL_TOKEN } }\n").await;
     let mut child = work
         .vismig(&["backfill", "--log-format", "json"])
+        .env("VT_CONTROL_TOKEN", &token)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -342,7 +345,8 @@ async fn metrics_and_live_control() {
         }
     });
     let addr = addr_rx.recv_timeout(Duration::from_secs(60)).expect("listener address logged");
-    let base = format!("http://{addr}");
+    let port = addr.rsplit(':').next().unwrap().to_string();
+    let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     wait_for(|| settled(&work) >= 200, "progress").await;
 
@@ -367,6 +371,17 @@ async fn metrics_and_live_control() {
     }
     assert_eq!(http.get(format!("{base}/healthz")).send().await.unwrap().status(), 200);
     assert_eq!(http.get(format!("{base}/readyz")).send().await.unwrap().status(), 200);
+
+    // Without the token, or with another, control is refused.
+    assert_eq!(http.post(format!("{base}/pause")).send().await.unwrap().status(), 401);
+    assert_eq!(http.post(format!("{base}/pause")).bearer_auth("not-the-token-000").send().await.unwrap().status(), 401);
+    assert_eq!(http.put(format!("{base}/rate")).body("0").send().await.unwrap().status(), 401);
+    let http = reqwest::Client::builder()
+        .default_headers(
+            [(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap())].into_iter().collect(),
+        )
+        .build()
+        .unwrap();
 
     // Pause: nothing more is scanned.
     assert_eq!(http.post(format!("{base}/pause")).send().await.unwrap().status(), 200);
