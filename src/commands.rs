@@ -127,7 +127,18 @@ pub async fn verify(
             config.migration.batch_size,
         ));
         let renamer = Arc::new(renamer(config, source.naming(), sink.naming()).await?);
+        // Fields the operator let the copy drop (an older secondary schema) are not
+        // differences; without the option they are, and verify reports them.
+        let dropped_fields = if config.migration.drop_missing_fields {
+            let (a, b) = tokio::join!(source.schema_info(), sink.schema_info());
+            let source_info = a.map_err(|e| anyhow::anyhow!("primary: {e}"))?;
+            let sink_info = b.map_err(|e| anyhow::anyhow!("secondary: {e}"))?;
+            crate::store::schema::missing_in_sink(&source_info, &sink_info)
+        } else {
+            Vec::new()
+        };
         let deep = verify::deep::DeepVerify {
+            dropped_fields,
             renamer,
             primary: source,
             secondary: store::open_source(config, &config.secondary()).await?,

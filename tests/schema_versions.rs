@@ -141,6 +141,12 @@ async fn postgres_newest_primary_into_a_1_3_secondary_is_refused_unless_told() {
     );
     let expected: Vec<VisibilityRecord> = records.iter().map(|r| without_fields(r, &ADDED_AFTER_1_3)).collect();
     assert_eq!(all_records(source_of(&work, false).await).await, expected);
+    // The fields the operator let go are not differences; without the option they are.
+    let out = work.run(&["verify", "--deep"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    work.write_config("");
+    let out = work.run(&["verify", "--deep"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
 }
 
 /// An index left invalid in the secondary (an interrupted `CREATE INDEX CONCURRENTLY`,

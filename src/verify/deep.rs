@@ -138,6 +138,9 @@ pub struct DeepVerify {
     pub secondary: Arc<dyn Source>,
     pub sink: Arc<dyn Sink>,
     pub throttle: Arc<Throttle>,
+    /// Fields the secondary's schema lacks and `migration.dropMissingFields` lets the
+    /// copy leave out: primary records are compared without them.
+    pub dropped_fields: Vec<&'static str>,
 }
 
 /// What one shard's comparison found before the re-check.
@@ -379,13 +382,18 @@ impl DeepVerify {
     /// secondary family's names. One that cannot be renamed is compared as it is (its
     /// copy failed, and the comparison shows where).
     fn for_secondary<'a>(&self, r: &'a VisibilityRecord) -> std::borrow::Cow<'a, VisibilityRecord> {
+        let r: std::borrow::Cow<'a, VisibilityRecord> = if self.dropped_fields.is_empty() {
+            std::borrow::Cow::Borrowed(r)
+        } else {
+            std::borrow::Cow::Owned(crate::store::schema::without_fields(r, &self.dropped_fields))
+        };
         if self.renamer.is_identity() {
-            return std::borrow::Cow::Borrowed(r);
+            return r;
         }
-        let mut copy = r.clone();
+        let mut copy = r.clone().into_owned();
         match self.renamer.apply(&mut copy) {
             Ok(()) => std::borrow::Cow::Owned(copy),
-            Err(_) => std::borrow::Cow::Borrowed(r),
+            Err(_) => r,
         }
     }
 }
