@@ -148,13 +148,12 @@ impl ElasticsearchStore {
             .map_err(|e| self.err(what, e))
     }
 
-    /// A search for documents, read into records: the answer holds only the hits' ids,
-    /// versions and sources.
+    /// A search for documents, read into records (the answer is not cut by `filter_path`:
+    /// see `HitsAnswer`).
     async fn search_records(&self, body: &Value, what: &str) -> StoreResult<(Vec<VisibilityRecord>, Vec<BadRow>)> {
-        const FILTER: &str = "filter_path=hits.hits._id,hits.hits._version,hits.hits._source";
         let (_, bytes) = self
             .client
-            .raw(Method::POST, &format!("/{}/_search?{FILTER}", self.index), Some(body), &[])
+            .raw(Method::POST, &format!("/{}/_search", self.index), Some(body), &[])
             .await
             .map_err(|e| self.err(what, e))?;
         let answer = HitsAnswer::parse(&bytes).map_err(|e| self.err(what, e))?;
@@ -246,9 +245,6 @@ impl ElasticsearchStore {
     }
 }
 
-/// Scroll answers cut to what a page needs.
-const SCROLL_FILTER: &str = "filter_path=_scroll_id,hits.hits._id,hits.hits._version,hits.hits._source";
-
 /// One shard's documents: its namespace and run-id range.
 fn range_query(range: &RunRange) -> Value {
     let mut run_bounds = serde_json::Map::new();
@@ -269,14 +265,17 @@ fn buckets(agg: &Value) -> impl Iterator<Item = &Value> {
     agg["buckets"].as_array().into_iter().flatten()
 }
 
-/// A search or scroll answer cut by `filter_path`, read straight from the answer's bytes:
-/// each hit's `_source` stays raw text until its own record is made, so a page of
-/// thousands of documents is never a JSON tree in memory all at once.
+/// A search or scroll answer, read straight from the answer's bytes: each hit's `_source`
+/// stays raw text until its own record is made, so a page of thousands of documents is
+/// never a JSON tree in memory all at once. Never asked with `filter_path`: the server
+/// then parses and re-prints every `_source`, and Go's `-0` (a double's negative zero)
+/// came back as the integer `0` (OpenSearch 2.19); unfiltered, `_source` is the text
+/// Temporal wrote, byte for byte.
 #[derive(Deserialize)]
 struct HitsAnswer<'a> {
     #[serde(rename = "_scroll_id", default)]
     scroll_id: Option<String>,
-    // With no hits, the filtered answer is `{}`.
+    // Absent from some answers (a scroll past its end on some servers).
     #[serde(borrow, default)]
     hits: HitList<'a>,
 }
@@ -497,8 +496,7 @@ impl Source for ElasticsearchStore {
         let (_, bytes) = match &live {
             Some(id) => {
                 let body = json!({"scroll": SCROLL_KEEP_ALIVE, "scroll_id": id});
-                let result =
-                    self.client.raw(Method::POST, &format!("/_search/scroll?{SCROLL_FILTER}"), Some(&body), &[]).await;
+                let result = self.client.raw(Method::POST, "/_search/scroll", Some(&body), &[]).await;
                 if result.is_err() {
                     self.broken_scrolls.lock().unwrap().insert(id.clone());
                 }
@@ -509,7 +507,7 @@ impl Source for ElasticsearchStore {
                     "size": limit, "version": true,
                     "query": range_query(&range), "sort": ["_doc"]
                 });
-                let path = format!("/{}/_search?scroll={SCROLL_KEEP_ALIVE}&{SCROLL_FILTER}", self.index);
+                let path = format!("/{}/_search?scroll={SCROLL_KEEP_ALIVE}", self.index);
                 self.client.raw(Method::POST, &path, Some(&body), &[]).await.map_err(|e| self.err("scanning", e))?
             }
         };
