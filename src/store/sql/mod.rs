@@ -39,7 +39,7 @@ pub const BASE_COLUMNS: [&str; 21] = [
     "_version",
 ];
 
-pub use super::run_range::RunRange;
+pub use super::run_range::{RunRange, StoredKey};
 
 /// Base columns the advanced schema gained after 1.3 (Temporal v1.21-v1.22, the first
 /// releases with Dual Visibility): 1.4 duration, transitions and parent ids (v1.23), 1.5/1.6
@@ -89,42 +89,94 @@ where
     }
 }
 
-impl RunRange {
-    /// Completes `… WHERE namespace_id = ` with this range's bounds, resuming after the
-    /// run id `after` (the cursor) when there is one. Ordering by run id within one
-    /// namespace walks the primary key `(namespace_id, run_id)` in every dialect.
-    /// `cast` follows each bound (PostgreSQL: `::bpchar`): its key columns are CHAR(64),
-    /// and a text parameter would make the server compare them as text, which the
-    /// primary key cannot serve: every page became a scan of the whole namespace.
-    pub fn push_bounds<DB: sqlx::Database>(&self, q: &mut sqlx::QueryBuilder<DB>, after: Option<&str>, cast: &str)
+/// How a dialect binds a key to compare it with its key columns.
+#[derive(Clone, Copy, Debug)]
+pub struct KeySql {
+    /// After a text key. PostgreSQL: `::bpchar`: its key columns are CHAR(64), and a
+    /// text parameter would make the server compare them as text, which the primary key
+    /// cannot serve: every page became a scan of the whole namespace.
+    pub text_cast: &'static str,
+    /// Around key bytes that are not UTF-8.
+    pub bytes_open: &'static str,
+    pub bytes_close: &'static str,
+}
+
+impl KeySql {
+    /// SQLite: bytes as TEXT, since a BLOB sorts after every text value and never equals one.
+    pub const SQLITE: KeySql = KeySql { text_cast: "", bytes_open: "CAST(", bytes_close: " AS TEXT)" };
+    /// MySQL: only a binary column can hold such bytes, and it compares them as they are.
+    pub const MYSQL: KeySql = KeySql { text_cast: "", bytes_open: "", bytes_close: "" };
+    /// PostgreSQL text is always UTF-8: bytes never come from it (the server refuses them).
+    pub const POSTGRES: KeySql = KeySql { text_cast: "::bpchar", bytes_open: "", bytes_close: "" };
+
+    fn push<DB: sqlx::Database>(self, q: &mut sqlx::QueryBuilder<DB>, key: &StoredKey)
     where
         String: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+        Vec<u8>: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
     {
-        q.push_bind(self.namespace_id.clone()).push(cast);
-        match (after, &self.start) {
-            (Some(run), _) => {
-                q.push(" AND run_id > ").push_bind(run.to_string()).push(cast);
+        match key {
+            StoredKey::Text(text) => {
+                q.push_bind(text.clone()).push(self.text_cast);
             }
-            (None, Some(start)) => {
-                q.push(" AND run_id >= ").push_bind(start.clone()).push(cast);
+            StoredKey::Bytes(bytes) => {
+                q.push(self.bytes_open).push_bind(bytes.clone()).push(self.bytes_close);
             }
-            (None, None) => {}
-        }
-        if let Some(end) = &self.end {
-            q.push(" AND run_id < ").push_bind(end.clone()).push(cast);
         }
     }
 }
 
-pub fn run_cursor(run_id: &str) -> Cursor {
-    Cursor(serde_json::Value::String(run_id.to_string()))
+impl RunRange {
+    /// Completes `… WHERE namespace_id = ` with this range's bounds, resuming after the
+    /// run id `after` (the cursor) when there is one. Ordering by run id within one
+    /// namespace walks the primary key `(namespace_id, run_id)` in every dialect. Keys
+    /// are bound exactly as stored (`KeySql`).
+    pub fn push_bounds<DB: sqlx::Database>(
+        &self,
+        q: &mut sqlx::QueryBuilder<DB>,
+        after: Option<&StoredKey>,
+        keys: KeySql,
+    ) -> Result<(), StoreError>
+    where
+        String: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+        Vec<u8>: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    {
+        keys.push(q, &self.namespace_key()?);
+        match (after, &self.start) {
+            (Some(run), _) => {
+                q.push(" AND run_id > ");
+                keys.push(q, run);
+            }
+            (None, Some(start)) => {
+                q.push(" AND run_id >= ").push_bind(start.clone()).push(keys.text_cast);
+            }
+            (None, None) => {}
+        }
+        if let Some(end) = &self.end {
+            q.push(" AND run_id < ").push_bind(end.clone()).push(keys.text_cast);
+        }
+        Ok(())
+    }
 }
 
-pub fn cursor_run(cursor: &Cursor) -> Result<String, StoreError> {
+/// The cursor after a row whose stored run id is `run_id`: the text itself (the format
+/// of every earlier checkpoint), or `{"runIdHex": …}` when it is not UTF-8.
+pub fn run_cursor(run_id: &[u8]) -> Cursor {
+    match std::str::from_utf8(run_id) {
+        Ok(text) => Cursor(serde_json::Value::String(text.to_string())),
+        Err(_) => Cursor(serde_json::json!({ "runIdHex": StoredKey::hex(run_id) })),
+    }
+}
+
+pub fn cursor_run(cursor: &Cursor) -> Result<StoredKey, StoreError> {
+    if let Some(text) = cursor.0.as_str() {
+        return Ok(StoredKey::Text(text.to_string()));
+    }
     cursor
         .0
-        .as_str()
-        .map(str::to_string)
+        .get("runIdHex")
+        .and_then(|hex| hex.as_str())
+        .and_then(StoredKey::from_hex)
+        .map(StoredKey::Bytes)
         .ok_or_else(|| StoreError::Permanent(format!("checkpoint cursor {} is not a SQL run id", cursor.0)))
 }
 
@@ -141,18 +193,35 @@ pub async fn namespace_rows(
     let rows: Vec<Raw> = match crate::config::persistence::sql_family(&cfg.plugin_name) {
         Some(family @ (SqlFamily::Postgres | SqlFamily::PostgresStandard)) => {
             let store = postgres::PostgresStore::open(name, cfg, family).await?;
-            store.raw_rows(query).await?.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect()
+            store
+                .raw_rows(query)
+                .await?
+                .iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
+                .collect::<Result<_, _>>()
         }
         Some(SqlFamily::Mysql | SqlFamily::MysqlStandard) => {
             let store = mysql::MysqlStore::open(name, cfg).await?;
-            store.raw_rows(query).await?.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect()
+            store
+                .raw_rows(query)
+                .await?
+                .iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
+                .collect::<Result<_, _>>()
         }
         Some(SqlFamily::Sqlite) => {
             let store = sqlite::SqliteStore::open(name, cfg).await?;
-            store.raw_rows(query).await?.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect()
+            store
+                .raw_rows(query)
+                .await?
+                .iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
+                .collect::<Result<_, _>>()
         }
         None => anyhow::bail!("persistence.datastores.{name}.sql.pluginName {:?} is not supported", cfg.plugin_name),
-    };
+    }
+    // A name that is not text or a NULL id (a table edited by hand) panicked here.
+    .map_err(|e: sqlx::Error| anyhow::anyhow!("store {name:?}: a row of the namespaces table cannot be read: {e}"))?;
     rows.into_iter()
         .map(|(n, id, data, encoding)| {
             let id = uuid::Uuid::from_slice(&id)
@@ -357,7 +426,12 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_reject_foreign_json() {
-        assert_eq!(cursor_run(&run_cursor("abc")).unwrap(), "abc");
+        assert_eq!(cursor_run(&run_cursor(b"abc")).unwrap(), StoredKey::Text("abc".into()));
+        assert_eq!(run_cursor(b"abc").0, serde_json::json!("abc"), "text cursors keep their old format");
+        let bytes = run_cursor(&[0xfe, b'1']);
+        assert_eq!(bytes.0, serde_json::json!({"runIdHex": "fe31"}));
+        assert_eq!(cursor_run(&bytes).unwrap(), StoredKey::Bytes(vec![0xfe, b'1']));
         assert!(cursor_run(&Cursor(serde_json::json!({"slice": 1}))).is_err());
+        assert!(cursor_run(&Cursor(serde_json::json!({"runIdHex": "f"}))).is_err());
     }
 }

@@ -21,18 +21,18 @@ use sqlx::{ConnectOptions, Executor, QueryBuilder, Row};
 use tokio::sync::OnceCell;
 
 use super::push_keys;
-use super::{BASE_COLUMNS, RunRange, classify, cursor_run, run_cursor};
+use super::{BASE_COLUMNS, KeySql, RunRange, StoredKey, classify, cursor_run, run_cursor};
 use crate::config::persistence::SqlStore;
 use crate::record::{
     RecordKey, SearchAttributeType, SearchAttributeValue, SearchAttributes, VisibilityRecord,
     known_search_attribute_type,
 };
-use crate::store::add_count;
 use crate::store::schema::Columns;
 use crate::store::{
     BadRow, CountQuery, Counts, Cursor, ScanPage, ShardSpec, Sink, Source, Split, Store, StoreError, StoreResult,
     WriteOutcome,
 };
+use crate::store::{add_count, skip_count};
 
 /// MySQL's limit on placeholders in one prepared statement.
 const MAX_BINDS: usize = 65_535;
@@ -351,7 +351,7 @@ impl MysqlStore {
         conn: &mut sqlx::MySqlConnection,
         rows: &[&EncodedRow],
         schema: Schema,
-    ) -> Result<HashMap<(String, String), i64>, sqlx::Error> {
+    ) -> Result<HashMap<(String, String), Result<i64, String>>, sqlx::Error> {
         let version = if schema.has_version { "_version" } else { "CAST(0 AS SIGNED)" };
         let mut found = HashMap::with_capacity(rows.len());
         for (namespace, runs) in by_namespace(rows.iter().map(|r| (&r.namespace_id, &r.run_id))) {
@@ -367,7 +367,14 @@ impl MysqlStore {
                 }
                 q.push(") FOR UPDATE");
                 for row in q.build().persistent(false).fetch_all(&mut *conn).await? {
-                    found.insert(key_of(&lossy(&row, 0), &lossy(&row, 1)), row.get::<i64, _>(2));
+                    // A NULL `_version` (NOT NULL dropped by hand) panicked here; such a row
+                    // might be newer, so it is left as it is (see `write_rows`).
+                    let version = match row.try_get::<Option<i64>, _>(2) {
+                        Ok(Some(v)) => Ok(v),
+                        Ok(None) => Err("_version NULL".to_string()),
+                        Err(e) => Err(format!("a _version that cannot be read ({e})")),
+                    };
+                    found.insert(key_of(&lossy(&row, 0), &lossy(&row, 1)), version);
                 }
             }
         }
@@ -459,11 +466,21 @@ impl Store for MysqlStore {
         let rows = q.build().fetch_all(&self.pool).await.map_err(|e| classify(&self.context("counting"), e))?;
         let mut counts = Counts::new();
         for row in rows {
-            let ns = lossy(&row, 0);
-            let status: i64 = row.try_get(1).map_err(|e| classify(&self.context("counting"), e))?;
             let total: i64 = row.try_get(2).map_err(|e| classify(&self.context("counting"), e))?;
             let recent: i64 = row.try_get(3).map_err(|e| classify(&self.context("counting"), e))?;
-            add_count(&mut counts, &self.describe(), &ns, status, total, recent);
+            // A namespace id that is not UTF-8 (a binary column) or a NULL status (NOT NULL
+            // dropped by hand): left out, named in a warning; its rows are dead-lettered.
+            let ns = match StoredKey::from_bytes(raw_bytes(&row, 0).unwrap_or_default()) {
+                StoredKey::Text(ns) => ns,
+                bytes @ StoredKey::Bytes(_) => {
+                    skip_count(&self.describe(), &bytes.describe(), "namespace_id is not valid UTF-8", total);
+                    continue;
+                }
+            };
+            match row.try_get::<Option<i64>, _>(1).map_err(|e| classify(&self.context("counting"), e))? {
+                Some(status) => add_count(&mut counts, &self.describe(), ns.trim_end(), status, total, recent),
+                None => skip_count(&self.describe(), ns.trim_end(), "status is NULL", total),
+            }
         }
         Ok(counts)
     }
@@ -484,12 +501,13 @@ impl Source for MysqlStore {
                 .await
                 .map_err(|e| classify(&self.context("listing namespaces"), e))?
                 .iter()
-                .map(|row| lossy(row, 0))
+                // As stored: a lossy namespace id matched no row and was never scanned.
+                .map(|row| StoredKey::from_bytes(raw_bytes(row, 0).unwrap_or_default()))
                 .collect()
         } else {
-            namespaces.to_vec()
+            namespaces.iter().map(|ns| StoredKey::Text(ns.clone())).collect::<Vec<_>>()
         };
-        Ok(RunRange::plan(&namespaces, split).iter().map(RunRange::to_spec).collect())
+        Ok(RunRange::plan_keys(&namespaces, split).iter().map(RunRange::to_spec).collect())
     }
 
     async fn scan(&self, shard: &ShardSpec, after: Option<&Cursor>, limit: usize) -> StoreResult<ScanPage> {
@@ -500,7 +518,7 @@ impl Source for MysqlStore {
             "SELECT {} FROM executions_visibility WHERE namespace_id = ",
             self.select_columns(schema)
         ));
-        range.push_bounds(&mut q, after.as_deref(), "");
+        range.push_bounds(&mut q, after.as_ref(), KeySql::MYSQL)?;
         q.push(" ORDER BY run_id LIMIT ");
         q.push_bind(limit as i64);
         let rows = q.build().fetch_all(&self.pool).await.map_err(|e| classify(&self.context("scanning"), e))?;
@@ -511,7 +529,9 @@ impl Source for MysqlStore {
                 Ok(record) => page.records.push(record),
                 Err(reason) => page.bad_rows.push(bad_row(row, reason)),
             }
-            page.cursor = Some(run_cursor(&raw_text(row, 1)));
+            // The stored run id's exact bytes: a lossy cursor skipped rows or re-read a
+            // page forever when a (binary) run id was not UTF-8.
+            page.cursor = Some(run_cursor(&raw_bytes(row, 1).unwrap_or_default()));
         }
         Ok(page)
     }
@@ -653,10 +673,13 @@ impl MysqlStore {
             let key = key_of(&row.namespace_id, &row.run_id);
             let outcome = match current.get(&key) {
                 None => WriteOutcome::Inserted,
-                Some(old) if *old < version => WriteOutcome::Updated,
-                Some(old) if *old == version && replaces_same => WriteOutcome::Updated,
-                Some(old) if *old > version => WriteOutcome::SkippedNewer,
-                Some(_) => WriteOutcome::SkippedPresent,
+                Some(Err(why)) => {
+                    WriteOutcome::Failed(format!("the secondary already holds this record with {why}; left as it is"))
+                }
+                Some(Ok(old)) if *old < version => WriteOutcome::Updated,
+                Some(Ok(old)) if *old == version && replaces_same => WriteOutcome::Updated,
+                Some(Ok(old)) if *old > version => WriteOutcome::SkippedNewer,
+                Some(Ok(_)) => WriteOutcome::SkippedPresent,
             };
             match outcome {
                 WriteOutcome::Inserted => {
@@ -665,12 +688,12 @@ impl MysqlStore {
                 }
                 WriteOutcome::Updated => {
                     expected_affected += 2;
-                    least_affected += if current.get(&key) == Some(&version) { 1 } else { 2 };
+                    least_affected += if current.get(&key) == Some(&Ok(version)) { 1 } else { 2 };
                 }
                 _ => {}
             }
             if matches!(outcome, WriteOutcome::Inserted | WriteOutcome::Updated) {
-                current.insert(key, version);
+                current.insert(key, Ok(version));
                 to_write.push(row);
             }
             outcomes.push(outcome);

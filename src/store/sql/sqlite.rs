@@ -17,18 +17,18 @@ use sqlx::{ConnectOptions, QueryBuilder, Row, Sqlite};
 use tokio::sync::OnceCell;
 
 use super::push_keys;
-use super::{BASE_COLUMNS, RunRange, classify, cursor_run, run_cursor};
+use super::{BASE_COLUMNS, KeySql, RunRange, StoredKey, classify, cursor_run, run_cursor};
 use crate::config::persistence::SqlStore;
 use crate::record::{
     RecordKey, SearchAttributeType, SearchAttributeValue, SearchAttributes, VisibilityRecord,
     known_search_attribute_type,
 };
-use crate::store::add_count;
 use crate::store::schema::Columns;
 use crate::store::{
     BadRow, CountQuery, Counts, Cursor, ScanPage, ShardSpec, Sink, Source, Split, Store, StoreError, StoreResult,
     WriteOutcome,
 };
+use crate::store::{add_count, skip_count};
 
 /// SQLite's default limit on bound parameters per statement (SQLITE_MAX_VARIABLE_NUMBER).
 const MAX_BINDS: usize = 32_766;
@@ -170,20 +170,25 @@ impl SqliteStore {
             .join(", ")
     }
 
-    /// Existing `_version` per key (0 where the column does not exist).
+    /// Existing `_version` per key (0 where the column does not exist), or why it cannot
+    /// be read (a text value in a file edited by hand): such a row is left as it is.
     async fn existing_versions(
         conn: &mut sqlx::SqliteConnection,
         rows: &[EncodedRow],
         schema: Schema,
-    ) -> Result<HashMap<(String, String), i64>, sqlx::Error> {
+    ) -> Result<Existing, sqlx::Error> {
         let mut found = HashMap::with_capacity(rows.len());
         for chunk in rows.chunks(MAX_BINDS / 2) {
             let version = if schema.has_version { "e._version" } else { "0" };
+            // The key comes from the bound values (our own text), never decoded from the row.
             let mut q: QueryBuilder<Sqlite> =
-                QueryBuilder::new(format!("SELECT e.namespace_id, e.run_id, {version} FROM "));
+                QueryBuilder::new(format!("SELECT k.column1, k.column2, {version} FROM "));
             push_key_join(&mut q, chunk.iter().map(|r| (r.namespace_id.as_str(), r.run_id.as_str())));
             for row in q.build().persistent(false).fetch_all(&mut *conn).await? {
-                found.insert((row.get::<String, _>(0), row.get::<String, _>(1)), row.get::<i64, _>(2));
+                let version = row
+                    .try_get::<i64, _>(2)
+                    .map_err(|_| format!("_version {:?}, which is not an integer", raw_text(&row, 2)));
+                found.insert((row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?), version);
             }
         }
         Ok(found)
@@ -255,11 +260,24 @@ impl Store for SqliteStore {
         let rows = q.build().fetch_all(&self.pool).await.map_err(|e| classify(&self.context("counting"), e))?;
         let mut counts = Counts::new();
         for row in rows {
-            let ns: String = row.get(0);
-            let status: i64 = row.get(1);
-            let total: i64 = row.get(2);
-            let recent: i64 = row.get(3);
-            add_count(&mut counts, &self.describe(), &ns, status, total, recent);
+            let total: i64 = row.try_get(2).map_err(|e| classify(&self.context("counting"), e))?;
+            let recent: i64 = row.try_get(3).map_err(|e| classify(&self.context("counting"), e))?;
+            // SQLite holds whatever was written: a namespace id that is not UTF-8, or a
+            // status that is text or NULL, panicked here. Left out, named in a warning.
+            let ns = match StoredKey::from_bytes(raw_bytes(&row, 0).unwrap_or_default()) {
+                StoredKey::Text(ns) => ns,
+                bytes @ StoredKey::Bytes(_) => {
+                    skip_count(&self.describe(), &bytes.describe(), "namespace_id is not valid UTF-8", total);
+                    continue;
+                }
+            };
+            match row.try_get::<i64, _>(1) {
+                Ok(status) => add_count(&mut counts, &self.describe(), &ns, status, total, recent),
+                Err(_) => {
+                    let why = format!("status {:?} is not an integer", raw_text(&row, 1));
+                    skip_count(&self.describe(), &ns, &why, total)
+                }
+            }
         }
         Ok(counts)
     }
@@ -280,12 +298,13 @@ impl Source for SqliteStore {
                 .await
                 .map_err(|e| classify(&self.context("listing namespaces"), e))?
                 .iter()
-                .map(|row| lossy(row, 0))
+                // As stored: trimmed or lossy, a namespace id matched no row and was never scanned.
+                .map(|row| StoredKey::from_bytes(raw_bytes(row, 0).unwrap_or_default()))
                 .collect()
         } else {
-            namespaces.to_vec()
+            namespaces.iter().map(|ns| StoredKey::Text(ns.clone())).collect::<Vec<_>>()
         };
-        Ok(RunRange::plan(&namespaces, split).iter().map(RunRange::to_spec).collect())
+        Ok(RunRange::plan_keys(&namespaces, split).iter().map(RunRange::to_spec).collect())
     }
 
     async fn scan(&self, shard: &ShardSpec, after: Option<&Cursor>, limit: usize) -> StoreResult<ScanPage> {
@@ -296,7 +315,7 @@ impl Source for SqliteStore {
             "SELECT {} FROM executions_visibility WHERE namespace_id = ",
             Self::select_columns(schema, "")
         ));
-        range.push_bounds(&mut q, after.as_deref(), "");
+        range.push_bounds(&mut q, after.as_ref(), KeySql::SQLITE)?;
         q.push(" ORDER BY run_id LIMIT ");
         q.push_bind(limit as i64);
         let rows = q.build().fetch_all(&self.pool).await.map_err(|e| classify(&self.context("scanning"), e))?;
@@ -307,9 +326,9 @@ impl Source for SqliteStore {
                 Ok(record) => page.records.push(record),
                 Err(reason) => page.bad_rows.push(bad_row(row, reason)),
             }
-            // The cursor is the raw stored run id (untrimmed), so the next page's
-            // comparison matches what the index holds.
-            page.cursor = Some(run_cursor(&raw_text(row, 1)));
+            // The cursor is the stored run id's exact bytes (untrimmed, not made lossy),
+            // so the next page starts strictly after this row.
+            page.cursor = Some(run_cursor(&raw_bytes(row, 1).unwrap_or_default()));
         }
         Ok(page)
     }
@@ -435,7 +454,12 @@ impl SqliteStore {
             let existing = Self::existing_versions(&mut tx, rows, schema).await.map_err(|e| classify(&ctx(), e))?;
 
             let columns: Vec<&str> = BASE_COLUMNS.iter().copied().filter(|c| schema.columns.has(c)).collect();
-            for chunk in rows.chunks(MAX_BINDS / BASE_COLUMNS.len()) {
+            // A row whose stored version cannot be read is not written at all.
+            let writable: Vec<&EncodedRow> = rows
+                .iter()
+                .filter(|r| !matches!(existing.get(&(r.namespace_id.clone(), r.run_id.clone())), Some(Err(_))))
+                .collect();
+            for chunk in writable.chunks(MAX_BINDS / BASE_COLUMNS.len()) {
                 let mut q: QueryBuilder<Sqlite> =
                     QueryBuilder::new(format!("INSERT INTO executions_visibility ({}) ", columns.join(", ")));
                 q.push_values(chunk, |mut b, row| {
@@ -492,25 +516,30 @@ impl SqliteStore {
     }
 }
 
+/// The `_version` of each key already in the table, or why it cannot be read.
+type Existing = HashMap<(String, String), Result<i64, String>>;
+
 /// Each row's outcome, from the version it found in the table (none: inserted).
-fn outcomes_of(
-    rows: &[EncodedRow],
-    existing: &HashMap<(String, String), i64>,
-    schema: Schema,
-    same_version: bool,
-) -> Vec<WriteOutcome> {
+fn outcomes_of(rows: &[EncodedRow], existing: &Existing, schema: Schema, same_version: bool) -> Vec<WriteOutcome> {
     rows.iter()
         .map(|r| {
             let version = if schema.has_version { r.version } else { 0 };
             match existing.get(&(r.namespace_id.clone(), r.run_id.clone())) {
                 None => WriteOutcome::Inserted,
-                Some(old) if *old < version => WriteOutcome::Updated,
-                Some(old) if *old == version && same_version && schema.has_version => WriteOutcome::Updated,
-                Some(old) if *old > version => WriteOutcome::SkippedNewer,
-                Some(_) => WriteOutcome::SkippedPresent,
+                Some(Err(why)) => unknown_version(why),
+                Some(Ok(old)) if *old < version => WriteOutcome::Updated,
+                Some(Ok(old)) if *old == version && same_version && schema.has_version => WriteOutcome::Updated,
+                Some(Ok(old)) if *old > version => WriteOutcome::SkippedNewer,
+                Some(Ok(_)) => WriteOutcome::SkippedPresent,
             }
         })
         .collect()
+}
+
+/// A row of the secondary whose version cannot be read might be newer: it is never
+/// overwritten, and the record goes to the dead letter saying why.
+fn unknown_version(why: &str) -> WriteOutcome {
+    WriteOutcome::Failed(format!("the secondary already holds this record with {why}; left as it is"))
 }
 
 fn push_key_join<'k>(q: &mut QueryBuilder<Sqlite>, keys: impl IntoIterator<Item = (&'k str, &'k str)>) {
@@ -668,12 +697,12 @@ pub fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
     Ok(utc)
 }
 
+fn raw_bytes(row: &SqliteRow, index: usize) -> Option<Vec<u8>> {
+    row.try_get_unchecked::<Option<Vec<u8>>, _>(index).ok().flatten()
+}
+
 fn raw_text(row: &SqliteRow, index: usize) -> String {
-    row.try_get_unchecked::<Option<Vec<u8>>, _>(index)
-        .ok()
-        .flatten()
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default()
+    raw_bytes(row, index).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
 }
 
 fn lossy(row: &SqliteRow, index: usize) -> String {
