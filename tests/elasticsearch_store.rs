@@ -392,14 +392,65 @@ async fn defer_refresh_turns_refresh_off_and_restores_it_even_after_a_crash() {
     kill_9_after(&work, 1500).await;
     let during = bulk_settings(&url, &secondary).await;
     assert_eq!(during, (json!("-1"), json!("0"), json!("false")), "bulk-load settings while copying");
-    // Restarted with deferring off: the saved settings are still restored at the end.
+    // Restarted with deferring off: the saved settings are still restored at the end,
+    // and the run waits for the health they allow (green: replicas expand 0-2).
     work.write_config(&extra(false));
     let out = work.run(&["backfill"]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(bulk_settings(&url, &secondary).await, before, "the index settings are as before the bulk load");
+    let log = text(&out);
+    assert!(log.contains("replicas restored after the bulk load; the index is green"), "{log}");
     let (p, s) = (all_records(source_of(&work, true).await).await, all_records(source_of(&work, false).await).await);
     assert_eq!(p, s);
     pair.drop().await;
+}
+
+/// deferRefresh on an index with one replica and auto-expansion off, on the one-node
+/// test cluster: the replica can never be placed. The run restores the replica count,
+/// waits for the health that allows (yellow), says why the index cannot be green, and
+/// completes. Waiting for green instead times out with a message naming the health and
+/// the unassigned shard.
+#[tokio::test(flavor = "multi_thread")]
+async fn defer_refresh_restores_a_replica_a_one_node_cluster_cannot_place() {
+    if !service_up("opensearch") {
+        return;
+    }
+    let (url, index) = search_index("opensearch", "os_defer_replica").await;
+    register_seed_attributes(&url, &index).await;
+    let settings = json!({"index.number_of_replicas": 1, "index.auto_expand_replicas": false});
+    search_call(Method::PUT, &format!("{url}/{index}/_settings"), Some(settings)).await;
+    let before = bulk_settings(&url, &index).await;
+    assert_eq!((before.1.clone(), before.2.clone()), (json!("1"), json!("false")));
+    let dir = tempfile::tempdir().unwrap();
+    let dynamic = dir.path().join("dynamicconfig.yaml");
+    std::fs::write(&dynamic, "system.secondaryVisibilityWritingMode:\n  - value: \"dual\"\n").unwrap();
+    let extra = format!(
+        "  bulkLoad: {{ deferRefresh: true }}\n  flip: {{ dynamicConfigFile: \"{}\" }}\n{}",
+        dynamic.display(),
+        aliases_yaml(1)
+    );
+    let seeded = Work::seeded(500, "").await;
+    let work = Work::with_stores(None, Some(search_store(&url, &index)), &extra).await;
+    std::fs::copy(seeded.primary(), work.primary()).unwrap();
+    let out = work.run(&["backfill"]);
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    assert_eq!(bulk_settings(&url, &index).await, before, "the replica is restored");
+    assert!(
+        log.contains("the index can only be yellow on this cluster: 1 replicas per shard but 1 data node(s)"),
+        "{log}"
+    );
+    let store = vismig::store::elasticsearch::ElasticsearchStore::open(
+        "test",
+        &es_config(&url, &index),
+        &vismig::config::StoreRef { datastore: "test".into(), es_index_key: None },
+    )
+    .unwrap();
+    assert_eq!(store.wait_for_health("yellow", std::time::Duration::from_secs(5)).await.unwrap(), "yellow");
+    let err = store.wait_for_health("green", std::time::Duration::from_secs(2)).await.unwrap_err().to_string();
+    assert!(err.contains("the index is yellow, not green") && err.contains("1 unassigned"), "{err}");
+    println!("deferRefresh with 1 replica on 1 node: restored, waited for yellow, said why; green timed out: {err}");
+    drop_index(&url, &index).await;
 }
 
 /// A proxy in front of the primary that loses every third scroll page, six times in

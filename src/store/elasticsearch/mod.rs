@@ -236,6 +236,40 @@ impl ElasticsearchStore {
         Ok(out)
     }
 
+    /// Waits until the index's health is `wanted` (or better), at most `timeout`; returns
+    /// the health reached. An error names the health, the shards not yet allocated and
+    /// what to do.
+    pub async fn wait_for_health(&self, wanted: &str, timeout: std::time::Duration) -> StoreResult<String> {
+        let started = std::time::Instant::now();
+        loop {
+            // One request waits at most 50 s: well inside the client's request timeout.
+            let left = timeout.saturating_sub(started.elapsed()).as_secs().clamp(1, 50);
+            let path = format!("/_cluster/health/{}?wait_for_status={wanted}&timeout={left}s", self.index);
+            let (_, v) = self
+                .client
+                .json(Method::GET, &path, None, &[StatusCode::REQUEST_TIMEOUT])
+                .await
+                .map_err(|e| self.err("reading the index's health", e))?;
+            let status = v["status"].as_str().unwrap_or("unknown").to_string();
+            if v["timed_out"] == Value::Bool(false) {
+                return Ok(status);
+            }
+            let shards = format!(
+                "{} shard copies initializing, {} unassigned",
+                v["initializing_shards"].as_u64().unwrap_or(0),
+                v["unassigned_shards"].as_u64().unwrap_or(0)
+            );
+            if started.elapsed() >= timeout {
+                return Err(StoreError::Permanent(format!(
+                    "{}: the index is {status}, not {wanted}, {} s after its replicas were restored ({shards}); the copy itself is complete. Check the cluster (GET _cluster/allocation/explain), then rerun the same command to wait again",
+                    self.describe(),
+                    timeout.as_secs()
+                )));
+            }
+            tracing::info!(index = %self.index, health = %status, wanted, %shards, "waiting for the restored replicas");
+        }
+    }
+
     async fn put_settings(&self, settings: &Value, what: &str) -> StoreResult<()> {
         self.client
             .json(Method::PUT, &format!("/{}/_settings", self.index), Some(settings), &[])
@@ -344,6 +378,34 @@ fn bad_row(hit: &Hit, source: Value, reason: &str) -> BadRow {
         workflow_id: field("WorkflowId"),
         reason: reason.to_string(),
         raw: json!({"_id": hit.id, "_version": hit.version, "_source": source}),
+    }
+}
+
+/// How long the end of a bulk load waits for the restored replicas to be allocated and
+/// recovered (copying a big index to another node takes a while); then the run fails
+/// (exit 1) saying so, and a rerun waits again.
+const REPLICA_WAIT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
+/// The health an index can reach with its replica settings on `data_nodes` data nodes:
+/// green, or yellow with the reason when its replicas cannot all be placed (a replica
+/// never shares a node with its primary).
+pub fn reachable_health(replicas: u64, auto_expand: Option<&str>, data_nodes: u64) -> (&'static str, Option<String>) {
+    // With auto_expand_replicas "min-max" the cluster sets the count itself, to at least min.
+    let needed = match auto_expand.filter(|a| *a != "false") {
+        Some(range) => range.split('-').next().and_then(|m| m.parse::<u64>().ok()).unwrap_or(0),
+        None => replicas,
+    };
+    if needed < data_nodes.max(1) {
+        ("green", None)
+    } else {
+        let what =
+            auto_expand.filter(|a| *a != "false").map(|a| format!(" (auto_expand_replicas {a})")).unwrap_or_default();
+        (
+            "yellow",
+            Some(format!(
+                "{needed} replicas per shard{what} but {data_nodes} data node(s): a replica is never placed on its primary's node"
+            )),
+        )
     }
 }
 
@@ -657,13 +719,50 @@ impl Sink for ElasticsearchStore {
         }
         // Null restores a setting that was not set before to the index default.
         self.put_settings(&saved, "restoring refresh and replicas after the bulk load").await?;
-        self.flush().await
+        self.flush().await?;
+        // Until the replicas are back every document has one copy: the run is done only
+        // once the index has the health its settings allow on this cluster.
+        let (_, health) = self
+            .client
+            .json(Method::GET, "/_cluster/health", None, &[])
+            .await
+            .map_err(|e| self.err("reading the cluster's health", e))?;
+        let data_nodes = health["number_of_data_nodes"].as_u64().unwrap_or(1);
+        let now = self.settings().await?;
+        let replicas =
+            now.get("index.number_of_replicas").and_then(Value::as_str).and_then(|r| r.parse().ok()).unwrap_or(1);
+        let auto_expand = now.get("index.auto_expand_replicas").and_then(Value::as_str);
+        let (wanted, short) = reachable_health(replicas, auto_expand, data_nodes);
+        let started = std::time::Instant::now();
+        let reached = self.wait_for_health(wanted, REPLICA_WAIT).await?;
+        match short {
+            None => {
+                tracing::info!(index = %self.index, health = %reached, replicas, data_nodes, seconds = started.elapsed().as_secs_f64(), "replicas restored after the bulk load; the index is green")
+            }
+            Some(reason) => {
+                tracing::warn!(index = %self.index, health = %reached, replicas, data_nodes, "replicas restored after the bulk load, but the index can only be yellow on this cluster: {reason}. Every document has one copy until data nodes are added")
+            }
+        }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_health_an_index_can_reach_follows_its_replicas_and_the_nodes() {
+        assert_eq!(reachable_health(0, Some("false"), 1), ("green", None));
+        assert_eq!(reachable_health(2, Some("false"), 3).0, "green");
+        let (wanted, why) = reachable_health(1, Some("false"), 1);
+        assert_eq!(wanted, "yellow");
+        assert!(why.unwrap().contains("1 replicas per shard but 1 data node(s)"));
+        // Temporal's template: 0-2 replicas, expanded to what the nodes allow.
+        assert_eq!(reachable_health(2, Some("0-2"), 1), ("green", None));
+        assert_eq!(reachable_health(0, Some("1-all"), 1).0, "yellow");
+        assert_eq!(reachable_health(1, None, 2), ("green", None));
+    }
 
     #[test]
     fn a_page_is_read_from_its_bytes_into_records_and_bad_rows() {
