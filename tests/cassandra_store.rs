@@ -9,7 +9,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -22,81 +21,6 @@ use scylla::value::CqlTimestamp;
 use uuid::Uuid;
 use vismig::record::{ExecutionStatus, VisibilityRecord};
 use vismig::store::Split;
-
-fn cassandra_host() -> String {
-    std::env::var("VISMIG_TEST_CASSANDRA_HOSTS")
-        .ok()
-        .and_then(|h| h.split(',').map(str::trim).find(|h| !h.is_empty()).map(str::to_string))
-        .unwrap_or_else(|| "127.0.0.1".into())
-}
-
-fn cassandra_port() -> String {
-    std::env::var("VISMIG_TEST_CASSANDRA_PORT").unwrap_or_else(|_| "9042".into())
-}
-
-/// A keyspace with Temporal v1.23's visibility schema, dropped when the test ends.
-struct Keyspace(String);
-
-impl Keyspace {
-    fn create(test: &str) -> Keyspace {
-        Self::create_named(format!("vt_{test}_{}", std::process::id()))
-    }
-
-    fn create_named(name: String) -> Keyspace {
-        let tool = std::env::var("VISMIG_TEST_CASSANDRA_TOOL").expect("VISMIG_TEST_CASSANDRA_TOOL (source env.sh)");
-        let module =
-            std::env::var("VISMIG_TEST_TEMPORAL_MODULE_STANDARD").expect("VISMIG_TEST_TEMPORAL_MODULE_STANDARD");
-        let host = cassandra_host();
-        let run = |args: &[&str]| {
-            let out = Command::new(&tool).args(["--ep", &host, "-p", &cassandra_port()]).args(args).output().unwrap();
-            assert!(out.status.success(), "temporal-cassandra-tool {args:?}: {}", text(&out));
-        };
-        let _ = Command::new(&tool)
-            .args(["--ep", &host, "-p", &cassandra_port(), "drop-keyspace", "-k", &name, "-f"])
-            .output();
-        run(&["create-keyspace", "-k", &name, "--rf", "1"]);
-        run(&["-k", &name, "setup-schema", "-v", "0.0"]);
-        run(&["-k", &name, "update-schema", "-d", &format!("{module}/schema/cassandra/visibility/versioned")]);
-        Keyspace(name)
-    }
-}
-
-impl Drop for Keyspace {
-    fn drop(&mut self) {
-        if let Ok(tool) = std::env::var("VISMIG_TEST_CASSANDRA_TOOL") {
-            let _ = Command::new(tool)
-                .args(["--ep", &cassandra_host(), "-p", &cassandra_port(), "drop-keyspace", "-k", &self.0, "-f"])
-                .output();
-        }
-    }
-}
-
-/// A work directory whose primary is the Cassandra keyspace and whose secondary is the
-/// given `sql:` block (SQLite in the directory when None).
-async fn cassandra_work(ks: &Keyspace, secondary: Option<String>, extra: &str) -> Work {
-    let work = Work::with_stores(None, secondary, extra).await;
-    let (_, s) = work.stores.clone().unwrap();
-    let text = format!(
-        "persistence:\n  visibilityStore: primary\n  secondaryVisibilityStore: secondary\n  datastores:\n    primary:\n      cassandra: {{ hosts: \"{}\", port: {}, keyspace: {}, connectTimeout: 10s }}\n    secondary:\n      {}\nmigration:\n  checkpoint: {{ type: file, path: \"{}\" }}\n  deadLetter: {{ path: \"{}\" }}\n  metrics: {{ listen: \"\" }}\n{extra}",
-        cassandra_host(),
-        cassandra_port(),
-        ks.0,
-        if s.starts_with('{') { format!("sql: {s}") } else { s.clone() },
-        work.checkpoint().display(),
-        work.dead_letter().display(),
-    );
-    std::fs::write(work.config(), text).unwrap();
-    work
-}
-
-async fn session(ks: &Keyspace) -> Session {
-    SessionBuilder::new()
-        .known_node(format!("{}:{}", cassandra_host(), cassandra_port()))
-        .use_keyspace(&ks.0, false)
-        .build()
-        .await
-        .expect("Cassandra is listed in VISMIG_TEST_SERVICES but unreachable")
-}
 
 fn ms(t: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(t).unwrap()

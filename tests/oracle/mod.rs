@@ -1,8 +1,9 @@
 //! The oracle: an independent reader of each visibility store, for the fidelity tests.
 //!
 //! It shares no code with vismig (nothing here uses the `vismig` crate): PostgreSQL,
-//! MariaDB and SQLite are read with plain SQL that casts every column to text, and
-//! Elasticsearch/OpenSearch as the raw text of each `_source`. Numbers are taken from their
+//! MariaDB and SQLite are read with plain SQL that casts every column to text,
+//! Elasticsearch/OpenSearch as the raw text of each `_source`, and Cassandra's standard
+//! visibility tables with plain CQL (times as the stored epoch milliseconds). Numbers are taken from their
 //! JSON text and parsed with the standard library's correctly rounded parser, times with
 //! the small parser below. Two stores are then compared field by field: numbers
 //! bit-exact (an integer text against a double only when the double is exactly that
@@ -22,12 +23,17 @@ pub enum Kind {
     Mariadb,
     Sqlite,
     Search,
+    Cassandra,
 }
 
 impl Kind {
     /// Fraction digits the store keeps in its time fields.
     fn time_digits(self) -> u32 {
-        if self == Kind::Search { 9 } else { 6 }
+        match self {
+            Kind::Search => 9,
+            Kind::Cassandra => 3,
+            _ => 6,
+        }
     }
 }
 
@@ -332,6 +338,122 @@ pub async fn read_search(url: &str, index: &str) -> Stored {
         records.insert(key, Rec { attrs, ..rec });
     }
     Stored { kind: Kind::Search, records }
+}
+
+/// An open row: namespace, run, start (its clustering time), workflow id, type,
+/// execution time, memo, encoding, task queue.
+type OpenRow = (
+    uuid::Uuid,
+    uuid::Uuid,
+    scylla::value::CqlTimestamp,
+    Option<String>,
+    Option<String>,
+    Option<scylla::value::CqlTimestamp>,
+    Option<Vec<u8>>,
+    Option<String>,
+    Option<String>,
+);
+
+/// A closed row: namespace, run, close (its clustering time), start, execution time,
+/// status, history length, workflow id, type, memo, encoding, task queue.
+type ClosedRow = (
+    uuid::Uuid,
+    uuid::Uuid,
+    scylla::value::CqlTimestamp,
+    Option<scylla::value::CqlTimestamp>,
+    Option<scylla::value::CqlTimestamp>,
+    Option<i32>,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<Vec<u8>>,
+    Option<String>,
+    Option<String>,
+);
+
+fn from_millis(ms: i64) -> Time {
+    Time { secs: ms.div_euclid(1000), nanos: ms.rem_euclid(1000) as u32 * 1_000_000 }
+}
+
+/// Every row of one table of the keyspace, paged by the driver.
+async fn cql_rows<R>(session: &scylla::client::session::Session, cql: &str) -> Vec<R>
+where
+    R: for<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm>,
+{
+    use futures::TryStreamExt;
+    let pager = session.query_iter(cql, ()).await.unwrap_or_else(|e| panic!("oracle: {cql}: {e}"));
+    pager.rows_stream::<R>().unwrap().try_collect().await.unwrap_or_else(|e| panic!("oracle: {cql}: {e}"))
+}
+
+/// Every run of a keyspace with Temporal's Cassandra standard visibility schema (v1.23).
+/// As Temporal's reader does: an open row is Running with no close time, a NULL execution
+/// time is the start time; standard visibility has no search attributes, version, parent,
+/// root or counters other than the history length. A run in both tables (the close
+/// batch's delete of the open row missed) is the closed one.
+pub async fn read_cassandra(host: &str, keyspace: &str) -> Stored {
+    let session = scylla::client::session_builder::SessionBuilder::new()
+        .known_node(host)
+        .use_keyspace(keyspace, false)
+        .build()
+        .await
+        .unwrap_or_else(|e| panic!("oracle: Cassandra {host}: {e}"));
+    let rec = |workflow_id: Option<String>, workflow_type: Option<String>, start: Time| Rec {
+        workflow_id: workflow_id.expect("oracle: workflow_id is NULL"),
+        workflow_type: workflow_type.expect("oracle: workflow_type_name is NULL"),
+        start,
+        execution: start,
+        close: None,
+        status: 1,
+        counters: [None; 4],
+        memo: Vec::new(),
+        encoding: String::new(),
+        task_queue: String::new(),
+        attrs: BTreeMap::new(),
+        parent: (None, None),
+        root: (String::new(), String::new()),
+        version: 0,
+    };
+    let mut records = BTreeMap::new();
+    let open: Vec<OpenRow> = cql_rows(
+        &session,
+        "SELECT namespace_id, run_id, start_time, workflow_id, workflow_type_name, execution_time, memo, encoding, \
+         task_queue FROM open_executions",
+    )
+    .await;
+    for (ns, run, start, workflow_id, workflow_type, execution, memo, encoding, task_queue) in open {
+        let start = from_millis(start.0);
+        let r = Rec {
+            execution: execution.map_or(start, |t| from_millis(t.0)),
+            memo: memo.unwrap_or_default(),
+            encoding: encoding.unwrap_or_default(),
+            task_queue: task_queue.unwrap_or_default(),
+            ..rec(workflow_id, workflow_type, start)
+        };
+        records.insert((ns.to_string(), run.to_string()), r);
+    }
+    let closed: Vec<ClosedRow> = cql_rows(
+        &session,
+        "SELECT namespace_id, run_id, close_time, start_time, execution_time, status, history_length, workflow_id, \
+         workflow_type_name, memo, encoding, task_queue FROM closed_executions",
+    )
+    .await;
+    for (ns, run, close, start, execution, status, history_length, workflow_id, workflow_type, memo, encoding, queue) in
+        closed
+    {
+        let start = from_millis(start.expect("oracle: a closed row without start_time").0);
+        let r = Rec {
+            execution: execution.map_or(start, |t| from_millis(t.0)),
+            close: Some(from_millis(close.0)),
+            status: status.expect("oracle: a closed row without status") as i64,
+            counters: [history_length, None, None, None],
+            memo: memo.unwrap_or_default(),
+            encoding: encoding.unwrap_or_default(),
+            task_queue: queue.unwrap_or_default(),
+            ..rec(workflow_id, workflow_type, start)
+        };
+        records.insert((ns.to_string(), run.to_string()), r);
+    }
+    Stored { kind: Kind::Cassandra, records }
 }
 
 // ---- comparing --------------------------------------------------------------------
