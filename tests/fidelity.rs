@@ -644,3 +644,33 @@ async fn cassandra_to_postgres_is_exact_at_milliseconds() {
     assert_eq!(found.len(), 2, "{}", found.join("\n"));
     assert!(found[0].contains("start_time") && found[1].contains("counters"), "{}", found.join("\n"));
 }
+
+/// Temporal accepts workflow ids up to 1,000 characters (`limit.maxIDLength`) and
+/// Cassandra holds them, but Temporal's PostgreSQL column is VARCHAR(255): that run goes
+/// to the dead letter with the reason, never a truncated id; the others are copied.
+#[tokio::test(flavor = "multi_thread")]
+async fn cassandra_to_postgres_dead_letters_a_workflow_id_too_long_for_postgres() {
+    if !service_up("cassandra") || !service_up("postgres") {
+        return;
+    }
+    let ks = Keyspace::create("fid_cl");
+    let mut runs = cql_runs();
+    runs[3].workflow_id = "x".repeat(1000);
+    write_cql_runs(&ks, &runs).await;
+    let db = db_name("fid_cl");
+    reset_db("postgres", &db, "advanced");
+    let work = cassandra_work(&ks, Some(pg_store(&db, "postgres12")), MIGRATION).await;
+    let out = work.run(&["backfill"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let letters = std::fs::read_to_string(work.dead_letter()).unwrap();
+    let lines: Vec<serde_json::Value> = letters.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 1, "{letters}");
+    assert_eq!(lines[0]["runId"], runs[3].run);
+    let reason = lines[0]["reason"].as_str().unwrap();
+    assert!(reason.contains("too long") || reason.contains("workflow_id"), "{reason}");
+    let secondary = oracle::read_postgres(&pg_url(&db)).await;
+    let mut primary = oracle::read_cassandra(&format!("{}:{}", cassandra_host(), cassandra_port()), &ks.0).await;
+    primary.records.remove(&(CQL_NS[0].to_string(), runs[3].run.to_string()));
+    let found = oracle::compare(&primary, &secondary, &same);
+    assert!(found.is_empty(), "the others are copied exactly:\n{}", found.join("\n"));
+}
