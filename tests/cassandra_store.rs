@@ -602,3 +602,122 @@ async fn write_cassandra_benchmark_keyspace() {
     println!("copyable: {}", runs.len() - 1);
     std::mem::forget(ks);
 }
+
+/// PostgreSQL -> OpenSearch with Temporal's default store on Cassandra: each namespace's
+/// alias map is read from its record in the main keyspace's `namespaces` table (detail
+/// blob in Temporal's NamespaceDetail encoding, written here by hand), the metadata row
+/// Temporal keeps in the same partition is skipped, migration.searchAttributeAliases
+/// overrides one namespace's (wrong) map, and a record that does not decode stops the
+/// next run with one line naming the namespace and the store.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_to_opensearch_takes_aliases_from_a_cassandra_default_store() {
+    if !service_up("cassandra") || !service_up("postgres") || !service_up("opensearch") {
+        return;
+    }
+    let ks = Keyspace::create_main("cass_default_ns");
+    let db = db_name("alias_cass_default");
+    reset_db("postgres", &db, "advanced");
+    let (url, index) = search_index("opensearch", "alias_cass_default").await;
+    register_seed_attributes(&url, &index).await;
+    let work = Work::with_stores(Some(pg_store(&db, "postgres12")), Some(search_store(&url, &index)), "").await;
+
+    let seed_map: Vec<(&str, &str)> = vismig::seed::SEED_ALIASES.iter().map(|(f, a, _)| (*f, *a)).collect();
+    let ids = vismig::seed::Generator::new(29, Utc::now()).namespaces().to_vec();
+    let names: Vec<String> = (0..ids.len()).map(|i| format!("ns{i}")).collect();
+    let s = session(&ks).await;
+    // As Temporal's metadata store writes them: the id row, the namespace row in
+    // partition 0, and the notification-version row beside them.
+    for (i, (id, name)) in ids.iter().zip(&names).enumerate() {
+        let id = Uuid::parse_str(id).unwrap();
+        let map = if i == 0 { vec![("Keyword01", "Wrong")] } else { seed_map.clone() };
+        s.query_unpaged("INSERT INTO namespaces_by_id (id, name) VALUES (?, ?)", (id, name)).await.unwrap();
+        s.query_unpaged(
+            "INSERT INTO namespaces (namespaces_partition, id, name, detail, detail_encoding, notification_version, is_global_namespace) VALUES (0, ?, ?, ?, 'Proto3', ?, false)",
+            (id, name, namespace_detail(name, &map), i as i64),
+        )
+        .await
+        .unwrap();
+    }
+    s.query_unpaged(
+        "INSERT INTO namespaces (namespaces_partition, name, notification_version) VALUES (0, 'temporal-namespace-metadata', ?)",
+        (ids.len() as i64,),
+    )
+    .await
+    .unwrap();
+
+    let override_yaml: String = seed_map.iter().map(|(f, a)| format!("      {f}: {a}\n")).collect();
+    let config = std::fs::read_to_string(work.config())
+        .unwrap()
+        .replacen("persistence:\n", "persistence:\n  defaultStore: default\n", 1)
+        .replacen(
+            "  datastores:\n",
+            &format!(
+                "  datastores:\n    default:\n      cassandra: {{ hosts: \"{}\", port: {}, keyspace: {}, connectTimeout: 10s }}\n",
+                cassandra_host(),
+                cassandra_port(),
+                ks.0
+            ),
+            1,
+        );
+    let config = format!("{config}  searchAttributeAliases:\n    {}:\n{override_yaml}", names[0]);
+    assert!(config.contains("\nmigration:\n"), "{config}");
+    std::fs::write(work.config(), config).unwrap();
+
+    let out = work.run(&["seed", "--records", "1500", "--seed", "29"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = work.run(&["backfill"]);
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(log.contains("backfill complete: 1500 records settled"), "{log}");
+    let out = work.run(&["verify", "--deep"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    // Every document carries the users' names, in every namespace.
+    let http = reqwest::Client::new();
+    http.post(format!("{url}/{index}/_refresh")).send().await.unwrap();
+    let found: serde_json::Value = http
+        .post(format!("{url}/{index}/_search"))
+        .json(&serde_json::json!({"size": 2000}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let docs: Vec<serde_json::Value> =
+        found["hits"]["hits"].as_array().unwrap().iter().map(|h| h["_source"].clone()).collect();
+    assert_eq!(docs.len(), 1500);
+    for id in &ids {
+        assert!(docs.iter().any(|d| d["NamespaceId"] == id.as_str() && d.get("CustomerId").is_some()), "{id}");
+    }
+    assert!(docs.iter().all(|d| d.get("Keyword01").is_none() && d.get("Wrong").is_none()));
+
+    // A record that is not a NamespaceDetail: one line naming it, before anything is copied.
+    s.query_unpaged(
+        "UPDATE namespaces SET detail = ? WHERE namespaces_partition = 0 AND name = ?",
+        (vec![0x12u8, 0x05, 0x01], &names[1]),
+    )
+    .await
+    .unwrap();
+    let out = work.run(&["backfill"]);
+    let log = text(&out);
+    assert_ne!(out.status.code(), Some(0), "{log}");
+    let want = format!(
+        "namespace \"{}\" ({}) in store \"default\": its record does not decode as Temporal's NamespaceDetail",
+        names[1], ids[1]
+    );
+    assert!(log.lines().any(|l| l.contains(&want)), "{log}");
+
+    // A namespace row without its id (Temporal always writes one): one line naming it.
+    s.query_unpaged(
+        "INSERT INTO namespaces (namespaces_partition, name, detail, detail_encoding) VALUES (0, 'broken', ?, 'Proto3')",
+        (namespace_detail("broken", &[]),),
+    )
+    .await
+    .unwrap();
+    let out = work.run(&["backfill"]);
+    let log = text(&out);
+    assert_ne!(out.status.code(), Some(0), "{log}");
+    assert!(log.lines().any(|l| l.contains("namespace \"broken\" has a NULL id in the namespaces table")), "{log}");
+    drop_index(&url, &index).await;
+}

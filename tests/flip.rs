@@ -239,32 +239,6 @@ async fn namespace_names_come_from_temporals_default_store() {
     assert_eq!(vismig::flip::dynamic_config::readers_of_secondary(&new).unwrap(), vec!["payments"]);
 }
 
-/// A length-delimited protobuf field, in wire format written by hand (independent of the
-/// prost messages vismig decodes with).
-fn proto_field(field: u64, body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for mut v in [field << 3 | 2, body.len() as u64] {
-        while v >= 0x80 {
-            out.push((v as u8) | 0x80);
-            v >>= 7;
-        }
-        out.push(v as u8);
-    }
-    out.extend_from_slice(body);
-    out
-}
-
-/// A NamespaceDetail as Temporal stores it: info (1) with the name, config (2) with a
-/// retention and the alias map (8: field name -> alias).
-fn namespace_detail(name: &str, aliases: &[(&str, &str)]) -> Vec<u8> {
-    let mut config = proto_field(1, &[0x08, 0x80, 0xa3, 0x05]); // retention: 1 day
-    for (field, alias) in aliases {
-        let entry = [proto_field(1, field.as_bytes()), proto_field(2, alias.as_bytes())].concat();
-        config.extend(proto_field(8, &entry));
-    }
-    [proto_field(1, &proto_field(3, name.as_bytes())), proto_field(2, &config)].concat()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_to_opensearch_takes_aliases_from_temporals_namespace_records() {
     if !service_up("postgres") || !service_up("opensearch") {

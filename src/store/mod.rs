@@ -347,22 +347,26 @@ pub async fn open_sink(config: &Config, store: &StoreRef) -> anyhow::Result<Arc<
 }
 
 /// Namespace name -> id from the `namespaces` table of Temporal's default store
-/// (`persistence.defaultStore`), when it is a SQL store; None without a default store.
+/// (`persistence.defaultStore`); None without a default store.
 pub async fn namespace_registry(config: &Config) -> anyhow::Result<Option<BTreeMap<String, String>>> {
     Ok(namespace_records(config).await?.map(|records| records.into_iter().map(|r| (r.name, r.id)).collect()))
 }
 
-/// The namespace records of Temporal's default store (`persistence.defaultStore`) and
-/// that store's name, when it is a SQL store; None without one (a Cassandra default
-/// store: names come from migration.namespaceNames, aliases from
-/// migration.searchAttributeAliases).
+/// The namespace records of Temporal's default store (`persistence.defaultStore`, SQL or
+/// Cassandra); None without one (names then come from migration.namespaceNames, aliases
+/// from migration.searchAttributeAliases).
 pub async fn namespace_records(config: &Config) -> anyhow::Result<Option<Vec<namespaces::NamespaceRecord>>> {
     let Some(name) = &config.persistence.default_store else { return Ok(None) };
     let Some(ds) = config.persistence.datastores.get(name) else {
         anyhow::bail!("persistence.defaultStore: store {name:?} is not in persistence.datastores");
     };
-    let Some(sql) = &ds.sql else { return Ok(None) };
-    Ok(Some(sql::namespace_rows(name, sql).await?))
+    if let Some(sql) = &ds.sql {
+        return Ok(Some(sql::namespace_rows(name, sql).await?));
+    }
+    if let Some(cassandra) = &ds.cassandra {
+        return Ok(Some(cassandra::CassandraStore::open(name, cassandra).await?.namespace_records().await?));
+    }
+    anyhow::bail!("persistence.defaultStore: store {name:?} is {}, not a SQL or Cassandra store", kind(ds))
 }
 
 fn kind(ds: &crate::config::DataStore) -> &'static str {

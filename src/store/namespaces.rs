@@ -1,7 +1,8 @@
 //! Temporal's namespace records in its default store (`persistence.defaultStore`, the
-//! `namespaces` table): each namespace's name, id and search-attribute alias map.
+//! `namespaces` table of a SQL store or of Cassandra's main keyspace): each namespace's
+//! name, id and search-attribute alias map.
 //!
-//! The record's `data` column holds a proto3-serialized `NamespaceDetail`
+//! The record's `data` column (`detail` in Cassandra) holds a proto3-serialized `NamespaceDetail`
 //! (`proto/internal/temporal/server/api/persistence/v1/namespaces.proto`, the same field
 //! numbers from Temporal v1.21 to today). Only the alias map is decoded: the messages below
 //! declare just the fields on the path to it, and prost skips every other field.
@@ -14,9 +15,9 @@ use std::collections::{BTreeMap, HashMap};
 pub struct NamespaceRecord {
     pub name: String,
     pub id: String,
-    /// The `data` column: a serialized `NamespaceDetail`.
+    /// The `data` column (Cassandra: `detail`): a serialized `NamespaceDetail`.
     pub data: Vec<u8>,
-    /// The `data_encoding` column (`Proto3`).
+    /// The `data_encoding` column (Cassandra: `detail_encoding`), `Proto3`.
     pub encoding: String,
 }
 
@@ -43,7 +44,7 @@ impl NamespaceRecord {
         let what = format!("namespace {:?} ({}) in store {store:?}", self.name, self.id);
         if !self.encoding.eq_ignore_ascii_case("proto3") {
             return Err(format!(
-                "{what}: its record's data_encoding is {:?}, not Proto3; give its alias map in migration.searchAttributeAliases",
+                "{what}: its record's encoding is {:?}, not Proto3; give its alias map in migration.searchAttributeAliases",
                 self.encoding
             ));
         }
@@ -108,6 +109,6 @@ mod tests {
         let e = record(vec![0x12, 0x05, 0x01], "Proto3").aliases("default").unwrap_err();
         assert!(e.starts_with("namespace \"orders\" (ns-1) in store \"default\": its record does not decode"), "{e}");
         let e = record(vec![], "json").aliases("default").unwrap_err();
-        assert!(e.contains("data_encoding is \"json\", not Proto3"), "{e}");
+        assert!(e.contains("encoding is \"json\", not Proto3"), "{e}");
     }
 }

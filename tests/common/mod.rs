@@ -588,9 +588,25 @@ impl Keyspace {
     }
 
     pub fn create_named(name: String) -> Keyspace {
-        let tool = std::env::var("VISMIG_TEST_CASSANDRA_TOOL").expect("VISMIG_TEST_CASSANDRA_TOOL (source env.sh)");
         let module =
             std::env::var("VISMIG_TEST_TEMPORAL_MODULE_STANDARD").expect("VISMIG_TEST_TEMPORAL_MODULE_STANDARD");
+        Self::with_schema(name, &format!("{module}/schema/cassandra/visibility/versioned"))
+    }
+
+    /// A keyspace with Temporal's main schema (namespaces, executions, ...) of the newest
+    /// module, as a Cassandra `persistence.defaultStore` has it.
+    pub fn create_main(test: &str) -> Keyspace {
+        let module = std::env::var("VISMIG_TEST_TEMPORAL_MODULE").expect("VISMIG_TEST_TEMPORAL_MODULE");
+        Self::with_schema(
+            format!("vt_{test}_{}", std::process::id()),
+            &format!("{module}/schema/cassandra/temporal/versioned"),
+        )
+    }
+
+    /// The keyspace made by temporal-cassandra-tool: setup-schema, then every version of
+    /// `versioned`.
+    fn with_schema(name: String, versioned: &str) -> Keyspace {
+        let tool = std::env::var("VISMIG_TEST_CASSANDRA_TOOL").expect("VISMIG_TEST_CASSANDRA_TOOL (source env.sh)");
         let host = cassandra_host();
         let run = |args: &[&str]| {
             let out = Command::new(&tool).args(["--ep", &host, "-p", &cassandra_port()]).args(args).output().unwrap();
@@ -601,7 +617,7 @@ impl Keyspace {
             .output();
         run(&["create-keyspace", "-k", &name, "--rf", "1"]);
         run(&["-k", &name, "setup-schema", "-v", "0.0"]);
-        run(&["-k", &name, "update-schema", "-d", &format!("{module}/schema/cassandra/visibility/versioned")]);
+        run(&["-k", &name, "update-schema", "-d", versioned]);
         Keyspace(name)
     }
 }
@@ -642,4 +658,30 @@ pub async fn session(ks: &Keyspace) -> scylla::client::session::Session {
         .build()
         .await
         .expect("Cassandra is listed in VISMIG_TEST_SERVICES but unreachable")
+}
+
+/// A length-delimited protobuf field, in wire format written by hand (independent of the
+/// prost messages vismig decodes with).
+pub fn proto_field(field: u64, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for mut v in [field << 3 | 2, body.len() as u64] {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    out.extend_from_slice(body);
+    out
+}
+
+/// A NamespaceDetail as Temporal stores it: info (1) with the name, config (2) with a
+/// retention and the alias map (8: field name -> alias).
+pub fn namespace_detail(name: &str, aliases: &[(&str, &str)]) -> Vec<u8> {
+    let mut config = proto_field(1, &[0x08, 0x80, 0xa3, 0x05]); // retention: 1 day
+    for (field, alias) in aliases {
+        let entry = [proto_field(1, field.as_bytes()), proto_field(2, alias.as_bytes())].concat();
+        config.extend(proto_field(8, &entry));
+    }
+    [proto_field(1, &proto_field(3, name.as_bytes())), proto_field(2, &config)].concat()
 }

@@ -41,6 +41,8 @@
 //! with a request timeout; timeouts, unavailable and overloaded errors are transient,
 //! so the pipeline backs off (its rate limit applies per page).
 
+mod namespace_records;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
