@@ -51,7 +51,7 @@ async fn postgres_1_3_primary_into_postgres_1_3_secondary() {
     reset_db("postgres", &s, "advanced@1.3");
     assert_eq!(pg_column_count(&p, &ADDED_IN_1_4).await, 0, "update-schema -v 1.3 stops before 1.4");
     let work = Work::with_stores(Some(pg_store(&p, "postgres12")), Some(pg_store(&s, "postgres12")), "").await;
-    let records = records_of_release(12, &ADDED_AFTER_1_3);
+    let records = records_of_release(12, ADDED_AFTER_1_3);
     sink_of(&work, true).await.write(&records).await.unwrap();
 
     let out = work.run(&["backfill"]);
@@ -75,7 +75,7 @@ async fn postgres_1_3_primary_into_the_newest_postgres_secondary() {
     reset_db("postgres", &p, "advanced@1.3");
     reset_db("postgres", &s, "advanced");
     let work = Work::with_stores(Some(pg_store(&p, "postgres12")), Some(pg_store(&s, "postgres12")), "").await;
-    let records = records_of_release(10, &ADDED_AFTER_1_3);
+    let records = records_of_release(10, ADDED_AFTER_1_3);
     sink_of(&work, true).await.write(&records).await.unwrap();
 
     let out = work.run(&["backfill"]);
@@ -139,7 +139,7 @@ async fn postgres_newest_primary_into_a_1_3_secondary_is_refused_unless_told() {
         log.contains(&format!("{losing} records were copied without values the secondary's schema has no field for")),
         "{log}"
     );
-    let expected: Vec<VisibilityRecord> = records.iter().map(|r| without_fields(r, &ADDED_AFTER_1_3)).collect();
+    let expected: Vec<VisibilityRecord> = records.iter().map(|r| without_fields(r, ADDED_AFTER_1_3)).collect();
     assert_eq!(all_records(source_of(&work, false).await).await, expected);
     // The fields the operator let go are not differences; without the option they are.
     let out = work.run(&["verify", "--deep"]);
@@ -272,7 +272,7 @@ async fn mysql_newest_primary_into_a_1_3_secondary_is_refused_unless_told() {
     work.write_config("  dropMissingFields: true\n");
     let out = work.run(&["backfill"]);
     assert!(out.status.success(), "{}", text(&out));
-    let expected: Vec<VisibilityRecord> = records.iter().map(|r| without_fields(r, &ADDED_AFTER_1_3)).collect();
+    let expected: Vec<VisibilityRecord> = records.iter().map(|r| without_fields(r, ADDED_AFTER_1_3)).collect();
     assert_eq!(all_records(source_of(&work, false).await).await, expected);
 }
 

@@ -45,15 +45,11 @@ pub use super::run_range::{RunRange, StoredKey};
 /// releases with Dual Visibility): 1.4 duration, transitions and parent ids (v1.23), 1.5/1.6
 /// root ids (v1.24/v1.25), 1.9 `_version` (v1.27). A schema without them is read with
 /// Temporal's defaults for them (NULL, `''`, 0) and written without them.
-pub const ADDED_AFTER_1_3: [&str; 7] = [
-    "execution_duration",
-    "state_transition_count",
-    "parent_workflow_id",
-    "parent_run_id",
-    "root_workflow_id",
-    "root_run_id",
-    "_version",
-];
+pub const ADDED_AFTER_1_3: &[&str] = {
+    // VERSIONED_FIELDS in the order Temporal added them: `search_attributes` (1.2) and
+    // `history_size_bytes` (1.3) come first, every later one is here.
+    crate::store::schema::VERSIONED_FIELDS.split_at(2).1
+};
 
 /// How an operator upgrades an advanced SQL schema with Temporal's own tool.
 pub fn upgrade_hint(plugin: &str, database: &str, schema_dir: &str) -> String {
@@ -190,34 +186,23 @@ pub async fn namespace_rows(
     use sqlx::Row;
     type Raw = (String, Vec<u8>, Vec<u8>, String);
     let query = "SELECT name, id, data, data_encoding FROM namespaces";
+    // Each dialect's store has its own row type; the four columns decode the same way.
+    macro_rules! decode {
+        ($store:expr) => {
+            $store
+                .raw_rows(query)
+                .await?
+                .iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
+                .collect::<Result<_, _>>()
+        };
+    }
     let rows: Vec<Raw> = match crate::config::persistence::sql_family(&cfg.plugin_name) {
         Some(family @ (SqlFamily::Postgres | SqlFamily::PostgresStandard)) => {
-            let store = postgres::PostgresStore::open(name, cfg, family).await?;
-            store
-                .raw_rows(query)
-                .await?
-                .iter()
-                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
-                .collect::<Result<_, _>>()
+            decode!(postgres::PostgresStore::open(name, cfg, family).await?)
         }
-        Some(SqlFamily::Mysql | SqlFamily::MysqlStandard) => {
-            let store = mysql::MysqlStore::open(name, cfg).await?;
-            store
-                .raw_rows(query)
-                .await?
-                .iter()
-                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
-                .collect::<Result<_, _>>()
-        }
-        Some(SqlFamily::Sqlite) => {
-            let store = sqlite::SqliteStore::open(name, cfg).await?;
-            store
-                .raw_rows(query)
-                .await?
-                .iter()
-                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
-                .collect::<Result<_, _>>()
-        }
+        Some(SqlFamily::Mysql | SqlFamily::MysqlStandard) => decode!(mysql::MysqlStore::open(name, cfg).await?),
+        Some(SqlFamily::Sqlite) => decode!(sqlite::SqliteStore::open(name, cfg).await?),
         None => anyhow::bail!("persistence.datastores.{name}.sql.pluginName {:?} is not supported", cfg.plugin_name),
     }
     // A name that is not text or a NULL id (a table edited by hand) panicked here.
@@ -423,6 +408,22 @@ fn mysql_transient(db: &dyn sqlx::error::DatabaseError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn columns_added_after_1_3_are_the_versioned_fields_after_history_size_bytes() {
+        assert_eq!(
+            ADDED_AFTER_1_3,
+            [
+                "execution_duration",
+                "state_transition_count",
+                "parent_workflow_id",
+                "parent_run_id",
+                "root_workflow_id",
+                "root_run_id",
+                "_version"
+            ]
+        );
+    }
 
     #[test]
     fn cursors_round_trip_and_reject_foreign_json() {
