@@ -5,7 +5,7 @@
 #   benches/run.sh [--records "N ..."] [--runs R] [--pairs "PAIR ..."] [--concurrency "C ..."]
 #   defaults: --records 1000000 --runs 3 --pairs "pg sqlite os mariadb cassandra" --concurrency "1 2 4"
 #   VISMIG_BENCH_BIN=path times that vismig binary instead of a release build of the working tree
-#   VISMIG_BENCH_BASELINE=path also times that (older) binary beside it, OpenSearch pair
+#   VISMIG_BENCH_BASELINE=path also times that (older) binary beside it, PostgreSQL and OpenSearch pairs
 #
 # Pairs and anchors:
 #   pg         PostgreSQL -> PostgreSQL   beside the raw COPY pipe (psql \copy to stdout | \copy from stdin);
@@ -52,8 +52,8 @@ done
 source tests/services/env.sh
 # shellcheck source=benches/lib.sh
 . benches/lib.sh
-# VISMIG_BENCH_BASELINE: an older vismig binary, timed beside the current one (OpenSearch
-# pair), for before/after figures from one invocation.
+# VISMIG_BENCH_BASELINE: an older vismig binary, timed beside the current one (PostgreSQL
+# and OpenSearch pairs), for before/after figures from one invocation.
 baseline=${VISMIG_BENCH_BASELINE:+$(realpath "$VISMIG_BENCH_BASELINE")}
 # VISMIG_BENCH_BIN: time this binary instead of building the working tree (a copy keeps a
 # long run apart from builds made meanwhile).
@@ -104,6 +104,11 @@ pair_pg() {
       bash tests/services/reset-db.sh postgres $dst advanced >/dev/null
       vismig_config "$work/run.yaml" "$(pg_store $src)" "$(pg_store $dst)" "$c" 1000
       measure pg vismig "$c" "$run" "$n" pg_target_rows -- "$bin" backfill --config "$work/run.yaml"
+      if [ -n "$baseline" ]; then
+        bash tests/services/reset-db.sh postgres $dst advanced >/dev/null
+        vismig_config "$work/run.yaml" "$(pg_store $src)" "$(pg_store $dst)" "$c" 1000 # a fresh checkpoint
+        measure pg "baseline vismig" "$c" "$run" "$n" pg_target_rows -- "$baseline" backfill --config "$work/run.yaml"
+      fi
     done
     bash tests/services/reset-db.sh postgres $dst advanced >/dev/null
     vismig_config "$work/run.yaml" "$(pg_store $src)" "$(pg_store $dst)" "$top" 1000 \

@@ -3,6 +3,21 @@
 //! `VisibilityRecord` at its edge; nothing outside `store/` sees its types.
 //! Cursors and shard specs are opaque JSON to the pipeline: only the store that made
 //! them reads them, and the checkpoint stores them as they are.
+//!
+//! Every store folder has the same parts, so a reader who knows one knows them all:
+//!
+//! | file        | holds |
+//! | ----------- | ----- |
+//! | `mod.rs`    | the store's struct, `open` (connect from the config) and `describe` |
+//! | `schema.rs` | inspecting the schema: tables/columns or mapping, versions, preflight |
+//! | `read.rs`   | `impl Source`: shard plans, the paged scan, counts, lookups by key |
+//! | `write.rs`  | `impl Sink`: the guarded upsert, overwrite, delete, bulk-load steps |
+//! | `codec.rs`  | rows or documents to and from `VisibilityRecord`, and bad rows |
+//!
+//! A store adds a file only for a role the others lack (Elasticsearch's HTTP client,
+//! SQLite's DDL, Cassandra's namespace records) and omits one only where the role
+//! cannot exist (Cassandra is never a secondary: no `write.rs`). The three SQL stores
+//! keep what they share in `sql/` itself.
 
 pub mod cassandra;
 pub mod elasticsearch;
