@@ -429,6 +429,110 @@ async fn opensearch_to_opensearch_is_exact() {
     drop_index(&url, &b).await;
 }
 
+/// Damages the copy behind vismig's back (`damage`: one record changed at the same version,
+/// one deleted), then proves with the oracle that it sees the damage, that `verify --deep
+/// --repair` undoes it exactly, and that the next deep verify agrees.
+async fn repair_and_check(
+    work: &Work,
+    read: impl AsyncFn(bool) -> oracle::Stored,
+    rename: &dyn Fn(&str) -> String,
+    damage: impl AsyncFnOnce(),
+) {
+    damage().await;
+    let found = oracle::compare(&read(true).await, &read(false).await, rename);
+    assert!(
+        found.iter().any(|d| d.contains("run-1") && d.contains("search attribute")),
+        "the oracle sees the change: {found:?}"
+    );
+    assert!(found.iter().any(|d| d.contains("run-2") && d.contains("missing")), "the oracle sees the loss: {found:?}");
+    let out = work.run(&["verify", "--deep"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let repair = work.run(&["verify", "--deep", "--repair"]);
+    assert!(repair.status.code() == Some(0) || repair.status.code() == Some(3), "{}", text(&repair));
+    let found = oracle::compare(&read(true).await, &read(false).await, rename);
+    assert!(
+        found.is_empty(),
+        "after --repair the oracle still finds differences:\n{}\nrepair said:\n{}",
+        found.join("\n"),
+        text(&repair)
+    );
+    let out = work.run(&["verify", "--deep"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_repair_restores_the_primary_exactly() {
+    if !service_up("postgres") {
+        return;
+    }
+    let (a, b) = (db_name("fid_ra"), db_name("fid_rb"));
+    reset_db("postgres", &a, "advanced");
+    reset_db("postgres", &b, "advanced");
+    pg_exec(&a, &insert_sql(&hard_records(true), Kind::Postgres)).await;
+    let work = Work::with_stores(Some(pg_store(&a, "postgres12")), Some(pg_store(&b, "postgres12")), MIGRATION).await;
+    let read = async |primary| oracle::read_postgres(&pg_url(if primary { &a } else { &b })).await;
+    copy_and_check(&work, read, &same).await;
+    // The nearest neighbour of the 17-digit double, and a counter, at the same _version.
+    let damage = async || {
+        pg_exec(
+            &b,
+            "UPDATE executions_visibility SET search_attributes = jsonb_set(search_attributes, '{Double01}', '0.42'), \
+             history_length = 12 WHERE run_id = 'run-1'; DELETE FROM executions_visibility WHERE run_id = 'run-2'",
+        )
+        .await
+    };
+    repair_and_check(&work, read, &same, damage).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn opensearch_repair_restores_the_primary_exactly() {
+    if !service_up("opensearch") {
+        return;
+    }
+    let (url, a) = search_index("opensearch", "fid_ra").await;
+    let (_, b) = search_index("opensearch", "fid_rb").await;
+    put_documents(&url, &a, &hard_records(false)).await;
+    register_aliases(&url, &b).await;
+    let work = Work::with_stores(Some(search_store(&url, &a)), Some(search_store(&url, &b)), MIGRATION).await;
+    let read = async |primary| oracle::read_search(&url, if primary { &a } else { &b }).await;
+    copy_and_check(&work, read, &same).await;
+    // run-1 re-indexed at its own version with one double changed; run-2 deleted.
+    let damage = async || {
+        let http = reqwest::Client::new();
+        let run1 = &hard_records(false)[0];
+        let changed = source_text(run1).replace("0.42000000000000004", "0.42");
+        assert_ne!(changed, source_text(run1));
+        let resp = http
+            .put(format!(
+                "{url}/{b}/_doc/wf-run-1~run-1?version={}&version_type=external_gte&refresh=true",
+                run1.version
+            ))
+            .header("content-type", "application/json")
+            .body(changed)
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+        // A document lost without a trace (a shard restored from an older snapshot): no
+        // delete tombstone is kept, which a by-hand DELETE would leave for a minute.
+        let resp = http
+            .put(format!("{url}/{b}/_settings"))
+            .header("content-type", "application/json")
+            .body(r#"{"index.gc_deletes":"0s"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+        let resp = http.delete(format!("{url}/{b}/_doc/wf-run-2~run-2?refresh=true")).send().await.unwrap();
+        assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+        let resp = http.post(format!("{url}/{b}/_refresh")).send().await.unwrap();
+        assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+    };
+    repair_and_check(&work, read, &same, damage).await;
+    drop_index(&url, &a).await;
+    drop_index(&url, &b).await;
+}
+
 /// A double Elasticsearch holds but Temporal's DECIMAL(20,5) column cannot (1e21): the
 /// record goes to the dead letter with the reason, never a rounded neighbour; the others
 /// are copied.

@@ -363,6 +363,12 @@ impl DeepVerify {
         };
         Ok(match outcome.into_iter().next() {
             Some(WriteOutcome::Inserted) | Some(WriteOutcome::Updated) => "recopied".into(),
+            // Only Elasticsearch can refuse a record it does not hold: it keeps a deleted
+            // document's version (index.gc_deletes, 60 s by default) as Temporal's own
+            // versioned deletes rely on.
+            Some(WriteOutcome::SkippedNewer) if kind == Kind::Missing => {
+                "not recopied: the secondary deleted it at a newer version (Elasticsearch keeps a delete's version for index.gc_deletes, 60s by default; a run Temporal deleted stays deleted, a delete made by hand can be repaired after that)".into()
+            }
             Some(WriteOutcome::SkippedNewer) => "not recopied: the secondary holds a newer version".into(),
             Some(WriteOutcome::SkippedPresent) if kind == Kind::Different => {
                 "not recopied: the secondary's schema has no _version column, so a stale copy cannot be told from a newer write (upgrade it with temporal-sql-tool update-schema, or fix the row by hand)".into()
