@@ -1,7 +1,7 @@
 //! A thin HTTP client for Elasticsearch 7/8 and OpenSearch 2 on reqwest: the handful of
 //! JSON endpoints vismig needs, basic auth, TLS from Temporal's config block, and one
 //! error classification. Raw JSON bodies are the same on all three servers for every
-//! call used here (search with `search_after`, `_bulk`, `_mapping`, `_settings`,
+//! call used here (search and scroll, `_bulk`, `_mapping`, `_settings`,
 //! `_count`, `_refresh`), so there is no per-flavor code path; the typed client crates
 //! would add a second HTTP stack (elasticsearch) or miss ES-only parameters (opensearch).
 
@@ -12,7 +12,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use crate::config::Secret;
-use crate::config::persistence::ElasticsearchStore as EsConfig;
+use crate::config::persistence::{ElasticsearchStore as EsConfig, Tls};
 use crate::store::StoreError;
 
 /// What `GET /` says about the server.
@@ -50,27 +50,7 @@ impl Client {
         // usually a fast network; the copy is bound by the servers' CPU
         // (PERFORMANCE.md, "OpenSearch: pages read from their bytes").
         if let Some(tls) = cfg.tls.as_ref().filter(|t| t.enabled) {
-            if let Some(ca) = &tls.ca_file {
-                let pem = std::fs::read(ca).map_err(|e| anyhow::anyhow!("elasticsearch.tls.caFile {ca}: {e}"))?;
-                for cert in reqwest::Certificate::from_pem_bundle(&pem)
-                    .map_err(|e| anyhow::anyhow!("elasticsearch.tls.caFile {ca}: not a PEM certificate: {e}"))?
-                {
-                    builder = builder.add_root_certificate(cert);
-                }
-            }
-            if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
-                let mut pem =
-                    std::fs::read(cert).map_err(|e| anyhow::anyhow!("elasticsearch.tls.certFile {cert}: {e}"))?;
-                pem.extend(std::fs::read(key).map_err(|e| anyhow::anyhow!("elasticsearch.tls.keyFile {key}: {e}"))?);
-                let identity = reqwest::Identity::from_pem(&pem)
-                    .map_err(|e| anyhow::anyhow!("elasticsearch.tls certFile/keyFile: {e}"))?;
-                builder = builder.identity(identity);
-            }
-            // Temporal's `enableHostVerification: false` turns off the check of the
-            // server certificate's host name (Go's InsecureSkipVerify).
-            if tls.enable_host_verification == Some(false) {
-                builder = builder.tls_danger_accept_invalid_certs(true);
-            }
+            builder = with_tls(builder, tls)?;
         }
         let http = builder.build().map_err(|e| anyhow::anyhow!("elasticsearch client: {e}"))?;
         Ok(Self { http, base, username: cfg.username.clone(), password: cfg.password.clone() })
@@ -97,8 +77,14 @@ impl Client {
         body: Option<&Value>,
         allow: &[StatusCode],
     ) -> Result<(StatusCode, Value), StoreError> {
-        let (status, bytes) = self.raw(method, path, body, allow).await?;
+        let (status, bytes) = self.send(self.json_request(&method, path, body), &method, path, allow).await?;
         Ok((status, parse_body(&bytes)))
+    }
+
+    /// Sends a JSON request and returns the answer's bytes unparsed, for callers that
+    /// read it into their own types (a scroll page into records) rather than a tree.
+    pub async fn raw(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Bytes, StoreError> {
+        self.send(self.json_request(&method, path, body), &method, path, &[]).await.map(|(_, bytes)| bytes)
     }
 
     /// `POST /_bulk` with an NDJSON body. The answer is cut to what the per-item
@@ -109,20 +95,12 @@ impl Client {
         self.send(req, &Method::POST, "/_bulk", &[]).await.map(|(_, bytes)| parse_body(&bytes))
     }
 
-    /// Sends a JSON request and returns the answer's bytes unparsed, for callers that
-    /// read it into their own types (a scroll page into records) rather than a tree.
-    pub async fn raw(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-        allow: &[StatusCode],
-    ) -> Result<(StatusCode, Bytes), StoreError> {
-        let mut req = self.request(method.clone(), path);
-        if let Some(body) = body {
-            req = req.json(body);
+    fn json_request(&self, method: &Method, path: &str, body: Option<&Value>) -> reqwest::RequestBuilder {
+        let req = self.request(method.clone(), path);
+        match body {
+            Some(body) => req.json(body),
+            None => req,
         }
-        self.send(req, &method, path, allow).await
     }
 
     async fn send(
@@ -151,6 +129,32 @@ impl Client {
         let distribution = v["version"]["distribution"].as_str().unwrap_or("elasticsearch").to_string();
         Ok(ServerInfo { distribution, version })
     }
+}
+
+/// The client's TLS from Temporal's `tls` block: extra CA certificates, a client
+/// certificate, and whether the server's host name is checked.
+fn with_tls(mut builder: reqwest::ClientBuilder, tls: &Tls) -> anyhow::Result<reqwest::ClientBuilder> {
+    if let Some(ca) = &tls.ca_file {
+        let pem = std::fs::read(ca).map_err(|e| anyhow::anyhow!("elasticsearch.tls.caFile {ca}: {e}"))?;
+        for cert in reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| anyhow::anyhow!("elasticsearch.tls.caFile {ca}: not a PEM certificate: {e}"))?
+        {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+        let mut pem = std::fs::read(cert).map_err(|e| anyhow::anyhow!("elasticsearch.tls.certFile {cert}: {e}"))?;
+        pem.extend(std::fs::read(key).map_err(|e| anyhow::anyhow!("elasticsearch.tls.keyFile {key}: {e}"))?);
+        let identity = reqwest::Identity::from_pem(&pem)
+            .map_err(|e| anyhow::anyhow!("elasticsearch.tls certFile/keyFile: {e}"))?;
+        builder = builder.identity(identity);
+    }
+    // Temporal's `enableHostVerification: false` turns off the check of the
+    // server certificate's host name (Go's InsecureSkipVerify).
+    if tls.enable_host_verification == Some(false) {
+        builder = builder.tls_danger_accept_invalid_certs(true);
+    }
+    Ok(builder)
 }
 
 /// An answer as JSON; one that is not JSON (a proxy's error page) as a string.

@@ -1,13 +1,18 @@
 //! A visibility record as Temporal's Elasticsearch store writes it (reference §5.2):
-//! the document id, the `_source` fields and their encodings, both ways.
+//! the document id, the `_source` fields and their encodings, both ways; and a search
+//! answer's hits read into records, or into bad rows naming what is wrong.
+
+use std::borrow::Cow;
 
 use base64::Engine;
 use chrono::{DateTime, Timelike, Utc};
-use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
-use serde_json::{Map, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value, json};
 
 use crate::record::{ExecutionStatus, SearchAttributeValue, SearchAttributes, VisibilityRecord};
+use crate::store::{BadRow, StoreError, StoreResult};
 
 /// `_source` fields that are the record itself; every other top-level field is a
 /// search attribute (named by the user's name up to Temporal v1.30).
@@ -169,51 +174,103 @@ pub fn to_source(r: &VisibilityRecord) -> Map<String, Value> {
 /// `VisibilityTaskKey` or with fields Temporal never writes are still read; a field
 /// with the wrong type is an error naming it.
 pub fn from_source(source: &Map<String, Value>, version: i64) -> Result<VisibilityRecord, String> {
-    let text = |name: &str| -> Result<String, String> {
-        match source.get(name) {
+    let fields = Fields(source);
+    let status = fields.status()?;
+    let (memo, encoding) = fields.memo()?;
+    let close_time = fields.opt_time("CloseTime")?;
+    let search_attributes = search_attributes(source)?;
+    Ok(VisibilityRecord {
+        namespace_id: fields.text("NamespaceId")?,
+        run_id: fields.text("RunId")?,
+        workflow_id: fields.text("WorkflowId")?,
+        workflow_type_name: fields.text("WorkflowType")?,
+        start_time: fields.time("StartTime")?,
+        execution_time: fields.time("ExecutionTime")?,
+        history_length: fields.opt_int("HistoryLength")?,
+        history_size_bytes: fields.opt_int("HistorySizeBytes")?,
+        execution_duration: fields.opt_int("ExecutionDuration")?,
+        state_transition_count: fields.opt_int("StateTransitionCount")?,
+        task_queue: fields.opt_text("TaskQueue")?.unwrap_or_default(),
+        parent_workflow_id: fields.opt_text("ParentWorkflowId")?,
+        parent_run_id: fields.opt_text("ParentRunId")?,
+        root_workflow_id: fields.opt_text("RootWorkflowId")?.unwrap_or_default(),
+        root_run_id: fields.opt_text("RootRunId")?.unwrap_or_default(),
+        close_time,
+        status,
+        memo,
+        encoding,
+        search_attributes,
+        version,
+    })
+}
+
+/// One `_source`'s fields read as the types Temporal writes them, each error naming
+/// the field.
+struct Fields<'a>(&'a Map<String, Value>);
+
+impl Fields<'_> {
+    fn text(&self, name: &str) -> Result<String, String> {
+        match self.0.get(name) {
             Some(Value::String(s)) => Ok(s.clone()),
             Some(other) => Err(format!("{name} is not a string: {other}")),
             None => Err(format!("{name} is missing")),
         }
-    };
-    let opt_text = |name: &str| -> Result<Option<String>, String> {
-        match source.get(name) {
+    }
+
+    fn opt_text(&self, name: &str) -> Result<Option<String>, String> {
+        match self.0.get(name) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
             Some(other) => Err(format!("{name} is not a string: {other}")),
         }
-    };
-    let opt_int = |name: &str| -> Result<Option<i64>, String> {
-        match source.get(name) {
+    }
+
+    fn opt_int(&self, name: &str) -> Result<Option<i64>, String> {
+        match self.0.get(name) {
             None | Some(Value::Null) => Ok(None),
             Some(v) => v.as_i64().map(Some).ok_or_else(|| format!("{name} is not an int64: {v}")),
         }
-    };
-    let time = |name: &str| -> Result<DateTime<Utc>, String> {
-        parse_time(name, source.get(name).ok_or_else(|| format!("{name} is missing"))?)
-    };
-    let status_name = text("ExecutionStatus")?;
-    let status = ExecutionStatus::from_name(&status_name)
-        .ok_or_else(|| format!("ExecutionStatus {status_name:?} is unknown"))?;
-    let memo = match opt_text("Memo")? {
-        Some(b64) => Some(
-            base64::engine::general_purpose::STANDARD
-                .decode(b64.as_bytes())
-                .map_err(|e| format!("Memo is not base64: {e}"))?,
-        ),
-        None => None,
-    };
-    let encoding = match (opt_text("MemoEncoding")?, &memo) {
-        (Some(e), _) => e,
-        // Temporal refuses to read a memo without its encoding; so does vismig.
-        (None, Some(_)) => return Err("Memo without MemoEncoding".into()),
-        // No memo: Temporal's only encoding, as the SQL stores hold it.
-        (None, None) => "Proto3".to_string(),
-    };
-    let close_time = match source.get("CloseTime") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(parse_time("CloseTime", v)?),
-    };
+    }
+
+    fn time(&self, name: &str) -> Result<DateTime<Utc>, String> {
+        parse_time(name, self.0.get(name).ok_or_else(|| format!("{name} is missing"))?)
+    }
+
+    fn opt_time(&self, name: &str) -> Result<Option<DateTime<Utc>>, String> {
+        match self.0.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => parse_time(name, v).map(Some),
+        }
+    }
+
+    fn status(&self) -> Result<ExecutionStatus, String> {
+        let name = self.text("ExecutionStatus")?;
+        ExecutionStatus::from_name(&name).ok_or_else(|| format!("ExecutionStatus {name:?} is unknown"))
+    }
+
+    /// The memo's bytes and its encoding.
+    fn memo(&self) -> Result<(Option<Vec<u8>>, String), String> {
+        let memo = match self.opt_text("Memo")? {
+            Some(b64) => Some(
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64.as_bytes())
+                    .map_err(|e| format!("Memo is not base64: {e}"))?,
+            ),
+            None => None,
+        };
+        let encoding = match (self.opt_text("MemoEncoding")?, &memo) {
+            (Some(e), _) => e,
+            // Temporal refuses to read a memo without its encoding; so does vismig.
+            (None, Some(_)) => return Err("Memo without MemoEncoding".into()),
+            // No memo: Temporal's only encoding, as the SQL stores hold it.
+            (None, None) => "Proto3".to_string(),
+        };
+        Ok((memo, encoding))
+    }
+}
+
+/// Every top-level field that is not the record's own, or `None` when there is none.
+fn search_attributes(source: &Map<String, Value>) -> Result<Option<SearchAttributes>, String> {
     let mut attrs = std::collections::BTreeMap::new();
     for (name, v) in source {
         if is_base_field(name) {
@@ -223,29 +280,7 @@ pub fn from_source(source: &Map<String, Value>, version: i64) -> Result<Visibili
             attrs.insert(name.clone(), value);
         }
     }
-    Ok(VisibilityRecord {
-        namespace_id: text("NamespaceId")?,
-        run_id: text("RunId")?,
-        workflow_id: text("WorkflowId")?,
-        workflow_type_name: text("WorkflowType")?,
-        start_time: time("StartTime")?,
-        execution_time: time("ExecutionTime")?,
-        close_time,
-        status,
-        history_length: opt_int("HistoryLength")?,
-        history_size_bytes: opt_int("HistorySizeBytes")?,
-        execution_duration: opt_int("ExecutionDuration")?,
-        state_transition_count: opt_int("StateTransitionCount")?,
-        memo,
-        encoding,
-        task_queue: opt_text("TaskQueue")?.unwrap_or_default(),
-        search_attributes: (!attrs.is_empty()).then_some(SearchAttributes(attrs)),
-        parent_workflow_id: opt_text("ParentWorkflowId")?,
-        parent_run_id: opt_text("ParentRunId")?,
-        root_workflow_id: opt_text("RootWorkflowId")?.unwrap_or_default(),
-        root_run_id: opt_text("RootRunId")?.unwrap_or_default(),
-        version,
-    })
+    Ok((!attrs.is_empty()).then_some(SearchAttributes(attrs)))
 }
 
 /// A search attribute's JSON value. Elasticsearch accepts an array for any type, so a
@@ -275,6 +310,88 @@ fn sa_from_json(name: &str, v: &Value) -> Result<Option<SearchAttributeValue>, S
         }
         Value::Object(_) => return Err(format!("search attribute {name}: value is a JSON object")),
     }))
+}
+
+/// A search or scroll answer, read straight from the answer's bytes: each hit's `_source`
+/// stays raw text until its own record is made, so a page of thousands of documents is
+/// never a JSON tree in memory all at once. Never asked with `filter_path`: the server
+/// then parses and re-prints every `_source`, and Go's `-0` (a double's negative zero)
+/// came back as the integer `0` (OpenSearch 2.19); unfiltered, `_source` is the text
+/// Temporal wrote, byte for byte.
+#[derive(Deserialize)]
+pub(super) struct HitsAnswer<'a> {
+    #[serde(rename = "_scroll_id", default)]
+    pub(super) scroll_id: Option<String>,
+    // Absent from some answers (a scroll past its end on some servers).
+    #[serde(borrow, default)]
+    pub(super) hits: HitList<'a>,
+}
+
+#[derive(Deserialize, Default)]
+pub(super) struct HitList<'a> {
+    #[serde(borrow, default)]
+    pub(super) hits: Vec<Hit<'a>>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct Hit<'a> {
+    #[serde(rename = "_id", borrow)]
+    id: Cow<'a, str>,
+    #[serde(rename = "_version", default)]
+    version: i64,
+    #[serde(rename = "_source", borrow, default)]
+    source: Option<&'a RawValue>,
+}
+
+impl<'a> HitsAnswer<'a> {
+    pub(super) fn parse(bytes: &'a [u8]) -> StoreResult<Self> {
+        serde_json::from_slice(bytes).map_err(|e| {
+            let start = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
+            StoreError::Permanent(format!(
+                "the search answer is not what Elasticsearch sends: {e} (it starts {start:?})"
+            ))
+        })
+    }
+}
+
+/// Hits into records, or bad rows naming what is wrong with the document.
+pub(super) fn decode_hits(hits: &[Hit]) -> (Vec<VisibilityRecord>, Vec<BadRow>) {
+    let mut records = Vec::with_capacity(hits.len());
+    let mut bad = Vec::new();
+    for hit in hits {
+        let Some(raw) = hit.source else {
+            bad.push(bad_row(hit, Value::Null, "hit without _source (is _source disabled in the mapping?)"));
+            continue;
+        };
+        let source: Map<String, Value> = match serde_json::from_str(raw.get()) {
+            Ok(source) => source,
+            Err(e) => {
+                let reason = format!("document {:?}: _source is not a JSON object: {e}", hit.id);
+                bad.push(bad_row(hit, Value::String(raw.get().to_string()), &reason));
+                continue;
+            }
+        };
+        match from_source(&source, hit.version) {
+            Ok(r) => records.push(r),
+            Err(reason) => {
+                let reason = format!("document {:?}: {reason}", hit.id);
+                bad.push(bad_row(hit, Value::Object(source), &reason));
+            }
+        }
+    }
+    (records, bad)
+}
+
+/// A dead-letter row for `hit`; `source` is its `_source` as far as it could be read.
+fn bad_row(hit: &Hit, source: Value, reason: &str) -> BadRow {
+    let field = |name: &str| source.get(name).and_then(Value::as_str).map(str::to_string);
+    BadRow {
+        namespace_id: field("NamespaceId").unwrap_or_default(),
+        run_id: field("RunId").unwrap_or_default(),
+        workflow_id: field("WorkflowId"),
+        reason: reason.to_string(),
+        raw: json!({"_id": hit.id, "_version": hit.version, "_source": source}),
+    }
 }
 
 #[cfg(test)]
@@ -362,5 +479,37 @@ mod tests {
         src["MemoEncoding"] = json!("Proto3");
         src["HistoryLength"] = json!("eleven");
         assert!(from_source(src.as_object().unwrap(), 0).unwrap_err().contains("HistoryLength"));
+    }
+
+    #[test]
+    fn a_page_is_read_from_its_bytes_into_records_and_bad_rows() {
+        let good = r#"{"NamespaceId":"ns","WorkflowId":"w\"1","RunId":"r1","WorkflowType":"t","StartTime":"2024-05-01T12:00:00Z","ExecutionTime":"2024-05-01T12:00:00Z","ExecutionStatus":"Running","CustomerId":"c-1"}"#;
+        let bad = r#"{"NamespaceId":"ns","WorkflowId":"w2","RunId":"r2","WorkflowType":"t","StartTime":"noon","ExecutionTime":"2024-05-01T12:00:00Z","ExecutionStatus":"Running"}"#;
+        let page = format!(
+            r#"{{"_scroll_id":"abc","hits":{{"hits":[{{"_id":"w\"1~r1","_version":7,"_source":{good}}},{{"_id":"w2~r2","_version":3,"_source":{bad}}},{{"_id":"w3~r3","_version":1}}]}}}}"#
+        );
+        let answer = HitsAnswer::parse(page.as_bytes()).unwrap();
+        assert_eq!(answer.scroll_id.as_deref(), Some("abc"));
+        assert_eq!(answer.hits.hits[0].id, "w\"1~r1");
+        let (records, bad_rows) = decode_hits(&answer.hits.hits);
+        assert_eq!(records.len(), 1);
+        assert_eq!((records[0].workflow_id.as_str(), records[0].version), ("w\"1", 7));
+        assert!(records[0].search_attributes.as_ref().unwrap().0.contains_key("CustomerId"));
+        assert_eq!(bad_rows.len(), 2);
+        assert!(
+            bad_rows[0].reason.contains("\"w2~r2\"") && bad_rows[0].reason.contains("StartTime"),
+            "{}",
+            bad_rows[0].reason
+        );
+        assert_eq!((bad_rows[0].run_id.as_str(), &bad_rows[0].raw["_version"]), ("r2", &json!(3)));
+        assert_eq!(bad_rows[0].raw["_source"]["StartTime"], "noon");
+        assert!(bad_rows[1].reason.contains("without _source"), "{}", bad_rows[1].reason);
+        assert_eq!((&bad_rows[1].raw["_id"], &bad_rows[1].raw["_source"]), (&json!("w3~r3"), &Value::Null));
+
+        // A page with no hits is filtered down to `{}`; an answer that is not JSON is an error.
+        let empty = HitsAnswer::parse(b"{}").unwrap();
+        assert!(empty.scroll_id.is_none() && empty.hits.hits.is_empty());
+        let e = HitsAnswer::parse(b"<html>bad gateway</html>").err().unwrap();
+        assert!(e.to_string().contains("bad gateway"), "{e}");
     }
 }

@@ -1,15 +1,95 @@
-//! `_bulk` requests: NDJSON built straight into one buffer, per-item results turned
-//! into outcomes, and the items the server pushed back (429, 5xx) retried alone.
+//! Writing the index: `impl Sink` on `_bulk` requests (NDJSON built straight into one
+//! buffer, per-item results turned into outcomes, the items the server pushed back
+//! retried alone), and the bulk load's settings, deferred and then restored.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
+use async_trait::async_trait;
+use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::ElasticsearchStore;
 use super::client::{Client, error_reason};
-use super::document::{Source, doc_id, is_base_field};
-use crate::record::VisibilityRecord;
-use crate::store::{StoreError, WriteOutcome};
+use super::codec::{Source, doc_id, is_base_field};
+use crate::record::{RecordKey, SearchAttributeType, VisibilityRecord};
+use crate::store::{IndexDef, Sink, Store, StoreError, StoreResult, WriteOutcome};
+
+#[async_trait]
+impl Sink for ElasticsearchStore {
+    fn max_batch(&self) -> usize {
+        // About 1-2 MB of NDJSON: large enough to amortise the round trip, well under
+        // http.max_content_length and Temporal's own 16 MiB bulk size.
+        2000
+    }
+
+    async fn write(&self, records: &[VisibilityRecord]) -> StoreResult<Vec<WriteOutcome>> {
+        bulk_write(&self.client, &self.index, records, Guard::Newer).await.map_err(|e| self.err("bulk write", e))
+    }
+
+    async fn overwrite(&self, records: &[VisibilityRecord]) -> StoreResult<Vec<WriteOutcome>> {
+        bulk_write(&self.client, &self.index, records, Guard::SameOrNewer)
+            .await
+            .map_err(|e| self.err("bulk write (repair)", e))
+    }
+
+    async fn delete(&self, keys: &[RecordKey]) -> StoreResult<u64> {
+        let found = self.read(keys).await?;
+        if found.is_empty() {
+            return Ok(0);
+        }
+        bulk_delete(&self.client, &self.index, &found).await.map_err(|e| self.err("bulk delete", e))
+    }
+
+    async fn flush(&self) -> StoreResult<()> {
+        self.request(Method::POST, &self.index_path("_refresh"), None, "refreshing the index").await.map(drop)
+    }
+
+    async fn register_search_attributes(&self, attributes: &[(String, SearchAttributeType)]) -> StoreResult<()> {
+        self.add_to_mapping(attributes).await
+    }
+
+    async fn search_attribute_fields(&self) -> StoreResult<Option<BTreeSet<String>>> {
+        self.attribute_fields().await.map(Some)
+    }
+
+    /// `bulkLoad.deferRefresh`: one "index" to defer, the index's refresh and replica
+    /// settings, saved as they are now so the rebuild restores exactly them.
+    async fn deferrable_indexes(&self) -> StoreResult<Vec<IndexDef>> {
+        let now = self.settings().await?;
+        let saved: serde_json::Map<String, Value> =
+            BULK_SETTINGS.iter().map(|(k, _)| (k.to_string(), now.get(*k).cloned().unwrap_or(Value::Null))).collect();
+        Ok(vec![IndexDef { name: format!("{} settings", self.index), definition: Value::Object(saved).to_string() }])
+    }
+
+    async fn drop_index(&self, _index: &IndexDef) -> StoreResult<()> {
+        let bulk: serde_json::Map<String, Value> =
+            BULK_SETTINGS.iter().map(|(k, v)| (k.to_string(), Value::String(v.to_string()))).collect();
+        self.put_settings(&Value::Object(bulk), "turning refresh and replicas off for the bulk load").await
+    }
+
+    async fn build_index(&self, index: &IndexDef) -> StoreResult<()> {
+        let saved: Value = serde_json::from_str(&index.definition).map_err(|e| {
+            StoreError::Permanent(format!("{}: saved settings {:?} are not JSON: {e}", self.describe(), index.name))
+        })?;
+        // The checkpoint file is not trusted to carry arbitrary settings: only those the
+        // bulk load changed may be restored from it.
+        let known = saved.as_object().is_some_and(|m| m.keys().all(|k| BULK_SETTINGS.iter().any(|(b, _)| b == k)));
+        if !known {
+            return Err(StoreError::Permanent(format!(
+                "{}: saved settings {:?} of the checkpoint hold more than {}; refusing to apply them (was the checkpoint edited?)",
+                self.describe(),
+                index.name,
+                BULK_SETTINGS.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        // Null restores a setting that was not set before to the index default.
+        self.put_settings(&saved, "restoring refresh and replicas after the bulk load").await?;
+        self.flush().await?;
+        self.wait_for_restored_replicas().await
+    }
+}
 
 /// Attempts for items the server pushes back, with doubling back-off from 200 ms
 /// (about 50 s in all). After that the batch fails as transient and the writer's own
@@ -28,7 +108,7 @@ enum ItemResult {
 
 /// Which documents a write may replace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Guard {
+enum Guard {
     /// Temporal's own: `external` versions replace only an older document, and a record
     /// without a version is created where absent.
     Newer,
@@ -39,7 +119,7 @@ pub enum Guard {
     SameOrNewer,
 }
 
-pub async fn write(
+async fn bulk_write(
     client: &Client,
     index: &str,
     records: &[VisibilityRecord],
@@ -200,7 +280,7 @@ fn conflict_outcome(reason: &str) -> WriteOutcome {
 }
 
 /// Deletes the documents of `records` by id; returns how many existed.
-pub async fn delete(client: &Client, index: &str, records: &[VisibilityRecord]) -> Result<u64, StoreError> {
+async fn bulk_delete(client: &Client, index: &str, records: &[VisibilityRecord]) -> Result<u64, StoreError> {
     let mut body = Vec::new();
     for r in records {
         serde_json::to_writer(
@@ -223,9 +303,113 @@ pub async fn delete(client: &Client, index: &str, records: &[VisibilityRecord]) 
     Ok(deleted)
 }
 
+/// The bulk-load settings a deferred refresh changes, and their values while copying.
+const BULK_SETTINGS: [(&str, &str); 3] =
+    [("index.refresh_interval", "-1"), ("index.number_of_replicas", "0"), ("index.auto_expand_replicas", "false")];
+
+/// How long the end of a bulk load waits for the restored replicas to be allocated and
+/// recovered (copying a big index to another node takes a while); then the run fails
+/// (exit 1) saying so, and a rerun waits again.
+const REPLICA_WAIT: Duration = Duration::from_secs(30 * 60);
+
+impl ElasticsearchStore {
+    /// Until the replicas are back every document has one copy: the run is done only
+    /// once the index has the health its settings allow on this cluster.
+    async fn wait_for_restored_replicas(&self) -> StoreResult<()> {
+        let health = self.request(Method::GET, "/_cluster/health", None, "reading the cluster's health").await?;
+        let data_nodes = health["number_of_data_nodes"].as_u64().unwrap_or(1);
+        let now = self.settings().await?;
+        let replicas =
+            now.get("index.number_of_replicas").and_then(Value::as_str).and_then(|r| r.parse().ok()).unwrap_or(1);
+        let auto_expand = now.get("index.auto_expand_replicas").and_then(Value::as_str);
+        let (wanted, short) = reachable_health(replicas, auto_expand, data_nodes);
+        let started = std::time::Instant::now();
+        let reached = self.wait_for_health(wanted, REPLICA_WAIT).await?;
+        match short {
+            None => {
+                tracing::info!(index = %self.index, health = %reached, replicas, data_nodes, seconds = started.elapsed().as_secs_f64(), "replicas restored after the bulk load; the index is green")
+            }
+            Some(reason) => {
+                tracing::warn!(index = %self.index, health = %reached, replicas, data_nodes, "replicas restored after the bulk load, but the index can only be yellow on this cluster: {reason}. Every document has one copy until data nodes are added")
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until the index's health is `wanted` (or better), at most `timeout`; returns
+    /// the health reached. An error names the health, the shards not yet allocated and
+    /// what to do.
+    pub async fn wait_for_health(&self, wanted: &str, timeout: std::time::Duration) -> StoreResult<String> {
+        let started = std::time::Instant::now();
+        loop {
+            // One request waits at most 50 s: well inside the client's request timeout.
+            let left = timeout.saturating_sub(started.elapsed()).as_secs().clamp(1, 50);
+            let path = format!("/_cluster/health/{}?wait_for_status={wanted}&timeout={left}s", self.index);
+            let (_, v) = self
+                .client
+                .json(Method::GET, &path, None, &[StatusCode::REQUEST_TIMEOUT])
+                .await
+                .map_err(|e| self.err("reading the index's health", e))?;
+            let status = v["status"].as_str().unwrap_or("unknown").to_string();
+            if v["timed_out"] == Value::Bool(false) {
+                return Ok(status);
+            }
+            let shards = format!(
+                "{} shard copies initializing, {} unassigned",
+                v["initializing_shards"].as_u64().unwrap_or(0),
+                v["unassigned_shards"].as_u64().unwrap_or(0)
+            );
+            if started.elapsed() >= timeout {
+                return Err(StoreError::Permanent(format!(
+                    "{}: the index is {status}, not {wanted}, {} s after its replicas were restored ({shards}); the copy itself is complete. Check the cluster (GET _cluster/allocation/explain), then rerun the same command to wait again",
+                    self.describe(),
+                    timeout.as_secs()
+                )));
+            }
+            tracing::info!(index = %self.index, health = %status, wanted, %shards, "waiting for the restored replicas");
+        }
+    }
+}
+
+/// The health an index can reach with its replica settings on `data_nodes` data nodes:
+/// green, or yellow with the reason when its replicas cannot all be placed (a replica
+/// never shares a node with its primary).
+pub fn reachable_health(replicas: u64, auto_expand: Option<&str>, data_nodes: u64) -> (&'static str, Option<String>) {
+    // With auto_expand_replicas "min-max" the cluster sets the count itself, to at least min.
+    let needed = match auto_expand.filter(|a| *a != "false") {
+        Some(range) => range.split('-').next().and_then(|m| m.parse::<u64>().ok()).unwrap_or(0),
+        None => replicas,
+    };
+    if needed < data_nodes.max(1) {
+        ("green", None)
+    } else {
+        let what =
+            auto_expand.filter(|a| *a != "false").map(|a| format!(" (auto_expand_replicas {a})")).unwrap_or_default();
+        (
+            "yellow",
+            Some(format!(
+                "{needed} replicas per shard{what} but {data_nodes} data node(s): a replica is never placed on its primary's node"
+            )),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_health_an_index_can_reach_follows_its_replicas_and_the_nodes() {
+        assert_eq!(reachable_health(0, Some("false"), 1), ("green", None));
+        assert_eq!(reachable_health(2, Some("false"), 3).0, "green");
+        let (wanted, why) = reachable_health(1, Some("false"), 1);
+        assert_eq!(wanted, "yellow");
+        assert!(why.unwrap().contains("1 replicas per shard but 1 data node(s)"));
+        // Temporal's template: 0-2 replicas, expanded to what the nodes allow.
+        assert_eq!(reachable_health(2, Some("0-2"), 1), ("green", None));
+        assert_eq!(reachable_health(0, Some("1-all"), 1).0, "yellow");
+        assert_eq!(reachable_health(1, None, 2), ("green", None));
+    }
 
     #[test]
     fn item_results_become_outcomes() {
