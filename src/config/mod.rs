@@ -2,6 +2,7 @@
 //! Loading parses, expands `${VAR}` references inside the parsed values (see `env`),
 //! and validates; every problem becomes one line that names the field or the line.
 
+pub mod duration;
 mod env;
 pub mod migration;
 pub mod persistence;
@@ -352,7 +353,7 @@ fn validate_datastore(name: &str, ds: &DataStore, problems: &mut Vec<String>) {
             ));
         }
         if let Some(t) = &c.connect_timeout
-            && crate::store::cassandra::parse_duration(Some(t)).is_none_or(|d| d.is_zero())
+            && duration::parse_duration_or_seconds(t).ok().is_none_or(|d| d.is_zero())
         {
             problems.push(format!("{at}.cassandra.connectTimeout: {t:?} is not a duration (use e.g. 10s, 600ms)"));
         }
