@@ -391,7 +391,7 @@ pub fn status_text(cp: &Checkpoint) -> String {
         cp.started_at.to_rfc3339(),
         cp.updated_at.to_rfc3339()
     );
-    let t = &cp.totals;
+    let t = &cp.totals.outcomes;
     out.push_str(&format!(
         "  inserted {}, updated {}, skipped_newer {}, skipped_present {}, dead-lettered {}\n",
         t.inserted, t.updated, t.skipped_newer, t.skipped_present, t.dead_letter

@@ -55,9 +55,9 @@ pub async fn run(dir: &Path, records: u64) -> anyhow::Result<()> {
         "  backfill {} records in {secs:.1}s = {:.0} records/s ({} inserted, {} skipped, {} dead-lettered)",
         t.scanned,
         t.scanned as f64 / secs.max(1e-9),
-        t.inserted,
-        t.skipped_newer + t.skipped_present,
-        t.dead_letter
+        t.outcomes.inserted,
+        t.outcomes.skipped_newer + t.outcomes.skipped_present,
+        t.outcomes.dead_letter
     );
     let report = commands::verify(&config, &[], commands::VerifyMode::default(), &metrics, &control).await?;
     let compared: u64 = report.namespaces.iter().flat_map(|n| n.primary.values()).sum();

@@ -12,6 +12,7 @@ pub mod memo;
 pub mod metrics;
 pub mod progress;
 pub mod record;
+pub mod retry;
 pub mod seed;
 pub mod store;
 pub mod verify;

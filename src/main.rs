@@ -4,13 +4,14 @@
 //! 4 flip refused, 5 stopped by a signal before the end (checkpoint saved: run again).
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio::sync::watch;
 
+use vismig::config::migration::FlipMode;
 use vismig::config::{Config, ConfigError};
 use vismig::metrics::{self, Control, Metrics};
 use vismig::{backfill, commands, demo, flip, progress};
@@ -128,11 +129,30 @@ enum ReadsArg {
     Primary,
 }
 
+impl ReadsArg {
+    fn into_reads(self) -> flip::Reads {
+        match self {
+            ReadsArg::Secondary => flip::Reads::Secondary,
+            ReadsArg::Primary => flip::Reads::Primary,
+        }
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum WritesArg {
     Off,
     Dual,
     On,
+}
+
+impl WritesArg {
+    fn into_writes(self) -> flip::Writes {
+        match self {
+            WritesArg::Off => flip::Writes::Off,
+            WritesArg::Dual => flip::Writes::Dual,
+            WritesArg::On => flip::Writes::On,
+        }
+    }
 }
 
 fn parse_shard(s: &str) -> Result<(usize, usize), String> {
@@ -300,127 +320,25 @@ async fn start_listener(config: &Config, metrics: &Arc<Metrics>, control: &Arc<C
 async fn run(command: Command) -> Result<u8, Failure> {
     match command {
         Command::Backfill { config, shard, rate, concurrency, batch_size } => {
-            let mut config = Config::load(&config)?;
-            if let Some(r) = rate {
-                config.migration.rate.records_per_second = r;
-            }
-            if let Some(c) = concurrency {
-                config.migration.concurrency = c;
-            }
-            if let Some(b) = batch_size {
-                config.migration.batch_size = b;
-            }
-            config.revalidate()?;
-            let (index, count) = shard.unwrap_or((0, 1));
-            let metrics = Metrics::new();
-            let control = Control::new(config.migration.rate.records_per_second);
-            start_listener(&config, &metrics, &control).await?;
-            commands::observe_flip_state(&config, &metrics).await;
-            let stop = stop_signal();
-            let result = commands::backfill(&config, index, count, metrics, control, stop.clone()).await;
-            let code = match &result {
-                Ok(summary) => {
-                    print_summary(summary);
-                    if summary.complete { 0 } else { EXIT_STOPPED }
-                }
-                Err(_) => 1,
-            };
-            if code != EXIT_STOPPED {
-                linger(&config, Some(stop)).await;
-            }
-            result?;
-            Ok(code)
+            let overrides = Overrides { rate, concurrency, batch_size };
+            backfill_command(&config, shard.unwrap_or((0, 1)), overrides).await
         }
         Command::Verify { config, namespaces, deep, repair, output } => {
-            let config = Config::load(&config)?;
-            let metrics = Metrics::new();
-            let control = Control::new(config.migration.rate.records_per_second);
-            start_listener(&config, &metrics, &control).await?;
-            commands::observe_flip_state(&config, &metrics).await;
-            control.set_ready();
-            let mode = commands::VerifyMode { deep, repair };
-            let result = commands::verify(&config, &namespaces, mode, &metrics, &control).await;
-            linger(&config, None).await;
-            let report = result?;
-            if output == Output::Json {
-                println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
-            } else {
-                print!("{}", report.text());
-            }
-            Ok(if report.is_equal() { 0 } else { 3 })
+            verify_command(&config, &namespaces, commands::VerifyMode { deep, repair }, output).await
         }
         Command::Flip { config, namespaces, reads, writes, dry_run, force } => {
             let config = Config::load(&config)?;
             let request = flip::Request {
                 namespaces,
-                reads: reads.map(|r| match r {
-                    ReadsArg::Secondary => flip::Reads::Secondary,
-                    ReadsArg::Primary => flip::Reads::Primary,
-                }),
-                writes: writes.map(|w| match w {
-                    WritesArg::Off => flip::Writes::Off,
-                    WritesArg::Dual => flip::Writes::Dual,
-                    WritesArg::On => flip::Writes::On,
-                }),
+                reads: reads.map(ReadsArg::into_reads),
+                writes: writes.map(WritesArg::into_writes),
                 dry_run,
                 force,
             };
             let names = commands::namespace_names(&config).await?;
             flip_exit(flip::flip(&config, &request, &names).await, dry_run)
         }
-        Command::Run { config: path } => {
-            let config = Config::load(&path)?;
-            let metrics = Metrics::new();
-            let control = Control::new(config.migration.rate.records_per_second);
-            start_listener(&config, &metrics, &control).await?;
-            commands::observe_flip_state(&config, &metrics).await;
-            let stop = stop_signal();
-            let summary = match commands::backfill(&config, 0, 1, metrics.clone(), control.clone(), stop.clone()).await
-            {
-                Ok(summary) => summary,
-                Err(e) => {
-                    linger(&config, Some(stop)).await;
-                    return Err(e.into());
-                }
-            };
-            print_summary(&summary);
-            if !summary.complete {
-                return Ok(EXIT_STOPPED);
-            }
-            let mode = commands::VerifyMode { deep: config.migration.verify.deep, repair: false };
-            let result = commands::verify(&config, &[], mode, &metrics, &control).await;
-            linger(&config, Some(stop)).await;
-            let report = result?;
-            print!("{}", report.text());
-            if !report.is_equal() {
-                eprintln!("verify found differences: not flipping (see vismig verify --deep, and --repair)");
-                return Ok(3);
-            }
-            let registry = commands::namespace_names(&config).await?;
-            let names = commands::flip_names(&config, &registry)?;
-            let request =
-                flip::Request { namespaces: names.clone(), reads: Some(flip::Reads::Secondary), ..Default::default() };
-            match config.migration.flip.mode {
-                vismig::config::migration::FlipMode::Auto => {
-                    let result = flip::flip(&config, &request, &registry).await;
-                    if let Ok(done) = &result
-                        && let Ok(state) = flip::dynamic_config::ReadState::parse(&done.text)
-                    {
-                        metrics.set_read_state(&state, config.migration.namespace_names.keys());
-                    }
-                    flip_exit(result, false)
-                }
-                vismig::config::migration::FlipMode::Manual => {
-                    let ns: String = names.iter().map(|n| format!(" --namespace {n}")).collect();
-                    println!(
-                        "verify passed; to move reads to the secondary run:\n  vismig flip --config {} --reads secondary{ns}",
-                        path.display()
-                    );
-                    Ok(0)
-                }
-                vismig::config::migration::FlipMode::Never => Ok(0),
-            }
-        }
+        Command::Run { config } => run_command(&config).await,
         Command::Status { config, output } => {
             let config = Config::load(&config)?;
             print!("{}", commands::status(&config, output == Output::Json).await?);
@@ -439,6 +357,137 @@ async fn run(command: Command) -> Result<u8, Failure> {
     }
 }
 
+/// The command line's overrides of the config's `migration:` block for a backfill.
+struct Overrides {
+    rate: Option<u32>,
+    concurrency: Option<usize>,
+    batch_size: Option<usize>,
+}
+
+/// The config file with the command line's overrides applied and checked again.
+fn load_with_overrides(path: &Path, overrides: Overrides) -> Result<Config, ConfigError> {
+    let mut config = Config::load(path)?;
+    let migration = &mut config.migration;
+    if let Some(r) = overrides.rate {
+        migration.rate.records_per_second = r;
+    }
+    if let Some(c) = overrides.concurrency {
+        migration.concurrency = c;
+    }
+    if let Some(b) = overrides.batch_size {
+        migration.batch_size = b;
+    }
+    config.revalidate()?;
+    Ok(config)
+}
+
+/// The metrics, the control state and their HTTP listener for a long-running command,
+/// with the flip state already observed.
+async fn observe(config: &Config) -> anyhow::Result<(Arc<Metrics>, Arc<Control>)> {
+    let metrics = Metrics::new();
+    let control = Control::new(config.migration.rate.records_per_second);
+    start_listener(config, &metrics, &control).await?;
+    commands::observe_flip_state(config, &metrics).await;
+    Ok((metrics, control))
+}
+
+async fn backfill_command(path: &Path, (index, count): (usize, usize), overrides: Overrides) -> Result<u8, Failure> {
+    let config = load_with_overrides(path, overrides)?;
+    let (metrics, control) = observe(&config).await?;
+    let stop = stop_signal();
+    let result = commands::backfill(&config, index, count, metrics, control, stop.clone()).await;
+    let code = match &result {
+        Ok(summary) => {
+            print_summary(summary);
+            if summary.complete { 0 } else { EXIT_STOPPED }
+        }
+        Err(_) => 1,
+    };
+    if code != EXIT_STOPPED {
+        linger(&config, Some(stop)).await;
+    }
+    result?;
+    Ok(code)
+}
+
+async fn verify_command(
+    path: &Path,
+    namespaces: &[String],
+    mode: commands::VerifyMode,
+    output: Output,
+) -> Result<u8, Failure> {
+    let config = Config::load(path)?;
+    let (metrics, control) = observe(&config).await?;
+    control.set_ready();
+    let result = commands::verify(&config, namespaces, mode, &metrics, &control).await;
+    linger(&config, None).await;
+    let report = result?;
+    if output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
+    } else {
+        print!("{}", report.text());
+    }
+    Ok(if report.is_equal() { 0 } else { 3 })
+}
+
+/// `vismig run`: backfill, verify, then flip as `migration.flip.mode` says; each step
+/// runs only if the one before ended well.
+async fn run_command(path: &Path) -> Result<u8, Failure> {
+    let config = Config::load(path)?;
+    let (metrics, control) = observe(&config).await?;
+    let stop = stop_signal();
+    let summary = match commands::backfill(&config, 0, 1, metrics.clone(), control.clone(), stop.clone()).await {
+        Ok(summary) => summary,
+        Err(e) => {
+            linger(&config, Some(stop)).await;
+            return Err(e.into());
+        }
+    };
+    print_summary(&summary);
+    if !summary.complete {
+        return Ok(EXIT_STOPPED);
+    }
+    let mode = commands::VerifyMode { deep: config.migration.verify.deep, repair: false };
+    let result = commands::verify(&config, &[], mode, &metrics, &control).await;
+    linger(&config, Some(stop)).await;
+    let report = result?;
+    print!("{}", report.text());
+    if !report.is_equal() {
+        eprintln!("verify found differences: not flipping (see vismig verify --deep, and --repair)");
+        return Ok(3);
+    }
+    flip_after_verify(&config, path, &metrics).await
+}
+
+/// The last step of `vismig run`, after a verify that passed: flip reads to the
+/// secondary (auto), print the command that does it (manual), or nothing (never).
+async fn flip_after_verify(config: &Config, path: &Path, metrics: &Metrics) -> Result<u8, Failure> {
+    let registry = commands::namespace_names(config).await?;
+    let names = commands::flip_names(config, &registry)?;
+    match config.migration.flip.mode {
+        FlipMode::Auto => {
+            let request =
+                flip::Request { namespaces: names, reads: Some(flip::Reads::Secondary), ..Default::default() };
+            let result = flip::flip(config, &request, &registry).await;
+            if let Ok(done) = &result
+                && let Ok(state) = flip::dynamic_config::ReadState::parse(&done.text)
+            {
+                metrics.set_read_state(&state, config.migration.namespace_names.keys());
+            }
+            flip_exit(result, false)
+        }
+        FlipMode::Manual => {
+            let ns: String = names.iter().map(|n| format!(" --namespace {n}")).collect();
+            println!(
+                "verify passed; to move reads to the secondary run:\n  vismig flip --config {} --reads secondary{ns}",
+                path.display()
+            );
+            Ok(0)
+        }
+        FlipMode::Never => Ok(0),
+    }
+}
+
 fn print_summary(s: &backfill::Summary) {
     let t = &s.totals;
     let secs = s.elapsed.as_secs_f64();
@@ -448,17 +497,17 @@ fn print_summary(s: &backfill::Summary) {
         t.scanned,
         secs,
         if secs > 0.0 { t.scanned as f64 / secs } else { 0.0 },
-        t.inserted,
-        t.updated,
-        t.skipped_newer,
-        t.skipped_present,
-        t.dead_letter,
+        t.outcomes.inserted,
+        t.outcomes.updated,
+        t.outcomes.skipped_newer,
+        t.outcomes.skipped_present,
+        t.outcomes.dead_letter,
         s.checkpoint_path.display()
     );
-    if t.without_fields > 0 {
+    if t.outcomes.without_fields > 0 {
         println!(
             "{} records were copied without values the secondary's schema has no field for (migration.dropMissingFields)",
-            t.without_fields
+            t.outcomes.without_fields
         );
     }
 }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::writer::OutcomeCounts;
 use crate::store::{Cursor, IndexDef, ShardSpec, Split};
 
 pub const FORMAT: u32 = 1;
@@ -46,21 +47,11 @@ pub struct DeferredIndex {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Totals {
+    /// Records settled (scanned, then written, skipped or dead-lettered).
     pub scanned: u64,
-    pub inserted: u64,
-    pub updated: u64,
-    pub skipped_newer: u64,
-    pub skipped_present: u64,
-    pub failed: u64,
-    pub dead_letter: u64,
-    /// Records written without a value the secondary's schema cannot hold
-    /// (`migration.dropMissingFields`).
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub without_fields: u64,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
+    /// Their outcomes, saved beside `scanned` (the file keeps one flat object).
+    #[serde(flatten)]
+    pub outcomes: OutcomeCounts,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -76,8 +67,50 @@ pub struct ShardState {
 }
 
 impl Checkpoint {
+    /// The checkpoint of a run that starts now: every shard of the plan still to scan.
+    pub fn new(
+        source: String,
+        sink: String,
+        namespaces: Vec<String>,
+        split: Split,
+        estimated_total: u64,
+        specs: Vec<ShardSpec>,
+    ) -> Self {
+        let now = Utc::now();
+        Checkpoint {
+            format: FORMAT,
+            source,
+            sink,
+            namespaces,
+            split,
+            started_at: now,
+            updated_at: now,
+            completed_at: None,
+            estimated_total,
+            totals: Totals::default(),
+            shards: specs
+                .into_iter()
+                .enumerate()
+                .map(|(id, spec)| ShardState { id, spec, cursor: None, done: false, settled: 0 })
+                .collect(),
+            deferred_indexes: Vec::new(),
+        }
+    }
+
     pub fn is_complete(&self) -> bool {
         self.shards.iter().all(|s| s.done)
+    }
+
+    /// Dates the checkpoint `now` before its final save; once every shard is done it is
+    /// also complete as of `now`, unless an earlier run already completed it. Returns
+    /// whether it is complete.
+    pub fn stamp_final(&mut self, now: DateTime<Utc>) -> bool {
+        let complete = self.is_complete();
+        self.updated_at = now;
+        if complete && self.completed_at.is_none() {
+            self.completed_at = Some(now);
+        }
+        complete
     }
 
     /// Checks that a saved checkpoint belongs to this run's stores, namespaces and split.
@@ -200,6 +233,33 @@ mod tests {
             }],
             deferred_indexes: vec![],
         }
+    }
+
+    #[test]
+    fn the_final_stamp_completes_a_checkpoint_once() {
+        let mut cp = sample();
+        let first = Utc::now();
+        assert!(!cp.stamp_final(first), "a shard is still pending");
+        assert_eq!((cp.updated_at, cp.completed_at), (first, None));
+        cp.shards[0].done = true;
+        assert!(cp.stamp_final(first));
+        assert_eq!(cp.completed_at, Some(first));
+        let later = first + chrono::Duration::seconds(5);
+        assert!(cp.stamp_final(later));
+        assert_eq!((cp.updated_at, cp.completed_at), (later, Some(first)), "a rerun keeps the first completion");
+    }
+
+    #[test]
+    fn a_new_checkpoint_has_every_shard_pending() {
+        let specs = vec![ShardSpec(serde_json::json!({"n": 0})), ShardSpec(serde_json::json!({"n": 1}))];
+        let split = Split { per_process: 2, process_index: 0, process_count: 1 };
+        let cp = Checkpoint::new("a".into(), "b".into(), vec!["ns".into()], split, 7, specs.clone());
+        assert_eq!(
+            cp.shards.iter().map(|s| (s.id, s.spec.clone())).collect::<Vec<_>>(),
+            vec![(0, specs[0].clone()), (1, specs[1].clone())]
+        );
+        assert!(cp.shards.iter().all(|s| !s.done && s.cursor.is_none() && s.settled == 0));
+        assert_eq!((cp.estimated_total, cp.totals.clone(), cp.completed_at), (7, Totals::default(), None));
     }
 
     #[test]

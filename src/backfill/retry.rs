@@ -1,49 +1,47 @@
-//! Retry with exponential back-off for transient store errors, shared by the scanner
-//! and the writer. While it backs off, the process reports not ready (`/readyz`).
+//! Retry of transient store errors for the scanner and the writer, on the crate's one
+//! back-off policy ([`crate::retry`]). While it backs off, the process reports not ready
+//! (`/readyz`) and counts each error in `vismig_errors_total`.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::watch;
 
 use crate::metrics::{Control, Metrics};
+use crate::retry::Backoff;
 use crate::store::{StoreError, StoreResult};
 
-#[derive(Clone, Debug)]
-pub struct RetryPolicy {
-    pub first_delay: Duration,
-    pub max_delay: Duration,
-    /// Give up (and stop the run with its checkpoint intact) after this long.
-    pub max_elapsed: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            first_delay: Duration::from_millis(200),
-            max_delay: Duration::from_secs(15),
-            max_elapsed: Duration::from_secs(600),
-        }
+/// The back-off for a store that errs: 200 ms doubling to 15 s, for up to ten minutes;
+/// after that the run stops with its checkpoint intact.
+pub fn store_backoff() -> Backoff {
+    Backoff {
+        first_delay: Duration::from_millis(200),
+        max_delay: Duration::from_secs(15),
+        max_attempts: None,
+        max_elapsed: Some(Duration::from_secs(600)),
     }
 }
 
 /// Why a retried operation did not produce a value.
 #[derive(Debug)]
 pub enum Gave {
-    /// A permanent error, or transient errors for longer than `max_elapsed`.
+    /// A permanent error, or transient errors for longer than the policy allows.
     Up(StoreError),
     /// The run is stopping; the operation was abandoned.
     Cancelled,
 }
 
+/// Runs a store operation again after transient errors, on `policy`.
 pub struct Retrier {
-    pub policy: RetryPolicy,
+    pub policy: Backoff,
     pub control: Arc<Control>,
     pub metrics: Arc<Metrics>,
 }
 
 impl Retrier {
+    /// Runs `op` until it succeeds, fails for good, or `cancel` turns true while backing
+    /// off; `stage` names it in logs and metrics (`scan`, `write`).
     pub async fn run<T, F, Fut>(
         &self,
         stage: &'static str,
@@ -54,22 +52,26 @@ impl Retrier {
         F: FnMut() -> Fut,
         Fut: Future<Output = StoreResult<T>>,
     {
-        let started = Instant::now();
-        let mut delay = self.policy.first_delay;
-        let mut failures = 0u32;
+        let mut schedule = self.policy.start();
         loop {
-            match op().await {
+            let error = match op().await {
                 Ok(v) => {
-                    if failures > 0 {
-                        tracing::info!(stage, failures, "store answered again; continuing");
+                    if schedule.failures() > 0 {
+                        tracing::info!(stage, failures = schedule.failures(), "store answered again; continuing");
                         self.control.set_ready();
                     }
                     return Ok(v);
                 }
-                Err(StoreError::Transient(msg)) if started.elapsed() < self.policy.max_elapsed => {
-                    failures += 1;
+                Err(e) => e,
+            };
+            let delay = match &error {
+                StoreError::Transient(_) => schedule.next_delay(),
+                _ => None,
+            };
+            match (error, delay) {
+                (StoreError::Transient(msg), Some(delay)) => {
                     self.metrics.errors_total.with_label_values(&[stage, "transient"]).inc();
-                    tracing::warn!(stage, attempt = failures, retry_in_ms = delay.as_millis() as u64, error = %msg, "transient error; backing off");
+                    tracing::warn!(stage, attempt = schedule.failures(), retry_in_ms = delay.as_millis() as u64, error = %msg, "transient error; backing off");
                     self.control.set_not_ready(format!("backing off after a {stage} error: {msg}"));
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
@@ -78,14 +80,100 @@ impl Retrier {
                     if *cancel.borrow() {
                         return Err(Gave::Cancelled);
                     }
-                    delay = (delay * 2).min(self.policy.max_delay);
                 }
-                Err(e) => {
+                (e, _) => {
                     let kind = if matches!(e, StoreError::Transient(_)) { "gave_up" } else { "permanent" };
                     self.metrics.errors_total.with_label_values(&[stage, kind]).inc();
                     return Err(Gave::Up(e));
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    fn retrier(max_elapsed: Duration) -> Retrier {
+        let policy = Backoff {
+            first_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(2),
+            max_attempts: None,
+            max_elapsed: Some(max_elapsed),
+        };
+        Retrier { policy, control: Control::new(0), metrics: Metrics::new() }
+    }
+
+    fn errors(r: &Retrier, kind: &str) -> u64 {
+        r.metrics.errors_total.with_label_values(&["write", kind]).get()
+    }
+
+    #[tokio::test]
+    async fn transient_errors_are_retried_and_readiness_comes_back() {
+        let r = retrier(Duration::from_secs(60));
+        let (_stop, mut cancel) = watch::channel(false);
+        let left = Mutex::new(2);
+        let readiness = Mutex::new(Vec::new());
+        let value = r
+            .run("write", &mut cancel, || {
+                readiness.lock().unwrap().push(r.control.readiness().is_ok());
+                let mut left = left.lock().unwrap();
+                let result = if *left > 0 { Err(StoreError::Transient("busy".into())) } else { Ok(7) };
+                *left -= 1;
+                async move { result }
+            })
+            .await
+            .expect("the third attempt succeeds");
+        assert_eq!(value, 7);
+        assert_eq!(
+            *readiness.lock().unwrap(),
+            [false, false, false],
+            "not ready from the start, then while backing off"
+        );
+        assert!(r.control.readiness().is_ok(), "ready again once the store answers");
+        assert_eq!(errors(&r, "transient"), 2);
+    }
+
+    #[tokio::test]
+    async fn a_permanent_error_gives_up_at_once() {
+        let r = retrier(Duration::from_secs(60));
+        let (_stop, mut cancel) = watch::channel(false);
+        let result: Result<(), Gave> =
+            r.run("write", &mut cancel, || async { Err(StoreError::Permanent("no table".into())) }).await;
+        assert!(matches!(result, Err(Gave::Up(StoreError::Permanent(_)))), "{result:?}");
+        assert_eq!((errors(&r, "permanent"), errors(&r, "transient")), (1, 0));
+    }
+
+    #[tokio::test]
+    async fn transient_errors_past_the_time_budget_give_up() {
+        let r = retrier(Duration::ZERO);
+        let (_stop, mut cancel) = watch::channel(false);
+        let result: Result<(), Gave> =
+            r.run("write", &mut cancel, || async { Err(StoreError::Transient("down".into())) }).await;
+        assert!(matches!(result, Err(Gave::Up(StoreError::Transient(_)))), "{result:?}");
+        assert_eq!(errors(&r, "gave_up"), 1);
+    }
+
+    #[tokio::test]
+    async fn a_stop_while_backing_off_abandons_the_operation() {
+        let mut r = retrier(Duration::from_secs(60));
+        r.policy.first_delay = Duration::from_secs(60);
+        r.policy.max_delay = Duration::from_secs(60);
+        let (stop, mut cancel) = watch::channel(false);
+        let stopper = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            stop.send_replace(true);
+            stop
+        });
+        let result: Result<(), Gave> = tokio::time::timeout(
+            Duration::from_secs(10),
+            r.run("write", &mut cancel, || async { Err(StoreError::Transient("down".into())) }),
+        )
+        .await
+        .expect("the stop ends the back-off");
+        assert!(matches!(result, Err(Gave::Cancelled)), "{result:?}");
+        drop(stopper.await);
     }
 }

@@ -7,6 +7,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use serde::{Deserialize, Serialize};
+
 use tokio::sync::watch;
 
 use super::dead_letter::{DeadLetter, DeadLetterEntry};
@@ -31,7 +33,9 @@ impl Batch {
     }
 }
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// What became of the records of one batch, or (in the checkpoint's totals) of a run.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct OutcomeCounts {
     pub inserted: u64,
     pub updated: u64,
@@ -39,8 +43,14 @@ pub struct OutcomeCounts {
     pub skipped_present: u64,
     pub failed: u64,
     pub dead_letter: u64,
-    /// Records written that held a value in a field the secondary's schema lacks.
+    /// Records written that held a value in a field the secondary's schema lacks
+    /// (`migration.dropMissingFields`).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub without_fields: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl OutcomeCounts {

@@ -7,8 +7,9 @@
 //! Optimistic concurrency: the PATCH carries the `metadata.resourceVersion` of the GET
 //! it edits, so the API server answers 409 Conflict when anyone changed the ConfigMap in
 //! between. vismig then reads it again, runs the guard and the same edit on the fresh
-//! content, and retries, at most [`ATTEMPTS`] times with back-off. The previous content
-//! is saved first as a timestamped file beside the checkpoint.
+//! content, and retries, at most [`ATTEMPTS`] times with the crate's back-off
+//! ([`conflict_backoff`]). The previous content is saved first as a timestamped file
+//! beside the checkpoint.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -21,9 +22,21 @@ use serde_json::{Value, json};
 use super::kubeconfig::{self, Credentials};
 use super::{Done, Error, Plan, warn_forced};
 use crate::config::migration::ConfigMapTarget;
+use crate::retry::Backoff;
 
 /// Tries of GET, edit and PATCH before giving up on conflicts.
 pub const ATTEMPTS: u32 = 5;
+
+/// Between conflicting attempts: 100 ms, 200 ms, 400 ms, … jittered, so two flippers
+/// that collided do not collide again.
+pub fn conflict_backoff() -> Backoff {
+    Backoff {
+        first_delay: Duration::from_millis(100),
+        max_delay: Duration::from_secs(5),
+        max_attempts: Some(ATTEMPTS),
+        max_elapsed: None,
+    }
+}
 
 pub fn describe(cm: &ConfigMapTarget) -> String {
     format!("ConfigMap {}/{} key {}", cm.namespace, cm.name, cm.key)
@@ -228,7 +241,9 @@ pub(super) async fn flip(
     let applies_when = "after the kubelet refreshes the mounted ConfigMap (about a minute; never for a subPath mount), then within its dynamicConfigClient.pollInterval".to_string();
     let mut warned = false;
     let mut conflicts: Vec<String> = Vec::new();
-    for attempt in 1..=ATTEMPTS {
+    let mut schedule = conflict_backoff().start();
+    loop {
+        let attempt = schedule.failures() + 1;
         let current = client.get(cm).await?;
         let planned = plan(&label, &current.text)?;
         if let Some(reason) = &planned.forced
@@ -278,8 +293,9 @@ pub(super) async fn flip(
                 let _ = std::fs::remove_file(&backup);
                 tracing::warn!(configmap = %what, attempt, attempts = ATTEMPTS, resource_version = %current.resource_version, answer = %message, "the ConfigMap changed since it was read (409 Conflict): reading it again");
                 conflicts.push(message);
-                if attempt < ATTEMPTS {
-                    tokio::time::sleep(back_off(attempt)).await;
+                match schedule.next_delay() {
+                    Some(delay) => tokio::time::sleep(delay).await,
+                    None => break,
                 }
             }
             // The backup stays: the PATCH may have been applied.
@@ -290,12 +306,6 @@ pub(super) async fn flip(
         "{what}: still changing under vismig: the API server answered 409 Conflict to all {ATTEMPTS} attempts (last: {}); nothing was changed. Find what keeps rewriting it (a GitOps controller, another flip) and run the flip again",
         conflicts.last().map(String::as_str).unwrap_or("")
     )))
-}
-
-/// 100 ms, 200 ms, 400 ms, … with up to 50% jitter, so two flippers do not collide again.
-fn back_off(attempt: u32) -> Duration {
-    let base = 100u64 << (attempt - 1).min(6);
-    Duration::from_millis(base + rand::random_range(0..=base / 2))
 }
 
 fn write_backup(dir: &Path, cm: &ConfigMapTarget, text: &str) -> Result<PathBuf, Error> {
@@ -326,10 +336,13 @@ mod tests {
         assert!(is_loopback("http://[::1]:8080"));
         assert!(is_loopback("http://localhost"));
         assert!(!is_loopback("http://10.0.0.1"));
-        for attempt in 1..=ATTEMPTS {
-            let d = back_off(attempt).as_millis() as u64;
-            let base = 100u64 << (attempt - 1);
-            assert!((base..=base + base / 2).contains(&d), "{attempt}: {d}");
+        // Four waits between the five attempts, each in the upper half of 100 ms doubled.
+        let mut schedule = conflict_backoff().start();
+        for failure in 1..ATTEMPTS {
+            let d = schedule.next_delay().expect("attempts left").as_millis() as u64;
+            let base = 100u64 << (failure - 1);
+            assert!((base / 2..=base).contains(&d), "{failure}: {d}");
         }
+        assert_eq!(schedule.next_delay(), None, "no wait after the last attempt");
     }
 }
