@@ -14,6 +14,7 @@ use super::ElasticsearchStore;
 use super::client::{Client, error_reason};
 use super::codec::{Source, doc_id, is_base_field};
 use crate::record::{RecordKey, SearchAttributeType, VisibilityRecord};
+use crate::retry::Backoff;
 use crate::store::{IndexDef, Sink, Store, StoreError, StoreResult, WriteOutcome};
 
 #[async_trait]
@@ -91,10 +92,21 @@ impl Sink for ElasticsearchStore {
     }
 }
 
-/// Attempts for items the server pushes back, with doubling back-off from 200 ms
-/// (about 50 s in all). After that the batch fails as transient and the writer's own
-/// retry takes over; items already written then come back as "present".
+/// Attempts for items the server pushes back. After that the batch fails as transient
+/// and the writer's own retry takes over; items already written then come back as
+/// "present".
 const ITEM_ATTEMPTS: u32 = 9;
+
+/// Between attempts for pushed-back items: 200 ms doubling to 15 s, jittered (at most
+/// about 40 s of waiting over the [`ITEM_ATTEMPTS`]).
+fn item_backoff() -> Backoff {
+    Backoff {
+        first_delay: Duration::from_millis(200),
+        max_delay: Duration::from_secs(15),
+        max_attempts: Some(ITEM_ATTEMPTS),
+        max_elapsed: None,
+    }
+}
 
 /// What one bulk item's result means.
 #[derive(Debug, PartialEq)]
@@ -140,10 +152,9 @@ async fn bulk_write(
     if pending.is_empty() {
         return Ok(outcomes.into_iter().map(|o| o.expect("every item has an outcome")).collect());
     }
-    let mut delay = Duration::from_millis(200);
-    let mut attempt = 0;
+    let mut schedule = item_backoff().start();
     loop {
-        attempt += 1;
+        let attempt = schedule.failures() + 1;
         let body = index_body(index, pending.iter().map(|&i| &records[i]), guard);
         // A whole request pushed back (429, 5xx, a timeout, no connection) before any item
         // was written goes back to the caller, whose retry backs off where the operator
@@ -189,15 +200,14 @@ async fn bulk_write(
             return Ok(outcomes.into_iter().map(|o| o.expect("every item has an outcome")).collect());
         }
         tracing::debug!(items = pending.len(), attempt, reason = %last_reason, "bulk items pushed back; retrying them");
-        if attempt == ITEM_ATTEMPTS {
+        let Some(delay) = schedule.next_delay() else {
             return Err(StoreError::Transient(format!(
                 "{} of {} bulk items still pushed back after {ITEM_ATTEMPTS} attempts: {last_reason}",
                 pending.len(),
                 records.len()
             )));
-        }
+        };
         tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(15));
     }
 }
 
