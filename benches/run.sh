@@ -8,7 +8,11 @@
 #   VISMIG_BENCH_BASELINE=path also times that (older) binary beside it, PostgreSQL and OpenSearch pairs
 #
 # Pairs and anchors:
-#   pg         PostgreSQL -> PostgreSQL   beside the raw COPY pipe (psql \copy to stdout | \copy from stdin);
+#   pg         PostgreSQL -> PostgreSQL   beside the raw COPY pipe (psql \copy to stdout | \copy from stdin),
+#                                         and at each concurrency N > 1: N parallel COPY streams over run-id
+#                                         ranges into the indexed table; the same into the table without its
+#                                         indexes, then N CREATE INDEX at a time; pgcopydb with N jobs
+#                                         (benches/anchors/pg_parallel.sh, pgcopydb.sh);
 #                                         also vismig with migration.bulkLoad.deferIndexes at the top concurrency
 #   sqlite     SQLite -> SQLite           beside ATTACH + INSERT ... SELECT in one SQLite process
 #   os         OpenSearch -> OpenSearch   beside _reindex (external versions) and elasticdump (npm);
@@ -100,6 +104,15 @@ pair_pg() {
   for run in $(seq "$runs"); do
     bash tests/services/reset-db.sh postgres $dst advanced >/dev/null
     measure pg "COPY pipe" - "$run" "$n" pg_target_rows -- bash -c "$(declare -f psql_db copy_pipe); pg_cols='$pg_cols'; copy_pipe $src $dst"
+    for c in $concurrencies; do
+      [ "$c" -gt 1 ] || continue
+      bash tests/services/reset-db.sh postgres $dst advanced >/dev/null
+      measure pg "parallel COPY x$c" - "$run" "$n" pg_target_rows -- bash benches/anchors/pg_parallel.sh $src $dst "$c" indexed
+      bash tests/services/reset-db.sh postgres $dst advanced >/dev/null
+      measure pg "parallel COPY x$c + CREATE INDEX x$c" - "$run" "$n" pg_target_rows -- bash benches/anchors/pg_parallel.sh $src $dst "$c" deferred
+      psql_db postgres -c "DROP DATABASE IF EXISTS $dst" -c "CREATE DATABASE $dst"
+      measure pg "pgcopydb x$c" - "$run" "$n" pg_target_rows -- bash benches/anchors/pgcopydb.sh $src $dst "$c"
+    done
     for c in $concurrencies; do
       bash tests/services/reset-db.sh postgres $dst advanced >/dev/null
       vismig_config "$work/run.yaml" "$(pg_store $src)" "$(pg_store $dst)" "$c" 1000
