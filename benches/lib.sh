@@ -61,6 +61,8 @@ pg_load_source() {
   psql_db "$db" -c "SELECT 'DROP INDEX ' || indexname || ';' FROM pg_indexes WHERE tablename = 'executions_visibility' AND indexname NOT LIKE '%pkey'" | psql_db "$db" >/dev/null
   t0=$(now)
   seed "$(pg_store "$db")" "$records"
+  # VISMIG_BENCH_PK_ONLY=1: only the primary key stays (for benchmarks that read by it).
+  [ "${VISMIG_BENCH_PK_ONLY:-0}" = 1 ] && : >"$work/indexes.sql"
   split -n l/2 "$work/indexes.sql" "$work/indexes-part-"
   for part in "$work"/indexes-part-*; do psql_db "$db" -f "$part" >/dev/null & done
   wait
