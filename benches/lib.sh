@@ -17,6 +17,16 @@ mysql_store() { printf '{ sql: { pluginName: mysql8, databaseName: %s, connectAd
 sqlite_store() { printf '{ sql: { pluginName: sqlite, databaseName: "%s", connectAddr: localhost } }' "$1"; }
 cassandra_store() { printf '{ cassandra: { hosts: "%s", port: %s, keyspace: %s, connectTimeout: 10s } }' \
   "$VISMIG_TEST_CASSANDRA_HOSTS" "$VISMIG_TEST_CASSANDRA_PORT" "$1"; }
+es_index_store() { # url index: a store of its own (one cluster, one index)
+  printf '{ elasticsearch: { url: { scheme: http, host: "%s" }, indices: { visibility: %s } } }' "${1#http://}" "$2"; }
+# seed_aliases DB: migration.searchAttributeAliases for the seed's namespaces found in a
+# PostgreSQL database (the names the seed's attributes have in Elasticsearch).
+seed_aliases() {
+  echo "  searchAttributeAliases:"
+  psql_db "$1" -c "SELECT DISTINCT namespace_id FROM executions_visibility" | while read -r ns; do
+    echo "    \"$ns\": { Keyword01: CustomerId, Int01: Amount, Double01: Score, Bool01: Priority, Datetime01: DueTime, Text01: Note, KeywordList01: Tags }"
+  done
+}
 es_store() { # url source-index target-index: one cluster, Temporal's two index keys
   printf '{ elasticsearch: { url: { scheme: http, host: "%s" }, indices: { visibility: %s, secondary_visibility: %s } } }' "${1#http://}" "$2" "$3"; }
 

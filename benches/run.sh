@@ -3,7 +3,7 @@
 # in one invocation, every measurement repeated and the median reported.
 #
 #   benches/run.sh [--records "N ..."] [--runs R] [--pairs "PAIR ..."] [--concurrency "C ..."]
-#   defaults: --records 1000000 --runs 3 --pairs "pg sqlite os mariadb cassandra" --concurrency "1 2 4"
+#   defaults: --records 1000000 --runs 3 --pairs "pg sqlite os pg2os os2pg mariadb cassandra" --concurrency "1 2 4"
 #   VISMIG_BENCH_BIN=path times that vismig binary instead of a release build of the working tree
 #   VISMIG_BENCH_BASELINE=path also times that (older) binary beside it, PostgreSQL and OpenSearch pairs
 #
@@ -15,8 +15,11 @@
 #                                         (benches/anchors/pg_parallel.sh, pgcopydb.sh);
 #                                         also vismig with migration.bulkLoad.deferIndexes at the top concurrency
 #   sqlite     SQLite -> SQLite           beside ATTACH + INSERT ... SELECT in one SQLite process
-#   os         OpenSearch -> OpenSearch   beside _reindex (external versions) and elasticdump (npm);
+#   os         OpenSearch -> OpenSearch   beside _reindex (external versions; also slices=auto, and slices=auto
+#                                         with refresh and replicas off as deferRefresh does) and elasticdump (npm);
 #                                         also vismig with migration.bulkLoad.deferRefresh at the top concurrency
+#   pg2os      PostgreSQL -> OpenSearch   on its own (search-attribute aliases: Keyword01 -> CustomerId, ...)
+#   os2pg      OpenSearch -> PostgreSQL   on its own (the same aliases, back)
 #   mariadb    MariaDB -> PostgreSQL      beside pgloader (Debian)
 #   cassandra  Cassandra -> PostgreSQL    on its own (nothing else reads Temporal's Cassandra visibility)
 # Every target is Temporal's own schema (indexes and all), emptied before each run, and
@@ -29,20 +32,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-sizes="1000000" runs=3 pairs="pg sqlite os mariadb cassandra" concurrencies="1 2 4"
+sizes="1000000" runs=3 pairs="pg sqlite os pg2os os2pg mariadb cassandra" concurrencies="1 2 4"
 while [ $# -gt 0 ]; do
   case $1 in
     --records) sizes=$2; shift 2 ;;
     --runs) runs=$2; shift 2 ;;
     --pairs) pairs=$2; shift 2 ;;
     --concurrency) concurrencies=$2; shift 2 ;;
-    *) echo "usage: benches/run.sh [--records \"N ...\"] [--runs R] [--pairs \"pg sqlite os mariadb cassandra\"] [--concurrency \"1 2 4\"]" >&2; exit 2 ;;
+    *) echo "usage: benches/run.sh [--records \"N ...\"] [--runs R] [--pairs \"pg sqlite os pg2os os2pg mariadb cassandra\"] [--concurrency \"1 2 4\"]" >&2; exit 2 ;;
   esac
 done
 services=""
 for p in $pairs; do
   case $p in
     pg) services+=" postgres" ;;
+    pg2os | os2pg) services+=" postgres opensearch" ;;
     sqlite) ;;
     os) services+=" opensearch" ;;
     mariadb) services+=" mariadb postgres" ;;
@@ -177,9 +181,19 @@ os_fresh() { # an index made by Temporal's template, with the seed's attributes 
   curl -fsS -X PUT "$url/$1" >/dev/null
   curl -fsS -X PUT "$url/$1/_mapping" -H 'content-type: application/json' -d "$os_mapping" >/dev/null
 }
-os_target_rows() {
-  curl -fsS -X POST "$VISMIG_TEST_OPENSEARCH_URL/temporal_visibility_v1_bench_dst/_refresh" >/dev/null
-  curl -fsS "$VISMIG_TEST_OPENSEARCH_URL/temporal_visibility_v1_bench_dst/_count" | sed 's/.*"count":\([0-9]*\).*/\1/'
+os_rows() {
+  curl -fsS -X POST "$VISMIG_TEST_OPENSEARCH_URL/$1/_refresh" >/dev/null
+  curl -fsS "$VISMIG_TEST_OPENSEARCH_URL/$1/_count" | sed 's/.*"count":\([0-9]*\).*/\1/'
+}
+os_target_rows() { os_rows temporal_visibility_v1_bench_dst; }
+reindex_refresh_off() { # url source target
+  local replicas
+  replicas=$(curl -fsS "$1/$3/_settings/index.number_of_replicas?flat_settings=true" | python3 -c 'import json, sys; print(next(iter(json.load(sys.stdin).values()))["settings"]["index.number_of_replicas"])')
+  curl -fsS -X PUT "$1/$3/_settings" -H 'content-type: application/json' -d '{"index":{"refresh_interval":"-1","number_of_replicas":0}}' >/dev/null
+  curl -fsS -X POST "$1/_reindex?wait_for_completion=true&slices=auto" -H 'content-type: application/json' \
+    -d "{\"source\":{\"index\":\"$2\",\"size\":1000},\"dest\":{\"index\":\"$3\",\"version_type\":\"external\"}}" >/dev/null
+  curl -fsS -X PUT "$1/$3/_settings" -H 'content-type: application/json' -d "{\"index\":{\"refresh_interval\":null,\"number_of_replicas\":$replicas}}" >/dev/null
+  curl -fsS -X POST "$1/$3/_refresh" >/dev/null
 }
 pair_os() {
   local n=$1 url=$VISMIG_TEST_OPENSEARCH_URL src=temporal_visibility_v1_bench_src dst=temporal_visibility_v1_bench_dst run c
@@ -201,6 +215,14 @@ pair_os() {
       "$url/_reindex?wait_for_completion=true&refresh=true" -H 'content-type: application/json' \
       -d "{\"source\":{\"index\":\"$src\",\"size\":1000},\"dest\":{\"index\":\"$dst\",\"version_type\":\"external\"}}"
     os_fresh $dst
+    measure os "_reindex (slices=auto)" - "$run" "$n" os_target_rows -- curl -fsS -X POST \
+      "$url/_reindex?wait_for_completion=true&refresh=true&slices=auto" -H 'content-type: application/json' \
+      -d "{\"source\":{\"index\":\"$src\",\"size\":1000},\"dest\":{\"index\":\"$dst\",\"version_type\":\"external\"}}"
+    # The same with the settings vismig's deferRefresh uses: no refresh and no replicas
+    # during the copy, restored after it (the time includes that).
+    os_fresh $dst
+    measure os "_reindex (slices=auto, refresh off)" - "$run" "$n" os_target_rows -- bash -c "$(declare -f reindex_refresh_off); reindex_refresh_off '$url' $src $dst"
+    os_fresh $dst
     measure os "elasticdump (--limit 1000)" - "$run" "$n" os_target_rows -- \
       "$tools/node_modules/.bin/elasticdump" --input="$url/$src" --output="$url/$dst" --type=data --limit=1000
     for c in $concurrencies; do
@@ -221,6 +243,48 @@ pair_os() {
   done
   curl -s -X DELETE "$url/$src" >/dev/null
   curl -s -X DELETE "$url/$dst" >/dev/null
+}
+
+# --- PostgreSQL -> OpenSearch and OpenSearch -> PostgreSQL ----------------------------
+# Across store families, with the seed's search-attribute aliases; no tool but vismig
+# does these, so they stand on their own (records/s, peak RSS).
+pair_pg2os() {
+  local n=$1 src=bench_pgos_src dst=temporal_visibility_v1_bench_pgos run c
+  dropped+=("pg:$src" "es:$dst")
+  pg_load_source $src "$n"
+  for run in $(seq "$runs"); do
+    for c in $concurrencies; do
+      os_fresh $dst
+      vismig_config "$work/run.yaml" "$(pg_store $src)" "$(es_index_store "$VISMIG_TEST_OPENSEARCH_URL" $dst)" "$c" 1000 "$(seed_aliases $src)"
+      measure pg2os vismig "$c" "$run" "$n" "os_rows $dst" -- "$bin" backfill --config "$work/run.yaml"
+    done
+  done
+  psql_db postgres -c "DROP DATABASE IF EXISTS $src"
+  curl -s -X DELETE "$VISMIG_TEST_OPENSEARCH_URL/$dst" >/dev/null
+}
+pair_os2pg() {
+  local n=$1 src=temporal_visibility_v1_bench_ospg dst=bench_ospg_dst run c t0 aliases
+  dropped+=("es:$src" "pg:$dst")
+  os_fresh $src
+  t0=$(now)
+  seed "$(es_store "$VISMIG_TEST_OPENSEARCH_URL" $src unused)" "$n" same
+  echo "  seeded $n records into OpenSearch in $(calc "$(now) - $t0" 1) s"
+  # The seed's namespaces, read back from the index.
+  aliases=$(curl -fsS "$VISMIG_TEST_OPENSEARCH_URL/$src/_search" -H 'content-type: application/json' \
+    -d '{"size":0,"aggs":{"ns":{"terms":{"field":"NamespaceId","size":100}}}}' |
+    python3 -c 'import json, sys
+print("  searchAttributeAliases:")
+for b in json.load(sys.stdin)["aggregations"]["ns"]["buckets"]:
+    print(f"    \"{b[\"key\"]}\": {{ Keyword01: CustomerId, Int01: Amount, Double01: Score, Bool01: Priority, Datetime01: DueTime, Text01: Note, KeywordList01: Tags }}")')
+  for run in $(seq "$runs"); do
+    for c in $concurrencies; do
+      bash tests/services/reset-db.sh postgres $dst advanced >/dev/null
+      vismig_config "$work/run.yaml" "$(es_index_store "$VISMIG_TEST_OPENSEARCH_URL" $src)" "$(pg_store $dst)" "$c" 1000 "$aliases"
+      measure os2pg vismig "$c" "$run" "$n" "pg_rows $dst" -- "$bin" backfill --config "$work/run.yaml"
+    done
+  done
+  curl -s -X DELETE "$VISMIG_TEST_OPENSEARCH_URL/$src" >/dev/null
+  psql_db postgres -c "DROP DATABASE IF EXISTS $dst"
 }
 
 # --- MariaDB -> PostgreSQL ---------------------------------------------------------

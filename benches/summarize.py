@@ -6,7 +6,8 @@ Rows are grouped by pair, record count, tool and concurrency; records/s, peak RS
 CPU seconds are the medians over the runs. vismig's rows are compared with the pair's
 first anchor (the rows whose concurrency is "-") and with the fastest anchor of the same
 kind: a bulk load (vismig's deferIndexes/deferRefresh) with the anchors that also build
-indexes after the data (pgcopydb, "+ CREATE INDEX"), a plain copy with the others.
+indexes or refresh after the data (pgcopydb, "+ CREATE INDEX", "refresh off"), a plain
+copy with the others.
 """
 
 import csv
@@ -16,7 +17,7 @@ import sys
 
 def is_bulk_anchor(name):
     """An anchor that loads the data first and builds the indexes after it."""
-    return "CREATE INDEX" in name or name.startswith("pgcopydb")
+    return "CREATE INDEX" in name or name.startswith("pgcopydb") or "refresh off" in name
 
 
 def main(path):
