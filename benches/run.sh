@@ -275,7 +275,8 @@ pair_os2pg() {
     python3 -c 'import json, sys
 print("  searchAttributeAliases:")
 for b in json.load(sys.stdin)["aggregations"]["ns"]["buckets"]:
-    print(f"    \"{b[\"key\"]}\": {{ Keyword01: CustomerId, Int01: Amount, Double01: Score, Bool01: Priority, Datetime01: DueTime, Text01: Note, KeywordList01: Tags }}")')
+    ns = b["key"]
+    print(f"    \"{ns}\": {{ Keyword01: CustomerId, Int01: Amount, Double01: Score, Bool01: Priority, Datetime01: DueTime, Text01: Note, KeywordList01: Tags }}")')
   for run in $(seq "$runs"); do
     for c in $concurrencies; do
       bash tests/services/reset-db.sh postgres $dst advanced >/dev/null
