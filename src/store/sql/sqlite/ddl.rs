@@ -1,8 +1,12 @@
 //! vismig's own DDL for Temporal's SQLite visibility schema (`schema/sqlite/v3/visibility`):
 //! the same columns, types, generated search-attribute columns, FTS5 tables and
 //! triggers, built from the attribute registry in `record.rs` rather than kept as a
-//! copy. Used by `vismig demo` and the tests; a test checks it column by column against
-//! Temporal's own file.
+//! copy, and the function that creates a database with it. Used by `vismig demo` and the
+//! tests; a test checks it column by column against Temporal's own file.
+
+use std::str::FromStr;
+
+use sqlx::sqlite::SqliteConnectOptions;
 
 use crate::record::{SearchAttributeType, known_search_attributes};
 
@@ -160,4 +164,18 @@ pub fn ddl() -> String {
         add("NEW")
     ));
     sql
+}
+
+/// Creates a SQLite visibility database with vismig's copy of Temporal's schema (for
+/// the demo and the tests). WAL mode lets the scanner read while the writer writes.
+pub async fn create_database(path: &std::path::Path) -> anyhow::Result<()> {
+    use sqlx::Connection;
+    let options = SqliteConnectOptions::from_str("sqlite://")?
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
+    let mut conn = sqlx::SqliteConnection::connect_with(&options).await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(ddl())).execute(&mut conn).await?;
+    conn.close().await?;
+    Ok(())
 }

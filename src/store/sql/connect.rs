@@ -1,0 +1,79 @@
+//! Reaching a PostgreSQL or MySQL server: `sql.connectAddr` as host and port, the connect
+//! timeout, and the preflight's probe that says why a server cannot be reached.
+
+use super::classify;
+use crate::store::StoreError;
+
+/// How long vismig waits for a PostgreSQL or MySQL server to accept a connection, in
+/// preflight and for each connection of the pool (Temporal's SQL config has no such
+/// setting). Past it, preflight fails with one line saying so, and a run in progress
+/// backs off and tries again: `/readyz` says so within this time of a server going away.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Opens one connection outside the pool and closes it again, so that preflight can say
+/// why a server cannot be reached (refused, no answer, wrong password) instead of the
+/// pool's "timed out", and says so within `CONNECT_TIMEOUT`.
+pub async fn probe<O, C>(options: &O, context: &str) -> Result<(), StoreError>
+where
+    O: sqlx::ConnectOptions<Connection = C>,
+    C: sqlx::Connection,
+{
+    match tokio::time::timeout(CONNECT_TIMEOUT, options.connect()).await {
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+            Ok(())
+        }
+        Ok(Err(e)) => Err(classify(context, e)),
+        Err(_) => Err(StoreError::Transient(format!(
+            "{context}: no answer within {} s (is the server up, and is sql.connectAddr right?)",
+            CONNECT_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+/// `sql.connectAddr` as host and port: `host:port`, `[v6]:port`, or a bare host or IPv6
+/// address (then `default_port`, the dialect's own).
+pub fn parse_address(addr: &str, default_port: u16) -> Result<(String, u16), String> {
+    let bad = || format!("sql.connectAddr {addr:?} is not host:port");
+    let addr = addr.trim();
+    if addr.is_empty() {
+        return Err(bad());
+    }
+    if let Some(rest) = addr.strip_prefix('[') {
+        let (host, rest) = rest.split_once(']').ok_or_else(bad)?;
+        let port = match rest.strip_prefix(':') {
+            Some(p) => p.parse().map_err(|_| bad())?,
+            None if rest.is_empty() => default_port,
+            None => return Err(bad()),
+        };
+        return Ok((host.to_string(), port));
+    }
+    match addr.rsplit_once(':') {
+        Some((host, _)) if host.contains(':') => Ok((addr.to_string(), default_port)), // bare IPv6
+        Some((host, port)) if !host.is_empty() => Ok((host.to_string(), port.parse().map_err(|_| bad())?)),
+        Some(_) => Err(bad()),
+        None => Ok((addr.to_string(), default_port)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_addresses() {
+        assert_eq!(parse_address("127.0.0.1:3306", 3306).unwrap(), ("127.0.0.1".into(), 3306));
+        assert_eq!(parse_address("db.example", 3306).unwrap(), ("db.example".into(), 3306));
+        assert_eq!(parse_address("[::1]:3307", 3306).unwrap(), ("::1".into(), 3307));
+        assert_eq!(parse_address("::1", 3306).unwrap(), ("::1".into(), 3306));
+        for bad in ["", "host:port", ":3306", "[::1]x"] {
+            assert!(parse_address(bad, 3306).unwrap_err().contains("is not host:port"), "{bad}");
+        }
+        // PostgreSQL's default port, and the same forms.
+        assert_eq!(parse_address("db:6432", 5432), Ok(("db".into(), 6432)));
+        assert_eq!(parse_address("db", 5432), Ok(("db".into(), 5432)));
+        assert_eq!(parse_address("[::1]:5432", 5432), Ok(("::1".into(), 5432)));
+        assert!(parse_address("db:port", 5432).is_err());
+        assert!(parse_address("", 5432).is_err());
+    }
+}

@@ -1,0 +1,75 @@
+//! Which sqlx errors are worth a retry, which make a store unusable, and which are
+//! permanent, for every dialect.
+
+use super::CONNECT_TIMEOUT;
+use crate::store::StoreError;
+
+/// Classifies a sqlx error: connection trouble, timeouts and lock contention are worth
+/// a retry; a missing table or a refused permission makes the store unusable; anything
+/// else (bad SQL, schema, a value the column cannot hold) is permanent.
+pub fn classify(context: &str, e: sqlx::Error) -> StoreError {
+    use sqlx::Error as E;
+    let unusable = match &e {
+        E::Database(db) => {
+            // PostgreSQL: 42P01 undefined table, 42501 insufficient privilege, 3F000 no
+            // such schema. MySQL/MariaDB: 1146 no such table, 1142 command denied on a
+            // table, 1044 access denied to the database.
+            let code = db.code().map(|c| c.to_string()).unwrap_or_default();
+            let mysql = db
+                .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                .is_some_and(|e| matches!(e.number(), 1044 | 1142 | 1146));
+            let postgres = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().is_some()
+                && matches!(code.as_str(), "42P01" | "42501" | "3F000");
+            mysql || postgres
+        }
+        _ => false,
+    };
+    let transient = match &e {
+        E::Io(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed | E::Protocol(_) => true,
+        E::Tls(_) => false,
+        E::Database(db) => {
+            let code = db.code().map(|c| c.to_string()).unwrap_or_default();
+            // SQLite: 5 BUSY, 6 LOCKED (and their extended codes, low byte). Only for
+            // SQLite's own errors: PostgreSQL's 42501 (permission denied) has 5 as its
+            // low byte too, and was retried for ten minutes as if the table were busy.
+            // PostgreSQL: 40001 serialization, 40P01 deadlock, 53xxx resources, 57P0x shutdown, 08xxx connection.
+            // MySQL/MariaDB: 1205 lock wait timeout, 1213 deadlock, 2006/2013 gone away/lost.
+            let sqlite_busy = db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
+                && code.parse::<i64>().map(|c| matches!(c & 0xff, 5 | 6)).unwrap_or(false)
+                && !code.starts_with('0');
+            sqlite_busy
+                || code == "40001"
+                || code == "40P01"
+                || code.starts_with("53")
+                || code.starts_with("57P0")
+                || code.starts_with("08")
+                || matches!(code.as_str(), "1205" | "1213" | "2006" | "2013")
+                || mysql_transient(db.as_ref())
+        }
+        _ => false,
+    };
+    let message = match e {
+        // The pool retries refused connections until its deadline and keeps no reason.
+        E::PoolTimedOut => format!(
+            "{context}: no connection to the server within {} s (down or unreachable, or every connection of sql.maxConns busy)",
+            CONNECT_TIMEOUT.as_secs()
+        ),
+        e => format!("{context}: {e}"),
+    };
+    if transient {
+        StoreError::Transient(message)
+    } else if unusable {
+        StoreError::Unusable(message)
+    } else {
+        StoreError::Permanent(message)
+    }
+}
+
+/// MySQL/MariaDB report most errors with SQLSTATE HY000, so the error number decides:
+/// 1205 lock wait timeout, 1213 deadlock, 1040 too many connections, 1053 shutdown,
+/// 1290/1836 read-only (a failover in progress), 1927 connection killed (MariaDB),
+/// 3572 NOWAIT lock, 4031 idle session closed.
+fn mysql_transient(db: &dyn sqlx::error::DatabaseError) -> bool {
+    db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+        .is_some_and(|e| matches!(e.number(), 1040 | 1053 | 1205 | 1213 | 1290 | 1836 | 1927 | 3572 | 4031))
+}

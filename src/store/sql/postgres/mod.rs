@@ -1,0 +1,146 @@
+//! PostgreSQL visibility: the advanced schema (`postgresql/v12`, plugins `postgres12`,
+//! `postgres12_pgx`) as source and sink, the standard schema (`postgresql/v96`, plugins
+//! `postgres`, `postgres_pgx`, Temporal up to v1.23) as source.
+//!
+//! Writes are one multi-row `INSERT … ON CONFLICT … DO UPDATE … WHERE _version <
+//! excluded._version` per batch, Temporal's own guard; `RETURNING (xmax = 0)` tells
+//! inserted rows from updated ones in the same round trip.
+
+mod codec;
+mod read;
+mod schema;
+mod write;
+
+use async_trait::async_trait;
+use sqlx::ConnectOptions;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgSslMode};
+use tokio::sync::OnceCell;
+
+use super::{CONNECT_TIMEOUT, classify, parse_address, probe};
+use crate::config::SqlFamily;
+use crate::config::persistence::{SqlStore, Tls};
+use crate::record::{RecordKey, TimePrecision, VisibilityRecord};
+use crate::store::schema::SchemaInfo;
+use crate::store::{CountQuery, Counts, Store, StoreResult};
+
+/// PostgreSQL's limit on bind parameters per statement (a u16 in the protocol).
+const MAX_BINDS: usize = 65_535;
+
+pub struct PostgresStore {
+    name: String,
+    address: String,
+    database: String,
+    standard: bool,
+    pool: PgPool,
+    /// For the preflight's probe; never printed (it holds the password).
+    options: PgConnectOptions,
+    schema: OnceCell<schema::Schema>,
+}
+
+impl PostgresStore {
+    /// Rows of a fixed query against this store's database (Temporal's namespace
+    /// registry when this is the default store).
+    pub async fn raw_rows(&self, sql: &'static str) -> StoreResult<Vec<PgRow>> {
+        sqlx::query(sql).fetch_all(&self.pool).await.map_err(|e| classify(&self.context("reading namespaces"), e))
+    }
+
+    pub async fn open(name: &str, cfg: &SqlStore, family: SqlFamily) -> anyhow::Result<Self> {
+        let (host, port) =
+            parse_address(&cfg.connect_addr, 5432).map_err(|e| anyhow::anyhow!("store {name:?}: {e}"))?;
+        let mut options = PgConnectOptions::new_without_pgpass()
+            .host(&host)
+            .port(port)
+            .database(&cfg.database_name)
+            .application_name("vismig")
+            .disable_statement_logging();
+        if let Some(user) = &cfg.user {
+            options = options.username(user);
+        }
+        if let Some(password) = &cfg.password {
+            options = options.password(password.expose());
+        }
+        options = match &cfg.tls {
+            Some(tls) if tls.enabled => with_tls(options, tls),
+            _ => options.ssl_mode(PgSslMode::Prefer),
+        };
+        // Temporal passes connectAttributes as connection parameters; sslmode is the
+        // one that changes how we connect, the others are session settings.
+        for (key, value) in &cfg.connect_attributes {
+            if key == "sslmode" {
+                options = options.ssl_mode(value.parse().map_err(|_| {
+                    anyhow::anyhow!(
+                        "store {name:?}: sql.connectAttributes.sslmode {value:?} is not a PostgreSQL sslmode"
+                    )
+                })?);
+            } else {
+                options = options.options([(key.as_str(), value.as_str())]);
+            }
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(cfg.max_conns.unwrap_or(8).max(1))
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .connect_lazy_with(options.clone());
+        Ok(Self {
+            name: name.to_string(),
+            address: format!("{host}:{port}"),
+            database: cfg.database_name.clone(),
+            standard: family == SqlFamily::PostgresStandard,
+            pool,
+            options,
+            schema: OnceCell::new(),
+        })
+    }
+
+    fn context(&self, what: &str) -> String {
+        format!("store {:?} ({}): {what}", self.name, self.describe())
+    }
+}
+
+/// `sql.tls` as Temporal's plugin reads it: the server's certificate is checked against
+/// caFile, and its name only with enableHostVerification.
+fn with_tls(options: PgConnectOptions, tls: &Tls) -> PgConnectOptions {
+    let verify = tls.enable_host_verification.unwrap_or(false);
+    let mut o = options.ssl_mode(if verify { PgSslMode::VerifyFull } else { PgSslMode::Require });
+    if let Some(ca) = &tls.ca_file {
+        o = o.ssl_root_cert(ca);
+        if !verify {
+            o = o.ssl_mode(PgSslMode::VerifyCa);
+        }
+    }
+    if let Some(cert) = &tls.cert_file {
+        o = o.ssl_client_cert(cert);
+    }
+    if let Some(key) = &tls.key_file {
+        o = o.ssl_client_key(key);
+    }
+    o
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn describe(&self) -> String {
+        format!("postgres {}/{}", self.address, self.database)
+    }
+
+    async fn preflight(&self) -> StoreResult<()> {
+        probe(&self.options, &self.context(&format!("connecting to {}", self.address))).await?;
+        self.schema().await.map(|_| ())
+    }
+
+    async fn schema_info(&self) -> StoreResult<SchemaInfo> {
+        self.schema_versions().await
+    }
+
+    async fn count(&self, query: &CountQuery) -> StoreResult<Counts> {
+        self.count_by_status(query).await
+    }
+
+    async fn read(&self, keys: &[RecordKey]) -> StoreResult<Vec<VisibilityRecord>> {
+        self.read_records(keys).await
+    }
+
+    /// Temporal truncates times to microseconds for SQL, and so does every writer here.
+    fn time_precision(&self) -> TimePrecision {
+        TimePrecision::Microseconds
+    }
+}
