@@ -83,6 +83,32 @@ pg_load_source() {
 
 pg_rows() { psql_db "$1" -c "SELECT count(*) FROM executions_visibility"; }
 
+# bench_binary: sets $bin to VISMIG_BENCH_BIN (a given binary, kept apart from builds made
+# meanwhile) or to a release build of the working tree.
+bench_binary() {
+  if [ -n "${VISMIG_BENCH_BIN:-}" ]; then
+    bin=$(realpath "$VISMIG_BENCH_BIN")
+  else
+    cargo build --release --quiet
+    bin=$PWD/target/release/vismig
+  fi
+}
+
+# os_fresh INDEX: an OpenSearch index made by Temporal's template (installed by up.sh),
+# with the seed's custom search attributes mapped.
+os_mapping='{"properties":{"CustomerId":{"type":"keyword"},"Amount":{"type":"long"},"Score":{"type":"scaled_float","scaling_factor":10000},"Priority":{"type":"boolean"},"DueTime":{"type":"date_nanos"},"Note":{"type":"text"},"Tags":{"type":"keyword"}}}'
+os_fresh() {
+  local url=$VISMIG_TEST_OPENSEARCH_URL
+  curl -s -X DELETE "$url/$1" >/dev/null
+  curl -fsS -X PUT "$url/$1" >/dev/null
+  curl -fsS -X PUT "$url/$1/_mapping" -H 'content-type: application/json' -d "$os_mapping" >/dev/null
+}
+# os_rows INDEX: the documents the index holds, after a refresh.
+os_rows() {
+  curl -fsS -X POST "$VISMIG_TEST_OPENSEARCH_URL/$1/_refresh" >/dev/null
+  curl -fsS "$VISMIG_TEST_OPENSEARCH_URL/$1/_count" | sed 's/.*"count":\([0-9]*\).*/\1/'
+}
+
 # measure PAIR TOOL CONCURRENCY RUN RECORDS CHECK -- COMMAND...
 # Times COMMAND (wall clock, peak RSS of the largest process in its tree, CPU seconds
 # of the tree), then runs CHECK, which must print the number of records the target

@@ -65,12 +65,7 @@ source tests/services/env.sh
 baseline=${VISMIG_BENCH_BASELINE:+$(realpath "$VISMIG_BENCH_BASELINE")}
 # VISMIG_BENCH_BIN: time this binary instead of building the working tree (a copy keeps a
 # long run apart from builds made meanwhile).
-if [ -n "${VISMIG_BENCH_BIN:-}" ]; then
-  bin=$(realpath "$VISMIG_BENCH_BIN")
-else
-  cargo build --release --quiet
-  bin=$PWD/target/release/vismig
-fi
+bench_binary
 work=$(mktemp -d)
 mkdir -p target/bench
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
@@ -174,17 +169,6 @@ pair_sqlite() {
 }
 
 # --- OpenSearch -> OpenSearch ------------------------------------------------------
-os_mapping='{"properties":{"CustomerId":{"type":"keyword"},"Amount":{"type":"long"},"Score":{"type":"scaled_float","scaling_factor":10000},"Priority":{"type":"boolean"},"DueTime":{"type":"date_nanos"},"Note":{"type":"text"},"Tags":{"type":"keyword"}}}'
-os_fresh() { # an index made by Temporal's template, with the seed's attributes mapped
-  local url=$VISMIG_TEST_OPENSEARCH_URL
-  curl -s -X DELETE "$url/$1" >/dev/null
-  curl -fsS -X PUT "$url/$1" >/dev/null
-  curl -fsS -X PUT "$url/$1/_mapping" -H 'content-type: application/json' -d "$os_mapping" >/dev/null
-}
-os_rows() {
-  curl -fsS -X POST "$VISMIG_TEST_OPENSEARCH_URL/$1/_refresh" >/dev/null
-  curl -fsS "$VISMIG_TEST_OPENSEARCH_URL/$1/_count" | sed 's/.*"count":\([0-9]*\).*/\1/'
-}
 os_target_rows() { os_rows temporal_visibility_v1_bench_dst; }
 reindex_refresh_off() { # url source target
   local replicas

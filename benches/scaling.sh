@@ -26,12 +26,7 @@ bash tests/services/up.sh postgres opensearch >/dev/null
 source tests/services/env.sh
 # shellcheck source=benches/lib.sh
 . benches/lib.sh
-if [ -n "${VISMIG_BENCH_BIN:-}" ]; then
-  bin=$(realpath "$VISMIG_BENCH_BIN")
-else
-  cargo build --release --quiet
-  bin=$PWD/target/release/vismig
-fi
+bench_binary
 work=$(mktemp -d)
 url=$VISMIG_TEST_OPENSEARCH_URL
 pg_src=bench_scale_src pg_dst=bench_scale_dst
@@ -42,17 +37,10 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-os_mapping='{"properties":{"CustomerId":{"type":"keyword"},"Amount":{"type":"long"},"Score":{"type":"scaled_float","scaling_factor":10000},"Priority":{"type":"boolean"},"DueTime":{"type":"date_nanos"},"Note":{"type":"text"},"Tags":{"type":"keyword"}}}'
-os_fresh() {
-  curl -s -X DELETE "$url/$1" >/dev/null
-  curl -fsS -X PUT "$url/$1" >/dev/null
-  curl -fsS -X PUT "$url/$1/_mapping" -H 'content-type: application/json' -d "$os_mapping" >/dev/null
-}
 target_rows() {
   case $1 in
     pg) pg_rows $pg_dst ;;
-    os) curl -fsS -X POST "$url/$os_dst/_refresh" >/dev/null
-        curl -fsS "$url/$os_dst/_count" | sed 's/.*"count":\([0-9]*\).*/\1/' ;;
+    os) os_rows $os_dst ;;
   esac
 }
 

@@ -27,12 +27,7 @@ source tests/services/env.sh
 # shellcheck source=benches/lib.sh
 . benches/lib.sh
 # VISMIG_BENCH_BIN=path times that binary instead of a release build of the working tree.
-if [ -n "${VISMIG_BENCH_BIN:-}" ]; then
-  bin=$(realpath "$VISMIG_BENCH_BIN")
-else
-  cargo build --release --quiet
-  bin=$PWD/target/release/vismig
-fi
+bench_binary
 work=$(mktemp -d)
 src=bench_verify_src dst=bench_verify_dst
 cleanup() {
