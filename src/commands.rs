@@ -6,7 +6,6 @@ use std::time::Instant;
 use chrono::{Timelike, Utc};
 use tokio::sync::watch;
 
-use crate::backfill::checkpoint::Checkpoint;
 use crate::backfill::throttle::Throttle;
 use crate::backfill::{Backfill, Options, Summary};
 use crate::config::Config;
@@ -24,19 +23,7 @@ pub async fn backfill(
     control: Arc<Control>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<Summary> {
-    let source = store::open_source(config, &config.primary()).await?;
-    let sink = store::open_sink(config, &config.secondary()).await?;
-    let renamer = Arc::new(renamer(config, source.naming(), sink.naming()).await?);
-    let run = Backfill {
-        config: config.clone(),
-        options: Options::from_config(config, process_index, process_count),
-        source,
-        sink,
-        metrics: metrics.clone(),
-        control,
-        renamer,
-        dropped_fields: Default::default(),
-    };
+    let run = prepare_backfill(config, process_index, process_count, metrics.clone(), control).await?;
     run.preflight().await?;
     let summary = run.run(stop).await?;
     metrics.set_phase("done");
@@ -44,6 +31,30 @@ pub async fn backfill(
         tracing::warn!(checkpoint = %summary.checkpoint_path.display(), "stopped before the end; the checkpoint is saved: rerun the same command to resume");
     }
     Ok(summary)
+}
+
+/// Opens both stores and sets up a backfill (nothing checked or written yet): what
+/// `backfill` runs and `plan` only preflights.
+pub async fn prepare_backfill(
+    config: &Config,
+    process_index: usize,
+    process_count: usize,
+    metrics: Arc<Metrics>,
+    control: Arc<Control>,
+) -> anyhow::Result<Backfill> {
+    let source = store::open_source(config, &config.primary()).await?;
+    let sink = store::open_sink(config, &config.secondary()).await?;
+    let renamer = Arc::new(renamer(config, source.naming(), sink.naming()).await?);
+    Ok(Backfill {
+        config: config.clone(),
+        options: Options::from_config(config, process_index, process_count),
+        source,
+        sink,
+        metrics,
+        control,
+        renamer,
+        dropped_fields: Default::default(),
+    })
 }
 
 /// Search-attribute renaming between the two stores' families (reference §6). Each
@@ -163,6 +174,7 @@ pub async fn verify(
         );
         report.add_deep(outcome, metrics);
     }
+    report.name_namespaces(&crate::names::NamespaceNames::load(config).await);
     save_last_verify(config, &filter, &report)?;
     metrics.set_phase("done");
     Ok(report)
@@ -336,87 +348,4 @@ impl FlipState {
         }
         out
     }
-}
-
-/// `vismig status`: checkpoint progress, the last verify and the flip state, as text or
-/// one JSON object.
-pub async fn status(config: &Config, json: bool) -> anyhow::Result<String> {
-    let store = crate::backfill::checkpoint::FileCheckpoint::new(&config.migration.checkpoint.path);
-    let checkpoint = store.load()?;
-    let last_verify: Option<serde_json::Value> =
-        std::fs::read_to_string(last_verify_path(config)).ok().and_then(|t| serde_json::from_str(&t).ok());
-    let flip = flip_state(config).await;
-    if json {
-        let mut out = match &checkpoint {
-            Some(cp) => serde_json::to_value(cp)?,
-            None => serde_json::json!({ "checkpoint": null, "path": store.path() }),
-        };
-        out["lastVerify"] = last_verify.unwrap_or(serde_json::Value::Null);
-        out["flip"] = flip.map(|f| f.json(config)).unwrap_or(serde_json::Value::Null);
-        return Ok(format!("{}\n", serde_json::to_string_pretty(&out)?));
-    }
-    let mut out = match &checkpoint {
-        Some(cp) => status_text(cp),
-        None => format!("no checkpoint at {}: no backfill has started with this config\n", store.path().display()),
-    };
-    match flip {
-        Some(f) => out.push_str(&f.text(config)),
-        None => out.push_str(
-            "flip state: unknown (set migration.flip.dynamicConfigFile or migration.flip.target.configMap)\n",
-        ),
-    }
-    match last_verify {
-        Some(v) => out.push_str(&format!(
-            "last verify: {} ({}) at {}\n",
-            v["result"].as_str().unwrap_or("?"),
-            v["mode"].as_str().unwrap_or("?"),
-            v["finishedAt"].as_str().unwrap_or("?")
-        )),
-        None => out.push_str("last verify: none\n"),
-    }
-    Ok(out)
-}
-
-pub fn status_text(cp: &Checkpoint) -> String {
-    let done = cp.shards.iter().filter(|s| s.done).count();
-    let state = if cp.is_complete() { "complete" } else { "in progress" };
-    let mut out = format!(
-        "backfill {state}: {}/{} shards done, {} of ~{} records settled\n  source {}\n  sink   {}\n  started {}, updated {}\n",
-        done,
-        cp.shards.len(),
-        cp.totals.scanned,
-        cp.estimated_total,
-        cp.source,
-        cp.sink,
-        cp.started_at.to_rfc3339(),
-        cp.updated_at.to_rfc3339()
-    );
-    let t = &cp.totals.outcomes;
-    out.push_str(&format!(
-        "  inserted {}, updated {}, skipped_newer {}, skipped_present {}, dead-lettered {}\n",
-        t.inserted, t.updated, t.skipped_newer, t.skipped_present, t.dead_letter
-    ));
-    if !cp.deferred_indexes.is_empty() {
-        let dropped = cp.deferred_indexes.iter().filter(|d| d.dropped && !d.rebuilt).count();
-        let rebuilt = cp.deferred_indexes.iter().filter(|d| d.rebuilt).count();
-        out.push_str(&format!(
-            "  bulk load: {} secondary indexes deferred; {dropped} dropped now, {rebuilt} rebuilt\n",
-            cp.deferred_indexes.len()
-        ));
-        for d in cp.deferred_indexes.iter().filter(|d| d.dropped && !d.rebuilt) {
-            out.push_str(&format!("    dropped: {}\n", d.index.name));
-        }
-    }
-    for s in &cp.shards {
-        let cursor = s.cursor.as_ref().map(|c| c.0.to_string()).unwrap_or_else(|| "-".into());
-        out.push_str(&format!(
-            "  shard {:>3} {:<5} settled {:>9}  cursor {}  {}\n",
-            s.id,
-            if s.done { "done" } else { "open" },
-            s.settled,
-            cursor,
-            s.spec.0
-        ));
-    }
-    out
 }

@@ -60,22 +60,23 @@ pub async fn run(dir: &Path, records: u64) -> anyhow::Result<()> {
         t.outcomes.dead_letter
     );
     let report = commands::verify(&config, &[], commands::VerifyMode::default(), &metrics, &control).await?;
-    let compared: u64 = report.namespaces.iter().flat_map(|n| n.primary.values()).sum();
-    println!(
-        "  verify   {}: {} namespaces, {compared} records compared by status",
-        report.result,
-        report.namespaces.len()
-    );
-    print!("{}", report.text());
+    print!("{}", report.text(false));
     println!("files: {}, {}, {}", primary.display(), secondary.display(), config_path.display());
     println!("next:  vismig status --config {}", config_path.display());
+    println!("       vismig plan --config {}   (what a backfill would do now: nothing left)", config_path.display());
     if !report.is_equal() {
         anyhow::bail!("demo verify found differences");
     }
     Ok(())
 }
 
+/// Names for the seed's namespaces (seed 1), as an operator's cluster would have them.
+const NAMESPACE_NAMES: [&str; 5] = ["orders", "payments", "shipping", "billing", "notifications"];
+
 fn demo_config(dir: &Path) -> String {
+    let generator = crate::seed::Generator::new(1, chrono::Utc::now());
+    let names: Vec<String> =
+        NAMESPACE_NAMES.iter().zip(generator.namespaces()).map(|(name, id)| format!("{name}: \"{id}\"")).collect();
     format!(
         r#"# Written by `vismig demo`: a SQLite primary and secondary, in Temporal's config shape.
 persistence:
@@ -99,7 +100,9 @@ migration:
   checkpoint: {{ type: file, path: {dir}/checkpoint.json }}
   deadLetter: {{ path: {dir}/dead-letter.jsonl }}
   metrics: {{ listen: "" }}
+  namespaceNames: {{ {names} }}
 "#,
-        dir = dir.display()
+        dir = dir.display(),
+        names = names.join(", ")
     )
 }

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use vismig::config::migration::FlipMode;
 use vismig::config::{Config, ConfigError};
 use vismig::metrics::{self, Control, Metrics};
-use vismig::{backfill, commands, demo, flip, progress};
+use vismig::{backfill, commands, demo, flip, plan, progress, status};
 
 #[derive(Parser)]
 #[command(name = "vismig", version, about = "Migrate Temporal visibility records between stores")]
@@ -41,6 +41,13 @@ enum Output {
 
 #[derive(Subcommand)]
 enum Command {
+    /// What a backfill would do and how long it would take: preflight, records per namespace in both stores, shards, a short read probe. Writes nothing.
+    Plan {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Preflight, then copy every record from the primary to the secondary; resumes from the checkpoint.
     Backfill {
         #[arg(long, short)]
@@ -71,6 +78,9 @@ enum Command {
         /// Re-copy missing and different records; delete extras the primary confirms are gone (implies --deep).
         #[arg(long)]
         repair: bool,
+        /// Counts per status (and differences) of every namespace, not only of those that differ.
+        #[arg(long)]
+        details: bool,
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
@@ -97,10 +107,13 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Show checkpoint progress per shard, the last verify and the flip state per namespace.
+    /// Show progress overall and per namespace (rate, ETA, dead letters, last verify) and the flip state.
     Status {
         #[arg(long, short)]
         config: PathBuf,
+        /// Also list every shard with its cursor.
+        #[arg(long)]
+        shards: bool,
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
@@ -323,8 +336,9 @@ async fn run(command: Command) -> Result<u8, Failure> {
             let overrides = Overrides { rate, concurrency, batch_size };
             backfill_command(&config, shard.unwrap_or((0, 1)), overrides).await
         }
-        Command::Verify { config, namespaces, deep, repair, output } => {
-            verify_command(&config, &namespaces, commands::VerifyMode { deep, repair }, output).await
+        Command::Plan { config, output } => plan_command(&config, output).await,
+        Command::Verify { config, namespaces, deep, repair, details, output } => {
+            verify_command(&config, &namespaces, commands::VerifyMode { deep, repair }, output, details).await
         }
         Command::Flip { config, namespaces, reads, writes, dry_run, force } => {
             let config = Config::load(&config)?;
@@ -339,9 +353,9 @@ async fn run(command: Command) -> Result<u8, Failure> {
             flip_exit(flip::flip(&config, &request, &names).await, dry_run)
         }
         Command::Run { config } => run_command(&config).await,
-        Command::Status { config, output } => {
+        Command::Status { config, shards, output } => {
             let config = Config::load(&config)?;
-            print!("{}", commands::status(&config, output == Output::Json).await?);
+            print!("{}", status::status(&config, status::Options { json: output == Output::Json, shards }).await?);
             Ok(0)
         }
         Command::Seed { config, records, seed } => {
@@ -415,6 +429,7 @@ async fn verify_command(
     namespaces: &[String],
     mode: commands::VerifyMode,
     output: Output,
+    details: bool,
 ) -> Result<u8, Failure> {
     let config = Config::load(path)?;
     let (metrics, control) = observe(&config).await?;
@@ -425,9 +440,22 @@ async fn verify_command(
     if output == Output::Json {
         println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
     } else {
-        print!("{}", report.text());
+        print!("{}", report.text(details));
     }
     Ok(if report.is_equal() { 0 } else { 3 })
+}
+
+/// `vismig plan`: exit 0 when a backfill could start, 1 when it could not (the reasons,
+/// one line each); a bad config is exit 2 like everywhere.
+async fn plan_command(path: &Path, output: Output) -> Result<u8, Failure> {
+    let config = Config::load(path)?;
+    let plan = plan::plan(&config).await;
+    if output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&plan).expect("plan serializes"));
+    } else {
+        print!("{}", plan.text());
+    }
+    Ok(if plan.ready { 0 } else { 1 })
 }
 
 /// `vismig run`: backfill, verify, then flip as `migration.flip.mode` says; each step
@@ -451,7 +479,7 @@ async fn run_command(path: &Path) -> Result<u8, Failure> {
     let result = commands::verify(&config, &[], mode, &metrics, &control).await;
     linger(&config, Some(stop)).await;
     let report = result?;
-    print!("{}", report.text());
+    print!("{}", report.text(false));
     if !report.is_equal() {
         eprintln!("verify found differences: not flipping (see vismig verify --deep, and --repair)");
         return Ok(3);

@@ -66,11 +66,27 @@ impl Progress {
         metrics.eta_seconds.set(if m.per_second > 0.0 { remaining / m.per_second } else { 0.0 });
     }
 
+    /// The smoothed rate, records per second (0 until a second has passed).
+    pub fn rate(&self) -> f64 {
+        self.rate.lock().unwrap().per_second
+    }
+
     pub fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
             *bar_slot().lock().unwrap() = None;
         }
+    }
+}
+
+/// A duration for people: `45s`, `13m 30s`, `2h 5m`, `3d 4h`.
+pub fn human_duration(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m {}s", s / 60, s % 60),
+        3600..86400 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d {}h", s / 86400, s % 86400 / 3600),
     }
 }
 
@@ -87,5 +103,16 @@ impl Write for LogWriter {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         std::io::stderr().flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn durations_read_as_people_say_them() {
+        assert_eq!(super::human_duration(45.2), "45s");
+        assert_eq!(super::human_duration(810.0), "13m 30s");
+        assert_eq!(super::human_duration(7500.0), "2h 5m");
+        assert_eq!(super::human_duration(3.0 * 86400.0 + 4.0 * 3600.0), "3d 4h");
     }
 }

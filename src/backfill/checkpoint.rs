@@ -27,6 +27,10 @@ pub struct Checkpoint {
     pub updated_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
     pub estimated_total: u64,
+    /// The run's current rate (records settled per second, smoothed) when it was saved,
+    /// for `vismig status`.
+    #[serde(default, skip_serializing_if = "is_zero_rate")]
+    pub records_per_second: f64,
     pub totals: Totals,
     pub shards: Vec<ShardState>,
     /// Indexes of the secondary dropped for a bulk load, saved before the drop so that a
@@ -52,6 +56,10 @@ pub struct Totals {
     /// Their outcomes, saved beside `scanned` (the file keeps one flat object).
     #[serde(flatten)]
     pub outcomes: OutcomeCounts,
+}
+
+fn is_zero_rate(r: &f64) -> bool {
+    *r == 0.0
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -87,6 +95,7 @@ impl Checkpoint {
             updated_at: now,
             completed_at: None,
             estimated_total,
+            records_per_second: 0.0,
             totals: Totals::default(),
             shards: specs
                 .into_iter()
@@ -223,6 +232,7 @@ mod tests {
             updated_at: Utc::now(),
             completed_at: None,
             estimated_total: 10,
+            records_per_second: 0.0,
             totals: Totals::default(),
             shards: vec![ShardState {
                 id: 0,

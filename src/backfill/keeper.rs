@@ -75,6 +75,7 @@ impl Keeper {
         let snapshot = {
             let mut cp = self.checkpoint.lock().unwrap();
             cp.updated_at = Utc::now();
+            cp.records_per_second = self.progress.rate();
             cp.clone()
         };
         self.store.save(&snapshot)?;

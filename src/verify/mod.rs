@@ -4,6 +4,7 @@
 //! (`deep.rs`).
 
 pub mod deep;
+mod render;
 
 /// Where the last verify result is kept: `last-verify.json` beside the checkpoint.
 pub fn last_result_path(config: &crate::config::Config) -> std::path::PathBuf {
@@ -28,6 +29,8 @@ pub struct Report {
     /// `counts` or `deep`.
     pub mode: &'static str,
     pub cutoff: DateTime<Utc>,
+    /// Records below the cut-off in the primary, summed over the namespaces compared.
+    pub records_compared: u64,
     pub namespaces: Vec<NamespaceReport>,
 }
 
@@ -36,6 +39,9 @@ pub struct Report {
 pub struct NamespaceReport {
     /// The namespace id, as the records carry it.
     pub namespace: String,
+    /// The namespace's name, when the default store or `migration.namespaceNames` gives it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     pub primary: BTreeMap<String, u64>,
     pub secondary: BTreeMap<String, u64>,
     /// Records that started or closed after the cut-off, per store: not compared.
@@ -65,9 +71,15 @@ pub struct CountDifference {
 }
 
 impl NamespaceReport {
+    /// No count and no record differs.
+    pub fn is_equal(&self) -> bool {
+        self.count_differences.is_empty() && self.difference_counts.is_empty()
+    }
+
     fn empty(namespace: &str) -> Self {
         Self {
             namespace: namespace.to_string(),
+            name: None,
             primary: BTreeMap::new(),
             secondary: BTreeMap::new(),
             recent: Recent { primary: 0, secondary: 0 },
@@ -81,6 +93,13 @@ impl NamespaceReport {
 impl Report {
     pub fn is_equal(&self) -> bool {
         self.result == "equal"
+    }
+
+    /// Gives each namespace its name, where one is known (ids stay as they are).
+    pub fn name_namespaces(&mut self, names: &crate::names::NamespaceNames) {
+        for ns in &mut self.namespaces {
+            ns.name = names.name(&ns.namespace).map(str::to_string);
+        }
     }
 
     /// Adds a deep verify's differences and settles the result.
@@ -111,45 +130,6 @@ impl Report {
         if self.namespaces.iter().any(|n| !n.difference_counts.is_empty()) {
             self.result = "different";
         }
-    }
-
-    pub fn text(&self) -> String {
-        let mut out = format!(
-            "verify ({}): {} (records that started or closed after {} are not compared)\n",
-            self.mode,
-            self.result,
-            self.cutoff.to_rfc3339()
-        );
-        out.push_str(&format!("{:<38} {:<15} {:>12} {:>12}  {}\n", "namespace", "status", "primary", "secondary", ""));
-        for ns in &self.namespaces {
-            let statuses: BTreeSet<&String> = ns.primary.keys().chain(ns.secondary.keys()).collect();
-            for status in statuses {
-                let p = ns.primary.get(status).copied().unwrap_or(0);
-                let s = ns.secondary.get(status).copied().unwrap_or(0);
-                let mark = if p == s { "" } else { "DIFFERENT" };
-                out.push_str(&format!("{:<38} {:<15} {:>12} {:>12}  {mark}\n", ns.namespace, status, p, s));
-            }
-            out.push_str(&format!(
-                "{:<38} {:<15} {:>12} {:>12}  (not compared)\n",
-                ns.namespace, "recent", ns.recent.primary, ns.recent.secondary
-            ));
-        }
-        for ns in self.namespaces.iter().filter(|n| !n.difference_counts.is_empty()) {
-            let counts: Vec<String> = ns.difference_counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
-            out.push_str(&format!("namespace {}: {}\n", ns.namespace, counts.join(", ")));
-            for d in &ns.differences {
-                let fields =
-                    if d.fields.is_empty() { String::new() } else { format!(" fields: {}", d.fields.join(", ")) };
-                let repair = d.repair.as_ref().map(|r| format!(" -> {r}")).unwrap_or_default();
-                out.push_str(&format!(
-                    "  {:<9} run {} workflow {}{fields}{repair}\n",
-                    d.kind.label(),
-                    d.run_id,
-                    d.workflow_id
-                ));
-            }
-        }
-        out
     }
 }
 
@@ -195,6 +175,7 @@ pub fn compare(primary: &Counts, secondary: &Counts, cutoff: DateTime<Utc>) -> R
         let named = |c: &NamespaceCounts| c.by_status.iter().map(|(k, v)| (k.name().to_string(), *v)).collect();
         namespaces.push(NamespaceReport {
             namespace: ns.clone(),
+            name: None,
             primary: named(p),
             secondary: named(s),
             recent: Recent { primary: p.recent, secondary: s.recent },
@@ -204,7 +185,8 @@ pub fn compare(primary: &Counts, secondary: &Counts, cutoff: DateTime<Utc>) -> R
         });
     }
     let equal = namespaces.iter().all(|n| n.count_differences.is_empty());
-    Report { result: if equal { "equal" } else { "different" }, mode: "counts", cutoff, namespaces }
+    let records_compared = namespaces.iter().flat_map(|n| n.primary.values()).sum();
+    Report { result: if equal { "equal" } else { "different" }, mode: "counts", cutoff, records_compared, namespaces }
 }
 
 #[cfg(test)]
@@ -241,6 +223,6 @@ mod tests {
             (r.namespaces[1].count_differences[0].primary, r.namespaces[1].count_differences[0].secondary),
             (1, 0)
         );
-        assert!(r.text().contains("DIFFERENT"));
+        assert!(r.text(false).contains("DIFFERENT"));
     }
 }
