@@ -295,7 +295,11 @@ impl Plan {
         let mut out = if self.ready {
             "plan: a backfill can start (nothing was written)\n".to_string()
         } else {
-            format!("plan: a backfill cannot start ({} problems; nothing was written)\n", self.problems.len())
+            let n = self.problems.len();
+            format!(
+                "plan: a backfill cannot start ({n} problem{}; nothing was written)\n",
+                if n == 1 { "" } else { "s" }
+            )
         };
         for p in &self.problems {
             out.push_str(&format!("  problem: {p}\n"));

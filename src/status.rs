@@ -1,7 +1,7 @@
 //! `vismig status`: the overall progress first, then one line per namespace (name and id:
-//! copied of estimated, rate, ETA, dead letters, the last verify's verdict), the flip
+//! settled of estimated, rate, ETA, dead letters, the last verify's verdict), the flip
 //! state, and the shard table only with `--shards`. Reads the checkpoint, the dead
-//! letter, the last verify and both stores' counts; writes nothing.
+//! letter, the last verify and the primary's counts per namespace; writes nothing.
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -20,6 +20,10 @@ use crate::store::{self, CountQuery, Counts};
 /// A checkpoint older than this says the backfill is not running now (it is saved every
 /// second while batches are acknowledged).
 const STALE_AFTER_SECONDS: i64 = 60;
+
+/// A namespace whose smoothed rate fell below this has stopped moving (its shards are
+/// done or waiting): no rate and no ETA for it.
+const MIN_RATE: f64 = 0.5;
 
 /// What `vismig status` shows.
 #[derive(Clone, Copy, Debug, Default)]
@@ -46,21 +50,21 @@ pub struct Overall {
     pub last_verify: Option<String>,
 }
 
-/// One namespace's progress, from both stores' counts.
+/// One namespace's progress: the checkpoint's count of it against the primary's.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct NamespaceProgress {
+pub struct NamespaceStatus {
     /// The namespace id.
     pub namespace: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// Records the primary holds.
+    /// Records the primary holds now.
     pub estimated: u64,
-    /// Records the secondary holds (copied, or dual-written since).
-    pub copied: u64,
-    pub percent: f64,
-    /// The run's current rate, shared among the namespaces still copying in proportion
-    /// to what each has left (shards of every namespace are copied side by side).
+    /// Records of it the backfill settled; None for a checkpoint saved by a vismig that
+    /// did not count them per namespace.
+    pub settled: Option<u64>,
+    pub percent: Option<f64>,
+    /// Its current rate, while the backfill runs and copies it.
     pub records_per_second: Option<f64>,
     pub eta_seconds: Option<f64>,
     pub dead_lettered: u64,
@@ -80,9 +84,10 @@ pub async fn status(config: &Config, options: Options) -> anyhow::Result<String>
     let dead_letters = dead_letters_per_namespace(&config.migration.dead_letter.path);
     let overall = overall(checkpoint.as_ref(), &dead_letters, last_verify.as_ref());
     let filter = checkpoint.as_ref().map(|cp| cp.namespaces.clone()).unwrap_or(config.migration.namespaces.clone());
-    let per_namespace = match count_both(config, &filter).await {
-        Ok((primary, secondary)) => {
-            Ok(per_namespace(&primary, &secondary, &overall, &dead_letters, last_verify.as_ref(), &names))
+    let per_namespace = match count_primary(config, &filter).await {
+        Ok(primary) => {
+            let sources = Sources { checkpoint: checkpoint.as_ref(), dead_letters: &dead_letters, names: &names };
+            Ok(per_namespace(&primary, &overall, &sources, last_verify.as_ref()))
         }
         Err(e) => Err(format!("{e:#}")),
     };
@@ -103,7 +108,7 @@ pub async fn status(config: &Config, options: Options) -> anyhow::Result<String>
     let mut out = overall_line(&overall, checkpoint.as_ref(), store.path());
     match &per_namespace {
         Ok(rows) => out.push_str(&namespace_table(rows)),
-        Err(e) => out.push_str(&format!("  per namespace: cannot count the stores: {e}\n")),
+        Err(e) => out.push_str(&format!("  per namespace: cannot count the primary: {e}\n")),
     }
     if let Some(cp) = &checkpoint {
         out.push_str(&checkpoint_text(cp, options.shards));
@@ -117,16 +122,19 @@ pub async fn status(config: &Config, options: Options) -> anyhow::Result<String>
     Ok(out)
 }
 
-/// Both stores' counts of the given namespaces (all when empty), every record settled
+/// The primary's counts of the given namespaces (all when empty), every record settled
 /// or not: the cut-off is now.
-async fn count_both(config: &Config, namespaces: &[String]) -> anyhow::Result<(Counts, Counts)> {
+async fn count_primary(config: &Config, namespaces: &[String]) -> anyhow::Result<Counts> {
     let source = store::open_source(config, &config.primary()).await?;
-    let sink = store::open_sink(config, &config.secondary()).await?;
     let query = CountQuery { namespaces: namespaces.to_vec(), cutoff: Utc::now() };
-    let (p, s) = tokio::join!(source.count(&query), sink.count(&query));
-    let p = p.map_err(|e| anyhow::anyhow!("primary: {e}"))?;
-    let s = s.map_err(|e| anyhow::anyhow!("secondary: {e}"))?;
-    Ok((p, s))
+    source.count(&query).await.map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// What the per-namespace lines are made of, besides the primary's counts.
+struct Sources<'a> {
+    checkpoint: Option<&'a Checkpoint>,
+    dead_letters: &'a BTreeMap<String, u64>,
+    names: &'a NamespaceNames,
 }
 
 /// Records in one namespace's counts, settled or recent.
@@ -205,33 +213,34 @@ fn verify_verdicts(last_verify: Option<&serde_json::Value>) -> BTreeMap<String, 
 
 fn per_namespace(
     primary: &Counts,
-    secondary: &Counts,
     overall: &Overall,
-    dead_letters: &BTreeMap<String, u64>,
+    sources: &Sources,
     last_verify: Option<&serde_json::Value>,
-    names: &NamespaceNames,
-) -> Vec<NamespaceProgress> {
+) -> Vec<NamespaceStatus> {
     let verdicts = verify_verdicts(last_verify);
-    let ids: std::collections::BTreeSet<&String> = primary.keys().chain(secondary.keys()).collect();
-    let remaining = |id: &str| total(primary, id).saturating_sub(total(secondary, id));
-    let all_remaining: u64 = ids.iter().map(|id| remaining(id)).sum();
+    let tracked = sources.checkpoint.map(|cp| &cp.namespace_progress);
+    // A checkpoint that settled records but none per namespace predates the count.
+    let untracked = sources.checkpoint.is_some_and(|cp| cp.namespace_progress.is_empty() && cp.totals.scanned > 0);
+    let mut ids: std::collections::BTreeSet<&String> = primary.keys().collect();
+    ids.extend(tracked.into_iter().flat_map(|t| t.keys()));
     ids.into_iter()
         .map(|id| {
-            let (estimated, copied) = (total(primary, id), total(secondary, id));
-            let left = remaining(id);
-            let rate = overall
-                .records_per_second
-                .filter(|_| left > 0 && all_remaining > 0)
-                .map(|r| r * left as f64 / all_remaining as f64);
-            NamespaceProgress {
+            let estimated = total(primary, id);
+            let progress = tracked.and_then(|t| t.get(id));
+            let settled = (!untracked).then(|| progress.map(|p| p.settled).unwrap_or(0).min(estimated.max(1)));
+            let left = settled.map(|s| estimated.saturating_sub(s));
+            let rate = progress
+                .map(|p| p.records_per_second)
+                .filter(|r| overall.state == "in progress" && *r >= MIN_RATE && left.is_some_and(|l| l > 0));
+            NamespaceStatus {
                 namespace: id.clone(),
-                name: names.name(id).map(str::to_string),
+                name: sources.names.name(id).map(str::to_string),
                 estimated,
-                copied,
-                percent: percent(copied, estimated),
+                settled,
+                percent: settled.map(|s| percent(s, estimated)),
                 records_per_second: rate,
-                eta_seconds: rate.map(|r| left as f64 / r),
-                dead_lettered: dead_letters.get(id).copied().unwrap_or(0),
+                eta_seconds: rate.zip(left).map(|(r, l)| l as f64 / r),
+                dead_lettered: sources.dead_letters.get(id).copied().unwrap_or(0),
                 last_verify: verdicts.get(id).copied(),
             }
         })
@@ -282,7 +291,7 @@ fn overall_line(o: &Overall, checkpoint: Option<&Checkpoint>, path: &Path) -> St
     )
 }
 
-fn namespace_table(rows: &[NamespaceProgress]) -> String {
+fn namespace_table(rows: &[NamespaceStatus]) -> String {
     let labels: Vec<String> = rows
         .iter()
         .map(|r| match &r.name {
@@ -293,13 +302,14 @@ fn namespace_table(rows: &[NamespaceProgress]) -> String {
     let width = labels.iter().map(String::len).max().unwrap_or(0).max("namespace".len());
     let mut out = format!(
         "  {:<width$}  {:>21}  {:>4}  {:>16}  {:>8}  {:>13}  last verify\n",
-        "namespace", "in secondary/primary", "%", "rate", "ETA", "dead-lettered"
+        "namespace", "settled of estimated", "%", "rate", "ETA", "dead-lettered"
     );
     for (r, label) in rows.iter().zip(&labels) {
+        let settled = r.settled.map(|s| s.to_string()).unwrap_or_else(|| "?".into());
         out.push_str(&format!(
-            "  {label:<width$}  {:>21}  {:>3.0}%  {:>16}  {:>8}  {:>13}  {}\n",
-            format!("{} of {}", r.copied, r.estimated),
-            r.percent,
+            "  {label:<width$}  {:>21}  {:>4}  {:>16}  {:>8}  {:>13}  {}\n",
+            format!("{settled} of {}", r.estimated),
+            r.percent.map(|p| format!("{p:.0}%")).unwrap_or_else(|| "?".into()),
             rate_text(r.records_per_second),
             eta_text(r.eta_seconds),
             r.dead_lettered,
@@ -373,36 +383,48 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn namespaces_share_the_rate_by_what_each_has_left() {
-        let overall = Overall {
+    fn checkpoint(per_namespace: &[(&str, u64, f64)], scanned: u64) -> Checkpoint {
+        let split = crate::store::Split { per_process: 1, process_index: 0, process_count: 1 };
+        let mut cp = Checkpoint::new("a".into(), "b".into(), vec![], split, 410, vec![]);
+        cp.totals.scanned = scanned;
+        for (ns, settled, rate) in per_namespace {
+            cp.namespace_progress.insert(
+                ns.to_string(),
+                crate::backfill::checkpoint::NamespaceProgress { settled: *settled, records_per_second: *rate },
+            );
+        }
+        cp
+    }
+
+    fn in_progress() -> Overall {
+        Overall {
             state: "in progress",
-            settled: 100,
-            estimated: 400,
-            percent: 25.0,
+            settled: 120,
+            estimated: 410,
+            percent: 29.0,
             records_per_second: Some(30.0),
             eta_seconds: Some(10.0),
             dead_lettered: 1,
             last_verify: None,
-        };
+        }
+    }
+
+    #[test]
+    fn each_namespace_has_its_own_settled_count_rate_and_eta() {
         let names = NamespaceNames::from_name_to_id(&BTreeMap::from([("orders".to_string(), "ns-1".to_string())]));
         let verify = serde_json::json!({"namespaces": [
             {"namespace": "ns-1", "countDifferences": [], "differenceCounts": {}},
             {"namespace": "ns-2", "countDifferences": [{"status": "Completed"}], "differenceCounts": {}}]});
-        let rows = per_namespace(
-            &counts(&[("ns-1", 300), ("ns-2", 100), ("ns-3", 10)]),
-            &counts(&[("ns-1", 100), ("ns-3", 10)]),
-            &overall,
-            &BTreeMap::from([("ns-2".to_string(), 1)]),
-            Some(&verify),
-            &names,
-        );
+        let cp = checkpoint(&[("ns-1", 100, 20.0), ("ns-3", 10, 0.1)], 110);
+        let dead_letters = BTreeMap::from([("ns-2".to_string(), 1)]);
+        let sources = Sources { checkpoint: Some(&cp), dead_letters: &dead_letters, names: &names };
+        let primary = counts(&[("ns-1", 300), ("ns-2", 100), ("ns-3", 10)]);
+        let rows = per_namespace(&primary, &in_progress(), &sources, Some(&verify));
         assert_eq!(rows[0].name.as_deref(), Some("orders"));
-        assert_eq!((rows[0].copied, rows[0].estimated), (100, 300));
-        assert_eq!(rows[0].records_per_second, Some(20.0));
-        assert_eq!(rows[1].records_per_second, Some(10.0));
-        assert_eq!(rows[0].eta_seconds, Some(10.0));
-        assert_eq!(rows[2].records_per_second, None, "a namespace copied in full has no rate");
+        assert_eq!((rows[0].settled, rows[0].estimated), (Some(100), 300));
+        assert_eq!((rows[0].records_per_second, rows[0].eta_seconds), (Some(20.0), Some(10.0)));
+        assert_eq!((rows[1].settled, rows[1].records_per_second), (Some(0), None), "not started: no rate");
+        assert_eq!((rows[2].percent, rows[2].records_per_second), (Some(100.0), None), "done: no rate");
         assert_eq!(
             (rows[0].last_verify, rows[1].last_verify, rows[2].last_verify),
             (Some("equal"), Some("different"), None)
@@ -410,6 +432,15 @@ mod tests {
         assert_eq!(rows[1].dead_lettered, 1);
         let table = namespace_table(&rows);
         assert!(table.lines().nth(1).unwrap().starts_with("  orders (ns-1)  "), "{table}");
+        let words = |line: &str| line.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert_eq!(words(table.lines().nth(1).unwrap()), "orders (ns-1) 100 of 300 33% 20 records/s 10s 0 equal");
         assert!(table.contains("not verified"), "{table}");
+
+        // A checkpoint from before per-namespace counts: settled unknown, not 0.
+        let old = checkpoint(&[], 110);
+        let sources = Sources { checkpoint: Some(&old), ..sources };
+        let rows = per_namespace(&primary, &in_progress(), &sources, None);
+        assert_eq!((rows[0].settled, rows[0].percent), (None, None));
+        assert!(words(&namespace_table(&rows)).contains("orders (ns-1) ? of 300 ? - - 0 not verified"));
     }
 }

@@ -3,6 +3,7 @@
 //! fsync, rename, fsync of the directory), so a crash leaves either the old or the new
 //! file, never a torn one.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -37,6 +38,22 @@ pub struct Checkpoint {
     /// crash can never lose them: rebuilt after the copy, or on the next start.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deferred_indexes: Vec<DeferredIndex>,
+    /// Each namespace's share of the run (by namespace id), for `vismig status`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub namespace_progress: BTreeMap<String, NamespaceProgress>,
+}
+
+/// One namespace's part of a run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespaceProgress {
+    /// Records of its acknowledged batches (written, skipped or dead-lettered). Counted
+    /// when a batch is acknowledged, before its shard's low-water mark passes it, so a
+    /// batch copied again after a crash counts again: a progress figure, not a total.
+    pub settled: u64,
+    /// Smoothed like the run's rate, when the checkpoint was saved.
+    #[serde(default, skip_serializing_if = "is_zero_rate")]
+    pub records_per_second: f64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -103,6 +120,35 @@ impl Checkpoint {
                 .map(|(id, spec)| ShardState { id, spec, cursor: None, done: false, settled: 0 })
                 .collect(),
             deferred_indexes: Vec::new(),
+            namespace_progress: BTreeMap::new(),
+        }
+    }
+
+    /// Adds an acknowledged batch's records, per namespace id.
+    pub fn add_namespace_records(&mut self, records: &[(String, u64)]) {
+        for (namespace, n) in records {
+            self.namespace_progress.entry(namespace.clone()).or_default().settled += n;
+        }
+    }
+
+    /// Records settled per namespace id, the base of the next `update_namespace_rates`.
+    pub fn namespace_settled(&self) -> BTreeMap<String, u64> {
+        self.namespace_progress.iter().map(|(ns, p)| (ns.clone(), p.settled)).collect()
+    }
+
+    /// Each namespace's rate from what it settled since `base` (`seconds` ago), smoothed
+    /// as the run's own rate is (a namespace that stopped moving decays towards 0).
+    pub fn update_namespace_rates(&mut self, base: &BTreeMap<String, u64>, seconds: f64) {
+        if seconds <= 0.0 {
+            return;
+        }
+        for (namespace, progress) in &mut self.namespace_progress {
+            let instant = progress.settled.saturating_sub(base.get(namespace).copied().unwrap_or(0)) as f64 / seconds;
+            progress.records_per_second = if progress.records_per_second == 0.0 {
+                instant
+            } else {
+                0.7 * progress.records_per_second + 0.3 * instant
+            };
         }
     }
 
@@ -242,7 +288,25 @@ mod tests {
                 settled: 5,
             }],
             deferred_indexes: vec![],
+            namespace_progress: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn namespaces_count_their_records_and_rates() {
+        let mut cp = sample();
+        cp.add_namespace_records(&[("a".into(), 10), ("b".into(), 4)]);
+        let base = cp.namespace_settled();
+        cp.add_namespace_records(&[("a".into(), 20)]);
+        cp.update_namespace_rates(&base, 2.0);
+        assert_eq!((cp.namespace_progress["a"].settled, cp.namespace_progress["a"].records_per_second), (30, 10.0));
+        assert_eq!(cp.namespace_progress["b"].records_per_second, 0.0, "b did not move");
+        let base = cp.namespace_settled();
+        cp.update_namespace_rates(&base, 1.0);
+        assert_eq!(cp.namespace_progress["a"].records_per_second, 7.0, "a stopped: its rate decays");
+        let json = serde_json::to_value(&cp).unwrap();
+        assert_eq!(json["namespaceProgress"]["a"]["settled"], 30);
+        assert_eq!(serde_json::from_value::<Checkpoint>(json).unwrap(), cp);
     }
 
     #[test]

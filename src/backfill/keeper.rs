@@ -2,7 +2,7 @@
 //! low-water mark, and saves the checkpoint at most once per interval (the run saves it
 //! once more when it ends).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,8 @@ pub(super) struct Ack {
     pub last: bool,
     pub records: u64,
     pub counts: OutcomeCounts,
+    /// The batch's rows per namespace id.
+    pub namespaces: Vec<(String, u64)>,
 }
 
 pub(super) struct Keeper {
@@ -43,6 +45,8 @@ impl Keeper {
         let mut marks: HashMap<usize, LowWater> = HashMap::new();
         let mut last_save = Instant::now();
         let mut dirty = false;
+        // Per-namespace rates: what each had settled at the last save.
+        let mut namespace_base = self.checkpoint.lock().unwrap().namespace_settled();
         // Wakes up now and then without acknowledgements, to save and report the age.
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         loop {
@@ -51,6 +55,7 @@ impl Keeper {
                     let Some(ack) = ack else { break };
                     let advance = marks.entry(ack.shard).or_default().ack(ack.seq, ack.cursor, ack.last, ack.records, ack.counts);
                     let mut cp = self.checkpoint.lock().unwrap();
+                    cp.add_namespace_records(&ack.namespaces);
                     if let Some(advance) = advance {
                         settle(&mut cp, ack.shard, advance);
                         dirty = true;
@@ -61,7 +66,7 @@ impl Keeper {
             }
             self.metrics.checkpoint_age_seconds.set(last_save.elapsed().as_secs_f64());
             if dirty && last_save.elapsed() >= self.interval {
-                self.save()?;
+                self.save(&mut namespace_base, last_save.elapsed().as_secs_f64())?;
                 last_save = Instant::now();
                 dirty = false;
             }
@@ -71,11 +76,15 @@ impl Keeper {
         Ok(())
     }
 
-    fn save(&self) -> anyhow::Result<()> {
+    /// Saves the checkpoint with the current rates; `namespace_base` (each namespace's
+    /// settled records at the last save, `seconds` ago) moves to now.
+    fn save(&self, namespace_base: &mut BTreeMap<String, u64>, seconds: f64) -> anyhow::Result<()> {
         let snapshot = {
             let mut cp = self.checkpoint.lock().unwrap();
             cp.updated_at = Utc::now();
             cp.records_per_second = self.progress.rate();
+            cp.update_namespace_rates(namespace_base, seconds);
+            *namespace_base = cp.namespace_settled();
             cp.clone()
         };
         self.store.save(&snapshot)?;

@@ -154,7 +154,16 @@ async fn write_batches(
             Err(WriteError::Fatal(msg)) => anyhow::bail!(msg),
         };
         let records = batch.rows();
-        let ack = Ack { shard: batch.shard, seq: batch.seq, cursor: batch.cursor, last: batch.last, records, counts };
+        let namespaces = batch.rows_per_namespace();
+        let ack = Ack {
+            shard: batch.shard,
+            seq: batch.seq,
+            cursor: batch.cursor,
+            last: batch.last,
+            records,
+            counts,
+            namespaces,
+        };
         if acks.send(ack).await.is_err() {
             return Ok(());
         }
