@@ -54,6 +54,7 @@ pub async fn prepare_backfill(
         control,
         renamer,
         dropped_fields: Default::default(),
+        names: Arc::new(crate::names::NamespaceNames::load(config).await),
     })
 }
 
@@ -116,7 +117,8 @@ pub async fn verify(
     let (a, b) = tokio::join!(source.preflight(), sink.preflight());
     a.map_err(|e| anyhow::anyhow!("primary: {e}"))?;
     b.map_err(|e| anyhow::anyhow!("secondary: {e}"))?;
-    let namespaces = if namespaces.is_empty() { config.migration.namespaces.clone() } else { namespaces.to_vec() };
+    let names = crate::names::NamespaceNames::load(config).await;
+    let namespaces = if namespaces.is_empty() { config.migration.namespaces.clone() } else { names.ids_of(namespaces) };
     let filter = namespaces.clone();
     // On a whole second: a time truncated to the store's precision (Temporal's µs for SQL,
     // ms for Cassandra) falls on the same side of it as the nanosecond original.
@@ -174,7 +176,7 @@ pub async fn verify(
         );
         report.add_deep(outcome, metrics);
     }
-    report.name_namespaces(&crate::names::NamespaceNames::load(config).await);
+    report.name_namespaces(&names);
     save_last_verify(config, &filter, &report)?;
     metrics.set_phase("done");
     Ok(report)

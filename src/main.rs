@@ -69,7 +69,7 @@ enum Command {
     Verify {
         #[arg(long, short)]
         config: PathBuf,
-        /// Namespace ids to compare (default: migration.namespaces, or all).
+        /// Namespaces to compare, by id or name (default: migration.namespaces, or all).
         #[arg(long = "namespace")]
         namespaces: Vec<String>,
         /// Compare record by record, not only counts.

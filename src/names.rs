@@ -29,6 +29,16 @@ impl NamespaceNames {
         Self::from_name_to_id(&names)
     }
 
+    /// The ids of namespaces given by name or by id (a known name is taken as one).
+    pub fn ids_of(&self, namespaces: &[String]) -> Vec<String> {
+        namespaces
+            .iter()
+            .map(|n| {
+                self.by_id.iter().find(|(_, name)| *name == n).map(|(id, _)| id.clone()).unwrap_or_else(|| n.clone())
+            })
+            .collect()
+    }
+
     pub fn name(&self, id: &str) -> Option<&str> {
         self.by_id.get(id).map(String::as_str)
     }
@@ -52,5 +62,6 @@ mod tests {
         assert_eq!(names.label("ns-1"), "orders (ns-1)");
         assert_eq!(names.label("ns-2"), "ns-2");
         assert_eq!(names.name("ns-1"), Some("orders"));
+        assert_eq!(names.ids_of(&["orders".into(), "ns-2".into()]), vec!["ns-1".to_string(), "ns-2".into()]);
     }
 }

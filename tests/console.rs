@@ -270,6 +270,33 @@ async fn status_of_a_running_backfill_has_rates_and_etas_per_namespace() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn dead_letters_are_logged_and_counted_under_the_namespace_name() {
+    let ids = seed_namespaces(1);
+    let work = Work::seeded(1_000, &named(&ids)).await;
+    let cols = "namespace_id, run_id, workflow_type_name, workflow_id, start_time, execution_time, status, encoding, search_attributes";
+    exec(
+        &work.primary(),
+        &format!(
+            "INSERT INTO executions_visibility ({cols}) VALUES ('{}', 'run-bad-json', 'T', 'wf-1', '2024-01-01 00:00:00+00:00', '2024-01-01 00:00:00+00:00', 2, 'Proto3', '[1, 2]');",
+            ids[0]
+        ),
+    )
+    .await;
+    let out = work.run(&["backfill"]);
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    let letter = log.lines().find(|l| l.contains("record sent to the dead letter")).expect("a dead-letter log line");
+    assert!(letter.contains(&format!("\"namespace\":\"orders ({})\"", ids[0])), "{letter}");
+    let status = stdout(&work.run(&["status"]));
+    assert!(status.lines().next().unwrap().contains(", 1 dead-lettered; "), "{status}");
+    let words = |l: &str| l.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+    let orders = words(line(&status, &format!("  orders ({})", ids[0])));
+    assert_eq!(orders[orders.len() - 3..], ["1", "not", "verified"], "{status}");
+    let payments = words(line(&status, &format!("  payments ({})", ids[1])));
+    assert_eq!(payments[payments.len() - 3..], ["0", "not", "verified"], "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn plan_exits_1_with_one_line_per_reason_and_2_for_bad_config() {
     // A checkpoint of another run (other namespaces): a backfill would refuse it.
     let work = Work::seeded(1_000, "").await;

@@ -85,6 +85,8 @@ pub struct Backfill {
     /// Fields the primary's schema has and the secondary's lacks, set by preflight when
     /// `migration.dropMissingFields` allows copying without them.
     pub dropped_fields: std::sync::OnceLock<Vec<&'static str>>,
+    /// Namespace names for the log lines that name a namespace.
+    pub names: Arc<crate::names::NamespaceNames>,
 }
 
 impl Backfill {

@@ -103,6 +103,7 @@ impl Backfill {
                 dead_letter: dead_letter.clone(),
                 metrics: self.metrics.clone(),
                 retrier: self.retrier(),
+                names: self.names.clone(),
             };
             writers.spawn(write_batches(writer, batches.clone(), acks.clone(), stops.clone()));
         }

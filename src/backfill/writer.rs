@@ -89,6 +89,7 @@ pub struct Writer {
     pub retrier: Retrier,
     /// Fields the secondary's schema lacks that preflight allowed to drop.
     pub dropped_fields: Vec<&'static str>,
+    pub names: Arc<crate::names::NamespaceNames>,
 }
 
 impl Writer {
@@ -140,7 +141,7 @@ impl Writer {
             counts.dead_letter = letters.len() as u64;
             self.metrics.dead_letter_total.inc_by(counts.dead_letter);
             for l in &letters {
-                tracing::warn!(stage = l.stage, namespace_id = %l.namespace_id, run_id = %l.run_id, reason = %l.reason, file = %self.dead_letter.path().display(), "record sent to the dead letter");
+                tracing::warn!(stage = l.stage, namespace = %self.names.label(&l.namespace_id), run_id = %l.run_id, reason = %l.reason, file = %self.dead_letter.path().display(), "record sent to the dead letter");
             }
         }
         self.metrics.batch_write_seconds.observe(started.elapsed().as_secs_f64());
