@@ -45,10 +45,15 @@ impl NamespaceNames {
 
     /// `name (id)` when the name is known, else the id.
     pub fn label(&self, id: &str) -> String {
-        match self.name(id) {
-            Some(name) => format!("{name} ({id})"),
-            None => id.to_string(),
-        }
+        label(id, self.name(id))
+    }
+}
+
+/// How text output names a namespace: `name (id)` when the name is known, else the id.
+pub fn label(id: &str, name: Option<&str>) -> String {
+    match name {
+        Some(name) => format!("{name} ({id})"),
+        None => id.to_string(),
     }
 }
 

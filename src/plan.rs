@@ -281,10 +281,7 @@ fn durations(copy: &Copy, probe: Option<&Probe>) -> Durations {
 
 impl NamespacePlan {
     fn label(&self) -> String {
-        match &self.name {
-            Some(name) => format!("{name} ({})", self.namespace),
-            None => self.namespace.clone(),
-        }
+        crate::names::label(&self.namespace, self.name.as_deref())
     }
 }
 

@@ -292,13 +292,7 @@ fn overall_line(o: &Overall, checkpoint: Option<&Checkpoint>, path: &Path) -> St
 }
 
 fn namespace_table(rows: &[NamespaceStatus]) -> String {
-    let labels: Vec<String> = rows
-        .iter()
-        .map(|r| match &r.name {
-            Some(name) => format!("{name} ({})", r.namespace),
-            None => r.namespace.clone(),
-        })
-        .collect();
+    let labels: Vec<String> = rows.iter().map(|r| crate::names::label(&r.namespace, r.name.as_deref())).collect();
     let width = labels.iter().map(String::len).max().unwrap_or(0).max("namespace".len());
     let mut out = format!(
         "  {:<width$}  {:>21}  {:>4}  {:>16}  {:>8}  {:>13}  last verify\n",

@@ -239,12 +239,7 @@ async fn status_of_a_running_backfill_has_rates_and_etas_per_namespace() {
     let ids = seed_namespaces(1);
     let work =
         Work::seeded(2_000, &format!("{}  batchSize: 50\n  rate: {{ recordsPerSecond: 300 }}\n", named(&ids))).await;
-    let mut child = work
-        .vismig(&["backfill"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = work.spawn_quiet(&["backfill"]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while settled(&work) < 700 {
         assert!(std::time::Instant::now() < deadline, "no progress");
@@ -332,15 +327,11 @@ async fn plan_exits_1_with_one_line_per_reason_and_2_for_bad_config() {
 
 /// Row count, highest `_version` and an md5 of every row of a PostgreSQL visibility table.
 async fn pg_fingerprint(db: &str) -> (i64, i64, String) {
-    let pool = sqlx::PgPool::connect(&pg_url(db)).await.unwrap();
-    let row: (i64, i64, String) = sqlx::query_as(
+    pg_row(
+        db,
         "SELECT count(*)::bigint, coalesce(max(_version), 0)::bigint, coalesce(md5(string_agg(t::text, '|' ORDER BY namespace_id, run_id)), '') FROM executions_visibility t",
     )
-    .fetch_one(&pool)
     .await
-    .unwrap();
-    pool.close().await;
-    row
 }
 
 #[tokio::test(flavor = "multi_thread")]

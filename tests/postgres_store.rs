@@ -243,15 +243,11 @@ async fn preflight_names_a_missing_table_and_a_wrong_password_stays_secret() {
 
 /// (indexes on executions_visibility, how many of them are valid)
 async fn index_count(db: &str) -> (i64, i64) {
-    let pool = sqlx::PgPool::connect(&pg_url(db)).await.unwrap();
-    let row: (i64, i64) = sqlx::query_as(
+    pg_row(
+        db,
         "SELECT COUNT(*), COUNT(*) FILTER (WHERE i.indisvalid) FROM pg_index i WHERE i.indrelid = 'executions_visibility'::regclass",
     )
-    .fetch_one(&pool)
     .await
-    .unwrap();
-    pool.close().await;
-    row
 }
 
 fn dynamic_config(work: &Work, reads_secondary: bool) -> String {

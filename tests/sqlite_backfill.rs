@@ -22,12 +22,7 @@ async fn wait_for(mut cond: impl FnMut() -> bool, what: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_mid_run_then_resume_copies_every_record_exactly() {
     let work = Work::seeded(10_000, "  batchSize: 200\n  concurrency: 2\n  rate: { recordsPerSecond: 2500 }\n").await;
-    let mut child = work
-        .vismig(&["backfill"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = work.spawn_quiet(&["backfill"]);
     wait_for(|| settled(&work) >= 2_000, "2000 settled records in the checkpoint").await;
     child.kill().unwrap(); // SIGKILL: no chance to save anything more
     child.wait().unwrap();

@@ -12,10 +12,7 @@ const SUMMARY_STATUSES: usize = 3;
 impl NamespaceReport {
     /// `name (id)` when the name is known, else the id.
     pub fn label(&self) -> String {
-        match &self.name {
-            Some(name) => format!("{name} ({})", self.namespace),
-            None => self.namespace.clone(),
-        }
+        crate::names::label(&self.namespace, self.name.as_deref())
     }
 
     /// Records below the cut-off in the primary.

@@ -113,6 +113,11 @@ impl Work {
         c
     }
 
+    /// Starts `vismig` in the background with its output thrown away.
+    pub fn spawn_quiet(&self, args: &[&str]) -> std::process::Child {
+        self.vismig(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
+    }
+
     pub fn run(&self, args: &[&str]) -> Output {
         self.vismig(args).output().unwrap()
     }
@@ -242,6 +247,17 @@ pub async fn pg_exec(db: &str, sql: &str) {
     let pool = sqlx::PgPool::connect(&pg_url(db)).await.unwrap();
     sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string())).execute(&pool).await.unwrap();
     pool.close().await;
+}
+
+/// One row of a query on a database of the PostgreSQL of tests/services.
+pub async fn pg_row<T>(db: &str, sql: &str) -> T
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+{
+    let pool = sqlx::PgPool::connect(&pg_url(db)).await.unwrap();
+    let row = sqlx::query_as(sqlx::AssertSqlSafe(sql.to_string())).fetch_one(&pool).await.unwrap();
+    pool.close().await;
+    row
 }
 
 /// The `sql:` block of a MySQL 8 (MariaDB variant) datastore on the test server.
@@ -438,7 +454,7 @@ fn remove_stale_templates() {
 /// Starts `vismig backfill`, waits until the checkpoint has settled `records`, then
 /// kills it with SIGKILL (no chance to save anything more).
 pub async fn kill_9_after(work: &Work, records: u64) {
-    let mut child = work.vismig(&["backfill"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = work.spawn_quiet(&["backfill"]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while settled(work) < records {
         assert!(std::time::Instant::now() < deadline, "no progress before the kill");

@@ -12,7 +12,6 @@
 //! VISMIG_FAULT_SEED=<n> replays a run; VISMIG_FAULT_TRIALS=<n> changes the number of
 //! trials per pair (default 10).
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
@@ -77,12 +76,7 @@ async fn run_trial(pair: &impl Pair, seed: u64) -> Trial {
     // cannot end before ~3.7 s: the first batch is free, the rest at RATE).
     let kill_after_ms = rng.random_range(100..3_300);
 
-    let mut child = work
-        .vismig(&["backfill", "--rate", &RATE.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = work.spawn_quiet(&["backfill", "--rate", &RATE.to_string()]);
     tokio::time::sleep(Duration::from_millis(kill_after_ms)).await;
     assert!(child.try_wait().unwrap().is_none(), "seed {seed}: the backfill ended before the kill");
     child.kill().unwrap(); // SIGKILL
