@@ -58,8 +58,9 @@ pub struct NamespacePlan {
     /// Records per status in the primary (runs still changing included).
     pub primary: BTreeMap<String, u64>,
     pub primary_total: u64,
-    /// What the secondary already holds (dual writes, an earlier copy).
-    pub secondary_total: u64,
+    /// What the secondary already holds (dual writes, an earlier copy); None when it
+    /// could not be counted.
+    pub secondary_total: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -116,31 +117,42 @@ pub async fn plan(config: &Config) -> Plan {
     };
     plan.primary = Some(backfill.source.describe());
     plan.secondary = Some(backfill.sink.describe());
-    if let Err(e) = backfill.preflight().await {
-        plan.problems.extend(problem_lines(&format!("{e:#}")));
-    }
+    let preflight = backfill.preflight().await;
     let (a, b) = tokio::join!(backfill.source.schema_info(), backfill.sink.schema_info());
     if let (Ok(a), Ok(b)) = (a, b) {
         plan.schema = Some(Schemas { primary: a.version.to_string(), secondary: b.version.to_string() });
     }
-    let names = NamespaceNames::load(config).await;
-    match count_both(&backfill, &config.migration.namespaces).await {
-        Ok((primary, secondary)) => plan.namespaces = namespace_plans(&primary, &secondary, &names),
-        Err(e) => plan.problems.push(e),
+    // A store that failed preflight fails what follows too: its own errors then only
+    // repeat the preflight's, and are left out.
+    let mut store_problems = Vec::new();
+    let (primary, secondary) = count_both(&backfill, &config.migration.namespaces).await;
+    match (primary, secondary) {
+        (Ok(primary), secondary) => {
+            plan.namespaces = namespace_plans(&primary, secondary.as_ref().ok(), &backfill.names);
+            store_problems.extend(secondary.err());
+        }
+        (Err(e), secondary) => store_problems.extend([Some(e), secondary.err()].into_iter().flatten()),
     }
+    let mut checkpoint_problems = Vec::new();
     match shards(&backfill).await {
         Ok((copy, pending)) => {
             if copy.records > 0 {
                 match probe(backfill.source.clone(), &pending, config.migration.batch_size, copy.concurrency).await {
                     Ok(p) => plan.probe = p,
-                    Err(e) => plan.problems.push(e),
+                    Err(e) => store_problems.push(e),
                 }
             }
             plan.duration = Some(durations(&copy, plan.probe.as_ref()));
             plan.copy = Some(copy);
         }
-        Err(e) => plan.problems.push(e),
+        Err(ShardsError::Checkpoint(e)) => checkpoint_problems.push(e),
+        Err(ShardsError::Store(e)) => store_problems.push(e),
     }
+    match preflight {
+        Err(e) => plan.problems.extend(problem_lines(&format!("{e:#}"))),
+        Ok(()) => plan.problems.extend(store_problems),
+    }
+    plan.problems.extend(checkpoint_problems);
     plan.ready = plan.problems.is_empty();
     plan
 }
@@ -155,16 +167,18 @@ fn problem_lines(error: &str) -> Vec<String> {
 }
 
 /// Both stores' counts, every record (the cut-off is now).
-async fn count_both(backfill: &Backfill, namespaces: &[String]) -> Result<(Counts, Counts), String> {
+async fn count_both(backfill: &Backfill, namespaces: &[String]) -> (Result<Counts, String>, Result<Counts, String>) {
     let query = CountQuery { namespaces: namespaces.to_vec(), cutoff: Utc::now() };
     let (p, s) = tokio::join!(backfill.source.count(&query), backfill.sink.count(&query));
-    let p = p.map_err(|e| format!("primary: cannot count the records: {e}"))?;
-    let s = s.map_err(|e| format!("secondary: cannot count the records: {e}"))?;
-    Ok((p, s))
+    (
+        p.map_err(|e| format!("primary: cannot count the records: {e}")),
+        s.map_err(|e| format!("secondary: cannot count the records: {e}")),
+    )
 }
 
-fn namespace_plans(primary: &Counts, secondary: &Counts, names: &NamespaceNames) -> Vec<NamespacePlan> {
-    let ids: std::collections::BTreeSet<&String> = primary.keys().chain(secondary.keys()).collect();
+fn namespace_plans(primary: &Counts, secondary: Option<&Counts>, names: &NamespaceNames) -> Vec<NamespacePlan> {
+    let ids: std::collections::BTreeSet<&String> =
+        primary.keys().chain(secondary.into_iter().flat_map(|s| s.keys())).collect();
     ids.into_iter()
         .map(|id| {
             let mut by_status: BTreeMap<String, u64> = primary
@@ -181,21 +195,26 @@ fn namespace_plans(primary: &Counts, secondary: &Counts, names: &NamespaceNames)
                 name: names.name(id).map(str::to_string),
                 primary: by_status,
                 primary_total: total(primary, id),
-                secondary_total: total(secondary, id),
+                secondary_total: secondary.map(|s| total(s, id)),
             }
         })
         .collect()
 }
 
+/// Why the shards of a plan are not known: the checkpoint cannot be resumed, or a store
+/// failed.
+enum ShardsError {
+    Checkpoint(String),
+    Store(String),
+}
+
 /// What the backfill would copy and in which shards: a resume of the checkpoint when one
 /// matches this config, else a new plan. Also the shards left, with their cursors, for
 /// the probe.
-async fn shards(backfill: &Backfill) -> Result<(Copy, Vec<(ShardSpec, Option<Cursor>)>), String> {
+async fn shards(backfill: &Backfill) -> Result<(Copy, Vec<(ShardSpec, Option<Cursor>)>), ShardsError> {
     let config = &backfill.config;
     let store = FileCheckpoint::new(&config.migration.checkpoint.path);
-    let checkpoint = store.load().map_err(|e| format!("{e:#}"))?;
-    let namespaces = &config.migration.namespaces;
-    let split = &backfill.options.split;
+    let saved = store.load().map_err(|e| ShardsError::Checkpoint(format!("{e:#}")))?;
     let mut copy = Copy {
         start: "new",
         checkpoint: store.path().display().to_string(),
@@ -207,22 +226,15 @@ async fn shards(backfill: &Backfill) -> Result<(Copy, Vec<(ShardSpec, Option<Cur
         batch_size: backfill.options.batch_size.min(backfill.sink.max_batch()).max(1),
         rate: config.migration.rate.records_per_second,
     };
-    let Some(cp) = checkpoint else {
-        let specs = backfill.source.plan_shards(namespaces, split).await.map_err(|e| format!("primary: {e}"))?;
-        copy.records = backfill.source.estimate(namespaces).await.map_err(|e| format!("primary: {e}"))?;
-        copy.shards = specs.len();
-        return Ok((copy, specs.into_iter().map(|s| (s, None)).collect()));
+    let cp = match saved {
+        Some(cp) => {
+            backfill.check_resumable(&cp, &store).map_err(|e| ShardsError::Checkpoint(format!("{e:#}")))?;
+            copy.start = if cp.is_complete() { "complete" } else { "resume" };
+            copy.settled = cp.totals.scanned;
+            cp
+        }
+        None => backfill.new_checkpoint().await.map_err(|e| ShardsError::Store(format!("primary: {e:#}")))?,
     };
-    cp.matches(&backfill.source.describe(), &backfill.sink.describe(), namespaces, split).map_err(|diff| {
-        format!(
-            "checkpoint {} belongs to another run ({diff}); restore that config, or move the checkpoint away to start over",
-            store.path().display()
-        )
-    })?;
-    let specs: Vec<ShardSpec> = cp.shards.iter().map(|s| s.spec.clone()).collect();
-    backfill.source.check_resume(&specs, split).map_err(|e| format!("checkpoint {}: {e}", store.path().display()))?;
-    copy.start = if cp.is_complete() { "complete" } else { "resume" };
-    copy.settled = cp.totals.scanned;
     copy.records = if cp.is_complete() { 0 } else { cp.estimated_total.saturating_sub(cp.totals.scanned) };
     copy.shards = cp.shards.len();
     copy.shards_done = cp.shards.iter().filter(|s| s.done).count();
@@ -326,8 +338,13 @@ impl Plan {
 
     fn namespaces_text(&self) -> String {
         if self.namespaces.is_empty() {
-            return "namespaces: none in either store\n".into();
+            return if self.problems.iter().any(|p| p.starts_with("primary:")) {
+                "namespaces: not counted (the primary cannot be read)\n".into()
+            } else {
+                "namespaces: none in the primary\n".into()
+            };
         }
+        let held = |n: Option<u64>| n.map(|n| n.to_string()).unwrap_or_else(|| "?".into());
         let mut out = format!(
             "namespaces: {} (records in the primary by status; what the secondary already holds)\n",
             self.namespaces.len()
@@ -340,12 +357,12 @@ impl Plan {
                 ns.label(),
                 ns.primary_total,
                 if statuses.is_empty() { "none".to_string() } else { statuses.join(", ") },
-                ns.secondary_total
+                held(ns.secondary_total)
             ));
         }
-        let (p, s): (u64, u64) =
-            self.namespaces.iter().fold((0, 0), |(p, s), n| (p + n.primary_total, s + n.secondary_total));
-        out.push_str(&format!("  {:<width$}  {p} in the primary, {s} in the secondary\n", "total"));
+        let p: u64 = self.namespaces.iter().map(|n| n.primary_total).sum();
+        let s: Option<u64> = self.namespaces.iter().map(|n| n.secondary_total).sum();
+        out.push_str(&format!("  {:<width$}  {p} in the primary, {} in the secondary\n", "total", held(s)));
         out
     }
 }

@@ -5,13 +5,13 @@
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use chrono::Utc;
 use serde::Serialize;
 
 use crate::backfill::checkpoint::{Checkpoint, FileCheckpoint};
-use crate::commands::{flip_state, last_verify_path};
+use crate::commands::{FlipState, flip_state, last_verify_path};
 use crate::config::Config;
 use crate::names::NamespaceNames;
 use crate::progress::human_duration;
@@ -75,51 +75,80 @@ pub struct NamespaceStatus {
 /// `vismig status`, as text or one JSON object (the checkpoint's fields as they are,
 /// `lastVerify`, `flip`, `overall` and `perNamespace`).
 pub async fn status(config: &Config, options: Options) -> anyhow::Result<String> {
-    let store = FileCheckpoint::new(&config.migration.checkpoint.path);
-    let checkpoint = store.load()?;
-    let last_verify: Option<serde_json::Value> =
-        std::fs::read_to_string(last_verify_path(config)).ok().and_then(|t| serde_json::from_str(&t).ok());
-    let flip = flip_state(config).await;
-    let names = NamespaceNames::load(config).await;
-    let dead_letters = dead_letters_per_namespace(&config.migration.dead_letter.path);
-    let overall = overall(checkpoint.as_ref(), &dead_letters, last_verify.as_ref());
-    let filter = checkpoint.as_ref().map(|cp| cp.namespaces.clone()).unwrap_or(config.migration.namespaces.clone());
-    let per_namespace = match count_primary(config, &filter).await {
-        Ok(primary) => {
-            let sources = Sources { checkpoint: checkpoint.as_ref(), dead_letters: &dead_letters, names: &names };
-            Ok(per_namespace(&primary, &overall, &sources, last_verify.as_ref()))
-        }
-        Err(e) => Err(format!("{e:#}")),
-    };
-    if options.json {
-        let mut out = match &checkpoint {
-            Some(cp) => serde_json::to_value(cp)?,
-            None => serde_json::json!({ "checkpoint": null, "path": store.path() }),
+    let snapshot = Snapshot::gather(config).await?;
+    if options.json { snapshot.json(config) } else { Ok(snapshot.text(config, options.shards)) }
+}
+
+/// Everything `status` shows, read once.
+struct Snapshot {
+    checkpoint: Option<Checkpoint>,
+    checkpoint_path: PathBuf,
+    last_verify: Option<serde_json::Value>,
+    flip: Option<FlipState>,
+    overall: Overall,
+    /// The lines per namespace, or why the primary could not be counted.
+    per_namespace: Result<Vec<NamespaceStatus>, String>,
+}
+
+impl Snapshot {
+    async fn gather(config: &Config) -> anyhow::Result<Snapshot> {
+        let store = FileCheckpoint::new(&config.migration.checkpoint.path);
+        let checkpoint = store.load()?;
+        let last_verify: Option<serde_json::Value> =
+            std::fs::read_to_string(last_verify_path(config)).ok().and_then(|t| serde_json::from_str(&t).ok());
+        let names = NamespaceNames::load(config).await;
+        let dead_letters = dead_letters_per_namespace(&config.migration.dead_letter.path);
+        let overall = overall(checkpoint.as_ref(), &dead_letters, last_verify.as_ref());
+        let filter = checkpoint.as_ref().map_or(&config.migration.namespaces, |cp| &cp.namespaces);
+        let per_namespace = match count_primary(config, filter).await {
+            Ok(primary) => {
+                let sources = Sources { checkpoint: checkpoint.as_ref(), dead_letters: &dead_letters, names: &names };
+                Ok(per_namespace(&primary, &overall, &sources, last_verify.as_ref()))
+            }
+            Err(e) => Err(format!("{e:#}")),
         };
-        out["lastVerify"] = last_verify.unwrap_or(serde_json::Value::Null);
-        out["flip"] = flip.map(|f| f.json(config)).unwrap_or(serde_json::Value::Null);
-        out["overall"] = serde_json::to_value(&overall)?;
-        match &per_namespace {
+        Ok(Snapshot {
+            checkpoint,
+            checkpoint_path: store.path().to_path_buf(),
+            last_verify,
+            flip: flip_state(config).await,
+            overall,
+            per_namespace,
+        })
+    }
+
+    fn json(self, config: &Config) -> anyhow::Result<String> {
+        let mut out = match &self.checkpoint {
+            Some(cp) => serde_json::to_value(cp)?,
+            None => serde_json::json!({ "checkpoint": null, "path": self.checkpoint_path }),
+        };
+        out["lastVerify"] = self.last_verify.unwrap_or(serde_json::Value::Null);
+        out["flip"] = self.flip.map(|f| f.json(config)).unwrap_or(serde_json::Value::Null);
+        out["overall"] = serde_json::to_value(&self.overall)?;
+        match &self.per_namespace {
             Ok(rows) => out["perNamespace"] = serde_json::to_value(rows)?,
             Err(e) => out["perNamespaceError"] = serde_json::Value::String(e.clone()),
         }
-        return Ok(format!("{}\n", serde_json::to_string_pretty(&out)?));
+        Ok(format!("{}\n", serde_json::to_string_pretty(&out)?))
     }
-    let mut out = overall_line(&overall, checkpoint.as_ref(), store.path());
-    match &per_namespace {
-        Ok(rows) => out.push_str(&namespace_table(rows)),
-        Err(e) => out.push_str(&format!("  per namespace: cannot count the primary: {e}\n")),
+
+    fn text(&self, config: &Config, shards: bool) -> String {
+        let mut out = overall_line(&self.overall, self.checkpoint.as_ref(), &self.checkpoint_path);
+        match &self.per_namespace {
+            Ok(rows) => out.push_str(&namespace_table(rows)),
+            Err(e) => out.push_str(&format!("  per namespace: cannot count the primary: {e}\n")),
+        }
+        if let Some(cp) = &self.checkpoint {
+            out.push_str(&checkpoint_text(cp, shards));
+        }
+        match &self.flip {
+            Some(f) => out.push_str(&f.text(config)),
+            None => out.push_str(
+                "flip state: unknown (set migration.flip.dynamicConfigFile or migration.flip.target.configMap)\n",
+            ),
+        }
+        out
     }
-    if let Some(cp) = &checkpoint {
-        out.push_str(&checkpoint_text(cp, options.shards));
-    }
-    match flip {
-        Some(f) => out.push_str(&f.text(config)),
-        None => out.push_str(
-            "flip state: unknown (set migration.flip.dynamicConfigFile or migration.flip.target.configMap)\n",
-        ),
-    }
-    Ok(out)
 }
 
 /// The primary's counts of the given namespaces (all when empty), every record settled

@@ -311,13 +311,25 @@ async fn plan_exits_1_with_one_line_per_reason_and_2_for_bad_config() {
     let problems: Vec<&str> = plan.lines().filter(|l| l.starts_with("  problem: ")).collect();
     assert!(problems.iter().any(|p| p.starts_with("  problem: secondary: ")), "{plan}");
     assert!(problems.iter().any(|p| p.contains("belongs to another run")), "{plan}");
-    assert!(first.contains(&format!("({} problem", problems.len())), "{plan}");
+    assert_eq!(problems.len(), 2, "one line per reason, none repeating another: {plan}");
+    assert!(first.starts_with("plan: a backfill cannot start (2 problems; "), "{plan}");
     let out = work.run(&["plan", "--output", "json"]);
     assert_eq!(out.status.code(), Some(1));
     let json = json(&out);
     assert_eq!(json["ready"], false);
     assert_eq!(json["problems"].as_array().unwrap().len(), problems.len());
     assert_eq!(std::fs::read(work.checkpoint()).unwrap(), checkpoint, "plan never touches the checkpoint");
+
+    // A secondary that is not there: the primary's namespaces are still listed.
+    work.write_config("");
+    let config = std::fs::read_to_string(work.config()).unwrap();
+    std::fs::write(work.config(), config.replace("secondary.db", "missing.db")).unwrap();
+    let out = work.run(&["plan"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let plan = stdout(&out);
+    assert!(line(&plan, "  total").ends_with("1000 in the primary, ? in the secondary"), "{plan}");
+    assert!(line(&plan, "  problem: secondary: ").contains("missing.db does not exist"), "{plan}");
+    assert!(!work.path("missing.db").exists(), "plan created the secondary's file");
 
     work.write_config("  batchSize: 0\n");
     let out = work.run(&["plan"]);

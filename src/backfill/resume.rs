@@ -14,7 +14,9 @@ impl Backfill {
         }
     }
 
-    fn resume(&self, cp: Checkpoint, store: &FileCheckpoint) -> anyhow::Result<Checkpoint> {
+    /// Refuses a saved checkpoint this run cannot resume: another run's (other stores,
+    /// namespaces or split), or shards the source can no longer scan as they are.
+    pub fn check_resumable(&self, cp: &Checkpoint, store: &FileCheckpoint) -> anyhow::Result<()> {
         let namespaces = &self.config.migration.namespaces;
         cp.matches(&self.source.describe(), &self.sink.describe(), namespaces, &self.options.split).map_err(|diff| {
             anyhow::anyhow!(
@@ -25,7 +27,11 @@ impl Backfill {
         let specs: Vec<_> = cp.shards.iter().map(|s| s.spec.clone()).collect();
         self.source
             .check_resume(&specs, &self.options.split)
-            .map_err(|e| anyhow::anyhow!("checkpoint {}: {e}", store.path().display()))?;
+            .map_err(|e| anyhow::anyhow!("checkpoint {}: {e}", store.path().display()))
+    }
+
+    fn resume(&self, cp: Checkpoint, store: &FileCheckpoint) -> anyhow::Result<Checkpoint> {
+        self.check_resumable(&cp, store)?;
         let pending = cp.shards.iter().filter(|s| !s.done).count();
         tracing::info!(checkpoint = %store.path().display(), shards = cp.shards.len(), pending, settled = cp.totals.scanned, "resuming from checkpoint");
         for s in cp.shards.iter().filter(|s| !s.done && s.cursor.is_some()) {
@@ -34,19 +40,25 @@ impl Backfill {
         Ok(cp)
     }
 
-    async fn plan(&self, store: &FileCheckpoint) -> anyhow::Result<Checkpoint> {
+    /// The checkpoint a first run starts from: the source's shards and its estimate of
+    /// this process's records. Not saved yet.
+    pub async fn new_checkpoint(&self) -> anyhow::Result<Checkpoint> {
         let namespaces = &self.config.migration.namespaces;
         let split = &self.options.split;
         let specs = self.source.plan_shards(namespaces, split).await?;
         let estimate = self.source.estimate(namespaces).await?;
-        let cp = Checkpoint::new(
+        Ok(Checkpoint::new(
             self.source.describe(),
             self.sink.describe(),
             namespaces.clone(),
             split.clone(),
             process_share(estimate, split.parts() as u64, split.process_count as u64),
             specs,
-        );
+        ))
+    }
+
+    async fn plan(&self, store: &FileCheckpoint) -> anyhow::Result<Checkpoint> {
+        let cp = self.new_checkpoint().await?;
         store.save(&cp)?;
         tracing::info!(checkpoint = %store.path().display(), shards = cp.shards.len(), estimated_records = cp.estimated_total, "starting a new backfill");
         Ok(cp)
