@@ -4,6 +4,9 @@
 # and `measure`, which times one command and appends a row to the results file.
 # Source after tests/services/env.sh, with $work (a scratch directory) and $bin set.
 
+# Downloaded tools (elasticdump, Python environments) are kept here between runs.
+tools=${VISMIG_BENCH_CACHE:-/var/cache/vismig-bench}
+
 now() { date +%s.%N; }
 calc() { awk "BEGIN { printf \"%.${2:-0}f\", $1 }"; }
 psql_db() { PGPASSWORD="$VISMIG_TEST_PG_PASSWORD" psql -qAt -h "$VISMIG_TEST_PG_HOST" -p "$VISMIG_TEST_PG_PORT" -U "$VISMIG_TEST_PG_USER" -d "$1" "${@:2}"; }
@@ -102,6 +105,26 @@ os_fresh() {
   curl -s -X DELETE "$url/$1" >/dev/null
   curl -fsS -X PUT "$url/$1" >/dev/null
   curl -fsS -X PUT "$url/$1/_mapping" -H 'content-type: application/json' -d "$os_mapping" >/dev/null
+}
+# os_load_source INDEX RECORDS: a fresh index (os_fresh) with RECORDS seeded records.
+os_load_source() {
+  local t0
+  os_fresh "$1"
+  t0=$(now)
+  seed "$(es_store "$VISMIG_TEST_OPENSEARCH_URL" "$1" unused)" "$2" same
+  echo "  seeded $2 records into OpenSearch in $(calc "$(now) - $t0" 1) s"
+}
+# bench_venv NAME REQUIREMENT...: a Python virtual environment under $tools (the bench
+# cache) with the requirements installed once; prints its directory.
+bench_venv() {
+  local dir=$tools/$1
+  shift
+  if [ ! -x "$dir/bin/python" ]; then
+    mkdir -p "$tools"
+    python3 -m venv "$dir"
+    "$dir/bin/pip" install --quiet "$@" >&2
+  fi
+  echo "$dir"
 }
 # os_rows INDEX: the documents the index holds, after a refresh.
 os_rows() {

@@ -30,13 +30,7 @@ source tests/services/env.sh
 . benches/lib.sh
 bench_binary
 work=$(mktemp -d)
-tools=${VISMIG_BENCH_CACHE:-/var/cache/vismig-bench}
-if [ ! -x "$tools/liveload/bin/python" ]; then
-  mkdir -p "$tools"
-  python3 -m venv "$tools/liveload"
-  "$tools/liveload/bin/pip" install --quiet psycopg2-binary==2.9.13
-fi
-py=$tools/liveload/bin/python
+py=$(bench_venv liveload psycopg2-binary==2.9.13)/bin/python
 url=$VISMIG_TEST_OPENSEARCH_URL
 pg_src=bench_live_src pg_dst=bench_live_dst
 os_src=temporal_visibility_v1_bench_live_src os_dst=temporal_visibility_v1_bench_live_dst
@@ -67,7 +61,7 @@ for pair in $pairs; do
   n=${records:-$([ "$pair" = os ] && echo 500000 || echo 100000)}
   case $pair in
     pg) pg_load_source $pg_src "$n" ;;
-    os) os_fresh $os_src; seed "$(es_store "$url" $os_src unused)" "$n" same; echo "  seeded $n records into OpenSearch" ;;
+    os) os_load_source $os_src "$n" ;;
     *) echo "unknown pair '$pair'" >&2; exit 2 ;;
   esac
   fresh_target "$pair"

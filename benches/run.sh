@@ -72,7 +72,6 @@ stamp=$(date -u +%Y%m%dT%H%M%SZ)
 results=target/bench/results-$stamp.tsv
 printf 'pair\ttool\tconcurrency\trun\trecords\tseconds\trss_kib\tcpu_seconds\n' >"$results"
 top=${concurrencies##* }
-tools=${VISMIG_BENCH_CACHE:-/var/cache/vismig-bench}
 
 dropped=()
 cleanup() {
@@ -188,11 +187,7 @@ pair_os() {
     mkdir -p "$tools"
     (cd "$tools" && npm install --silent --no-audit --no-fund elasticdump@6.125.1 >/dev/null)
   fi
-  os_fresh $src
-  local t0
-  t0=$(now)
-  seed "$(es_store "$url" $src unused)" "$n" same
-  echo "  seeded $n records into OpenSearch in $(calc "$(now) - $t0" 1) s"
+  os_load_source $src "$n"
   for run in $(seq "$runs"); do
     os_fresh $dst
     measure os "_reindex (external versions)" - "$run" "$n" os_target_rows -- curl -fsS -X POST \
@@ -247,12 +242,9 @@ pair_pg2os() {
   curl -s -X DELETE "$VISMIG_TEST_OPENSEARCH_URL/$dst" >/dev/null
 }
 pair_os2pg() {
-  local n=$1 src=temporal_visibility_v1_bench_ospg dst=bench_ospg_dst run c t0 aliases
+  local n=$1 src=temporal_visibility_v1_bench_ospg dst=bench_ospg_dst run c aliases
   dropped+=("es:$src" "pg:$dst")
-  os_fresh $src
-  t0=$(now)
-  seed "$(es_store "$VISMIG_TEST_OPENSEARCH_URL" $src unused)" "$n" same
-  echo "  seeded $n records into OpenSearch in $(calc "$(now) - $t0" 1) s"
+  os_load_source $src "$n"
   # The seed's namespaces, read back from the index.
   aliases=$(curl -fsS "$VISMIG_TEST_OPENSEARCH_URL/$src/_search" -H 'content-type: application/json' \
     -d '{"size":0,"aggs":{"ns":{"terms":{"field":"NamespaceId","size":100}}}}' |

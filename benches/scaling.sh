@@ -82,7 +82,7 @@ echo "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 10485
 for pair in $pairs; do
   case $pair in
     pg) pg_load_source $pg_src "$records" ;;
-    os) os_fresh $os_src; seed "$(es_store "$url" $os_src unused)" "$records" same; echo "  seeded $records records into OpenSearch" ;;
+    os) os_load_source $os_src "$records" ;;
     *) echo "unknown pair '$pair'" >&2; exit 2 ;;
   esac
   for run in $(seq "$runs"); do

@@ -19,7 +19,6 @@ records=${1:-1000000}
 shift || true
 concurrencies=("$@")
 [ ${#concurrencies[@]} -gt 0 ] || concurrencies=(1 2 4)
-tools=${VISMIG_BENCH_CACHE:-/var/cache/vismig-bench}
 
 bash tests/services/up.sh postgres >/dev/null
 # shellcheck disable=SC1091
@@ -85,11 +84,7 @@ for c in "${concurrencies[@]}"; do
 done
 
 # --- the anchor: reladiff on the same tables, with seeded differences --------------
-if [ ! -x "$tools/reladiff/bin/reladiff" ]; then
-  mkdir -p "$tools"
-  python3 -m venv "$tools/reladiff"
-  "$tools/reladiff/bin/pip" install --quiet "reladiff[postgresql]==0.6.0"
-fi
+reladiff=$(bench_venv reladiff "reladiff[postgresql]==0.6.0")/bin/reladiff
 # Five runs lost, five runs the primary never had, five runs with one field changed at
 # the same _version (what a hand edit or a bad restore leaves).
 psql_db $dst -c "UPDATE executions_visibility SET task_queue = task_queue || '-edited' WHERE run_id IN (SELECT run_id FROM executions_visibility ORDER BY md5(run_id || 'changed') LIMIT 5)" \
@@ -102,7 +97,7 @@ url() { printf 'postgresql://%s:%s@%s:%s/%s' "$VISMIG_TEST_PG_USER" "$VISMIG_TES
 t0=$(now)
 # Every column compared (-c %), keyed like Temporal's primary key; a wide terminal keeps
 # each JSON line on one line.
-COLUMNS=1000000 /usr/bin/time -f "%M %U %S" -o "$work/time" "$tools/reladiff/bin/reladiff" "$(url $src)" executions_visibility \
+COLUMNS=1000000 /usr/bin/time -f "%M %U %S" -o "$work/time" "$reladiff" "$(url $src)" executions_visibility \
   "$(url $dst)" executions_visibility -k namespace_id -k run_id -c '%' -j "$top" --json >"$work/reladiff.jsonl" 2>"$work/reladiff.log" ||
   { echo "reladiff failed:"; tail -n 20 "$work/reladiff.log"; exit 1; }
 reladiff_secs=$(calc "$(now) - $t0" 2)
