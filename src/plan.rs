@@ -223,7 +223,7 @@ async fn shards(backfill: &Backfill) -> Result<(Copy, Vec<(ShardSpec, Option<Cur
         shards: 0,
         shards_done: 0,
         concurrency: backfill.options.concurrency,
-        batch_size: backfill.options.batch_size.min(backfill.sink.max_batch()).max(1),
+        batch_size: backfill.batch_size(),
         rate: config.migration.rate.records_per_second,
     };
     let cp = match saved {

@@ -56,7 +56,7 @@ impl Progress {
         let dt = m.last.elapsed().as_secs_f64();
         if dt >= 1.0 {
             let instant = (done.saturating_sub(m.last_done)) as f64 / dt;
-            m.per_second = if m.per_second == 0.0 { instant } else { 0.7 * m.per_second + 0.3 * instant };
+            m.per_second = smoothed(m.per_second, instant);
             m.last = Instant::now();
             m.last_done = done;
         }
@@ -77,6 +77,12 @@ impl Progress {
             *bar_slot().lock().unwrap() = None;
         }
     }
+}
+
+/// A rate smoothed over time: the first measurement as it is, then 70% of the previous
+/// rate and 30% of the new one (the run's rate and each namespace's).
+pub fn smoothed(previous: f64, instant: f64) -> f64 {
+    if previous == 0.0 { instant } else { 0.7 * previous + 0.3 * instant }
 }
 
 /// A duration for people: `45s`, `13m 30s`, `2h 5m`, `3d 4h`.

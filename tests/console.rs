@@ -337,11 +337,14 @@ async fn plan_exits_1_with_one_line_per_reason_and_2_for_bad_config() {
     assert!(text(&out).contains("migration.batchSize"), "{}", text(&out));
 }
 
-/// Row count, highest `_version` and an md5 of every row of a PostgreSQL visibility table.
+/// Row count, highest `_version`, and an md5 of every row of a PostgreSQL visibility
+/// table followed by an md5 of its index definitions (a bulk load's deferral drops them).
 async fn pg_fingerprint(db: &str) -> (i64, i64, String) {
     pg_row(
         db,
-        "SELECT count(*)::bigint, coalesce(max(_version), 0)::bigint, coalesce(md5(string_agg(t::text, '|' ORDER BY namespace_id, run_id)), '') FROM executions_visibility t",
+        "SELECT count(*)::bigint, coalesce(max(_version), 0)::bigint, coalesce(md5(string_agg(t::text, '|' ORDER BY namespace_id, run_id)), '') \
+         || ':' || (SELECT md5(string_agg(indexdef, '|' ORDER BY indexname)) FROM pg_indexes WHERE tablename = 'executions_visibility') \
+         FROM executions_visibility t",
     )
     .await
 }

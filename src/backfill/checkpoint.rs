@@ -47,9 +47,9 @@ pub struct Checkpoint {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NamespaceProgress {
-    /// Records of its acknowledged batches (written, skipped or dead-lettered). Counted
-    /// when a batch is acknowledged, before its shard's low-water mark passes it, so a
-    /// batch copied again after a crash counts again: a progress figure, not a total.
+    /// Records settled in its shards (written, skipped or dead-lettered), counted as the
+    /// shards' own `settled` and the run's totals are: when the low-water mark passes
+    /// them, so a batch copied again after a crash is not counted twice.
     pub settled: u64,
     /// Smoothed like the run's rate, when the checkpoint was saved.
     #[serde(default, skip_serializing_if = "is_zero_rate")]
@@ -124,13 +124,6 @@ impl Checkpoint {
         }
     }
 
-    /// Adds an acknowledged batch's records, per namespace id.
-    pub fn add_namespace_records(&mut self, records: &[(String, u64)]) {
-        for (namespace, n) in records {
-            self.namespace_progress.entry(namespace.clone()).or_default().settled += n;
-        }
-    }
-
     /// Records settled per namespace id, the base of the next `update_namespace_rates`.
     pub fn namespace_settled(&self) -> BTreeMap<String, u64> {
         self.namespace_progress.iter().map(|(ns, p)| (ns.clone(), p.settled)).collect()
@@ -144,11 +137,7 @@ impl Checkpoint {
         }
         for (namespace, progress) in &mut self.namespace_progress {
             let instant = progress.settled.saturating_sub(base.get(namespace).copied().unwrap_or(0)) as f64 / seconds;
-            progress.records_per_second = if progress.records_per_second == 0.0 {
-                instant
-            } else {
-                0.7 * progress.records_per_second + 0.3 * instant
-            };
+            progress.records_per_second = crate::progress::smoothed(progress.records_per_second, instant);
         }
     }
 
@@ -295,9 +284,12 @@ mod tests {
     #[test]
     fn namespaces_count_their_records_and_rates() {
         let mut cp = sample();
-        cp.add_namespace_records(&[("a".into(), 10), ("b".into(), 4)]);
+        let add =
+            |cp: &mut Checkpoint, ns: &str, n: u64| cp.namespace_progress.entry(ns.into()).or_default().settled += n;
+        add(&mut cp, "a", 10);
+        add(&mut cp, "b", 4);
         let base = cp.namespace_settled();
-        cp.add_namespace_records(&[("a".into(), 20)]);
+        add(&mut cp, "a", 20);
         cp.update_namespace_rates(&base, 2.0);
         assert_eq!((cp.namespace_progress["a"].settled, cp.namespace_progress["a"].records_per_second), (30, 10.0));
         assert_eq!(cp.namespace_progress["b"].records_per_second, 0.0, "b did not move");

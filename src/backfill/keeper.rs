@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use tokio::sync::mpsc;
 
-use super::checkpoint::{Checkpoint, FileCheckpoint};
+use super::checkpoint::{Checkpoint, FileCheckpoint, NamespaceProgress};
 use super::shards::{Advance, LowWater};
 use super::writer::OutcomeCounts;
 use crate::metrics::Metrics;
@@ -24,8 +24,6 @@ pub(super) struct Ack {
     pub last: bool,
     pub records: u64,
     pub counts: OutcomeCounts,
-    /// The batch's rows per namespace id.
-    pub namespaces: Vec<(String, u64)>,
 }
 
 pub(super) struct Keeper {
@@ -55,7 +53,6 @@ impl Keeper {
                     let Some(ack) = ack else { break };
                     let advance = marks.entry(ack.shard).or_default().ack(ack.seq, ack.cursor, ack.last, ack.records, ack.counts);
                     let mut cp = self.checkpoint.lock().unwrap();
-                    cp.add_namespace_records(&ack.namespaces);
                     if let Some(advance) = advance {
                         settle(&mut cp, ack.shard, advance);
                         dirty = true;
@@ -94,8 +91,9 @@ impl Keeper {
 }
 
 /// Makes a shard's advance part of the checkpoint: its records and outcomes count as
-/// settled, the shard resumes after the new cursor (a batch without one, such as an
-/// empty last page, keeps the old), and a shard whose last batch settled is done.
+/// settled (in the run's totals and in its namespace's progress), the shard resumes
+/// after the new cursor (a batch without one, such as an empty last page, keeps the
+/// old), and a shard whose last batch settled is done.
 fn settle(cp: &mut Checkpoint, shard: usize, advance: Advance) {
     cp.totals.outcomes.add(&advance.counts);
     cp.totals.scanned += advance.records;
@@ -105,6 +103,15 @@ fn settle(cp: &mut Checkpoint, shard: usize, advance: Advance) {
     }
     state.done |= advance.done;
     state.settled += advance.records;
+    if let Some(namespace) = state.spec.namespace_id() {
+        match cp.namespace_progress.get_mut(namespace) {
+            Some(p) => p.settled += advance.records,
+            None => {
+                let p = NamespaceProgress { settled: advance.records, ..Default::default() };
+                cp.namespace_progress.insert(namespace.to_string(), p);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -90,6 +90,11 @@ pub struct Backfill {
 }
 
 impl Backfill {
+    /// Records per batch: `migration.batchSize`, at most what the secondary takes at once.
+    pub fn batch_size(&self) -> usize {
+        self.options.batch_size.min(self.sink.max_batch()).max(1)
+    }
+
     /// Preflight of both stores; each failure is one line naming the store.
     pub async fn preflight(&self) -> anyhow::Result<()> {
         self.metrics.set_phase("preflight");
@@ -228,7 +233,7 @@ impl Backfill {
         progress: Progress,
         cancel: watch::Receiver<bool>,
     ) -> Running {
-        let batch_size = self.options.batch_size.min(self.sink.max_batch()).max(1);
+        let batch_size = self.batch_size();
         // A single slot: a scanner waiting to send already holds its next batch ready, so
         // the writers find one waiting whenever the scanners are ahead (they usually are:
         // writing costs the servers more than reading). Each more slot is only memory

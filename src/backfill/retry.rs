@@ -113,6 +113,8 @@ mod tests {
     #[tokio::test]
     async fn transient_errors_are_retried_and_readiness_comes_back() {
         let r = retrier(Duration::from_secs(60));
+        // Ready before the first attempt, so that only the retrier can make it not ready.
+        r.control.set_ready();
         let (_stop, mut cancel) = watch::channel(false);
         let left = Mutex::new(2);
         let readiness = Mutex::new(Vec::new());
@@ -129,8 +131,8 @@ mod tests {
         assert_eq!(value, 7);
         assert_eq!(
             *readiness.lock().unwrap(),
-            [false, false, false],
-            "not ready from the start, then while backing off"
+            [true, false, false],
+            "ready at the first attempt, not ready while backing off"
         );
         assert!(r.control.readiness().is_ok(), "ready again once the store answers");
         assert_eq!(errors(&r, "transient"), 2);

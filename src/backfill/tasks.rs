@@ -155,16 +155,7 @@ async fn write_batches(
             Err(WriteError::Fatal(msg)) => anyhow::bail!(msg),
         };
         let records = batch.rows();
-        let namespaces = batch.rows_per_namespace();
-        let ack = Ack {
-            shard: batch.shard,
-            seq: batch.seq,
-            cursor: batch.cursor,
-            last: batch.last,
-            records,
-            counts,
-            namespaces,
-        };
+        let ack = Ack { shard: batch.shard, seq: batch.seq, cursor: batch.cursor, last: batch.last, records, counts };
         if acks.send(ack).await.is_err() {
             return Ok(());
         }

@@ -31,17 +31,6 @@ impl Batch {
     pub fn rows(&self) -> u64 {
         (self.records.len() + self.bad_rows.len()) as u64
     }
-
-    /// Rows per namespace id (a SQL shard's batch holds one namespace, an Elasticsearch
-    /// slice's several).
-    pub fn rows_per_namespace(&self) -> Vec<(String, u64)> {
-        let mut rows = std::collections::BTreeMap::<&str, u64>::new();
-        let ids = self.records.iter().map(|r| r.namespace_id.as_str());
-        for id in ids.chain(self.bad_rows.iter().map(|b| b.namespace_id.as_str())) {
-            *rows.entry(id).or_default() += 1;
-        }
-        rows.into_iter().map(|(id, n)| (id.to_string(), n)).collect()
-    }
 }
 
 /// What became of the records of one batch, or (in the checkpoint's totals) of a run.

@@ -42,6 +42,15 @@ use crate::record::{ExecutionStatus, RecordKey, SearchAttributeType, TimePrecisi
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ShardSpec(pub serde_json::Value);
 
+impl ShardSpec {
+    /// The namespace id the shard belongs to: every store plans one namespace's rows per
+    /// shard and names it `namespaceId` in the spec (run ranges, Cassandra windows and
+    /// grid parts alike).
+    pub fn namespace_id(&self) -> Option<&str> {
+        self.0.get("namespaceId").and_then(serde_json::Value::as_str)
+    }
+}
+
 /// How this process divides the key space: `per_process` shards for each of
 /// `process_count` processes (`--shard I/N`), of which this one owns the shards whose
 /// part number is `process_index` modulo `process_count`.

@@ -9,7 +9,7 @@ use super::schema::select_columns;
 use super::{MAX_BINDS, PostgresStore};
 use crate::record::{RecordKey, VisibilityRecord};
 use crate::store::sql::query::{push_keys, scan_query};
-use crate::store::sql::rows::{decode_row, scan_page};
+use crate::store::sql::rows::{decode_keyed, scan_page};
 use crate::store::sql::{KeySql, RunRange, classify};
 use crate::store::{
     CountQuery, Counts, Cursor, ScanPage, ShardSpec, Source, Split, Store, StoreError, StoreResult, add_count,
@@ -30,7 +30,7 @@ impl PostgresStore {
             q.push(") ORDER BY namespace_id, run_id");
             let rows = q.build().fetch_all(&self.pool).await.map_err(|e| classify(&self.context("reading"), e))?;
             for row in &rows {
-                out.push(decode_row(&Cols(row)).map_err(|reason| StoreError::Permanent(self.context(&reason)))?);
+                out.push(decode_keyed(&Cols(row)).map_err(|e| StoreError::Permanent(self.context(&e)))?);
             }
         }
         Ok(out)
