@@ -43,6 +43,11 @@ ELASTICSEARCH_TRANSPORT_PORT="${VISMIG_ELASTICSEARCH_TRANSPORT_PORT:-9301}"
 DB_USER=temporal
 DB_PASSWORD=temporal
 
+# The test CA and its certificates (tls.sh); the client certificate's CN is the user that
+# the secured servers authenticate by certificate.
+TLS_DIR="$VISMIG_SERVICES_DIR/tls"
+TLS_CLIENT_CN=vismig_cert
+
 # Built schema tools, keyed by Temporal version (see build-tools.sh).
 tools_dir() { printf '%s/tools/%s\n' "$VISMIG_SERVICES_CACHE" "$1"; }
 SQL_TOOL="$(tools_dir "$TEMPORAL_ADVANCED_VERSION")/temporal-sql-tool"
@@ -212,6 +217,8 @@ print_test_env() {
     VISMIG_TEST_CASSANDRA_TOOL "$CASSANDRA_TOOL" \
     VISMIG_TEST_TEMPORAL_MODULE "$(temporal_module_dir "$TEMPORAL_ADVANCED_VERSION" 2>/dev/null)" \
     VISMIG_TEST_TEMPORAL_MODULE_STANDARD "$(temporal_module_dir "$TEMPORAL_STANDARD_VERSION" 2>/dev/null)" \
+    VISMIG_TEST_TLS_DIR "$TLS_DIR" \
+    VISMIG_TEST_TLS_CLIENT_USER "$TLS_CLIENT_CN" \
     VISMIG_SERVICES_DIR "$VISMIG_SERVICES_DIR" \
     VISMIG_SERVICES_LOG_DIR "$LOG_DIR"
 }

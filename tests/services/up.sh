@@ -69,6 +69,9 @@ for v in $TEMPORAL_ADVANCED_VERSION $TEMPORAL_STANDARD_VERSION; do
   temporal_module_dir "$v" >/dev/null || fail up.sh "cannot download go.temporal.io/server@$v"
 done
 
+# --- the test CA (before any server: the secured ones load its certificates) ----------
+"$SERVICES_HOME/tls.sh"
+
 # --- install, start, wait, schema ----------------------------------------------------
 for svc in $selected; do "${svc}_prepare"; done
 # Start everything first (JVMs boot in parallel), then wait for each and apply its schema.
