@@ -386,6 +386,9 @@ fn validate_datastore(name: &str, ds: &DataStore, problems: &mut Vec<String>) {
         {
             problems.push(format!("{at}.elasticsearch.version: must be v7 or v8 (or empty), not {v:?}"));
         }
+        if let Some(Err(e)) = es.aws_request_signing.as_ref().filter(|a| a.enabled).map(|a| a.provider()) {
+            problems.push(format!("{at}.elasticsearch.{e}"));
+        }
     }
 }
 

@@ -113,6 +113,66 @@ pub struct ElasticsearchStore {
     pub indices: BTreeMap<String, String>,
     #[serde(default)]
     pub tls: Option<Tls>,
+    /// Temporal's `aws-request-signing` (Amazon OpenSearch Service): SigV4 on every request.
+    #[serde(default, rename = "aws-request-signing")]
+    pub aws_request_signing: Option<AwsRequestSigning>,
+}
+
+/// Temporal's `ESAWSRequestSigningConfig`, same keys.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AwsRequestSigning {
+    #[serde(default)]
+    pub enabled: bool,
+    /// Empty: `AWS_REGION` from the environment, as Temporal does.
+    #[serde(default)]
+    pub region: String,
+    /// `static`, `environment` or `aws-sdk-default` (any case, as Temporal compares them).
+    #[serde(default)]
+    pub credential_provider: String,
+    #[serde(default, rename = "static")]
+    pub static_credentials: AwsStaticCredentials,
+}
+
+/// Temporal's `credentialProvider` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AwsCredentialProvider {
+    Static,
+    Environment,
+    AwsSdkDefault,
+}
+
+impl AwsRequestSigning {
+    /// The provider, checked as far as the file can tell (the environment and the
+    /// default chain are looked at when the store opens); the error names the key.
+    pub fn provider(&self) -> Result<AwsCredentialProvider, String> {
+        match self.credential_provider.to_ascii_lowercase().as_str() {
+            "static" => {
+                let s = &self.static_credentials;
+                if s.access_key_id.is_empty() || s.secret_access_key.as_ref().is_none_or(|k| k.is_empty()) {
+                    return Err("aws-request-signing.static: accessKeyID and secretAccessKey are both needed with credentialProvider static".into());
+                }
+                Ok(AwsCredentialProvider::Static)
+            }
+            "environment" => Ok(AwsCredentialProvider::Environment),
+            "aws-sdk-default" => Ok(AwsCredentialProvider::AwsSdkDefault),
+            other => Err(format!(
+                "aws-request-signing.credentialProvider: {other:?} is not one of static, environment, aws-sdk-default"
+            )),
+        }
+    }
+}
+
+/// Temporal's `ESAWSStaticCredentialProvider`; its keys are spelt `accessKeyID` etc.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct AwsStaticCredentials {
+    #[serde(default, rename = "accessKeyID")]
+    pub access_key_id: String,
+    #[serde(default, rename = "secretAccessKey")]
+    pub secret_access_key: Option<Secret>,
+    /// Only for temporary credentials from STS.
+    #[serde(default)]
+    pub token: Option<Secret>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]

@@ -303,3 +303,50 @@ fn a_configmap_flip_target_is_read_and_each_bad_field_named() {
     let e = error_of(&target("{ namespace: t, name: dc, key: dc.yaml, server: x }"));
     assert!(e.starts_with("config error: migration.flip.target.configMap: unknown field `server`"), "{e}");
 }
+
+#[test]
+fn temporals_aws_request_signing_block_is_read_with_its_own_key_names() {
+    let es = |signing: &str| {
+        format!(
+            r#"
+persistence:
+  visibilityStore: es
+  datastores:
+    es:
+      elasticsearch:
+        url: {{ scheme: https, host: "search-x.us-east-1.es.amazonaws.com" }}
+        indices: {{ visibility: a, secondary_visibility: b }}
+        aws-request-signing:
+{signing}
+"#
+        )
+    };
+    let text = es(
+        "          enabled: true\n          region: eu-west-1\n          credentialProvider: static\n          static:\n            accessKeyID: AKIDTEST\n            secretAccessKey: \"${SECRET_PWD}\"\n            token: tok",
+    );
+    let c = Config::parse(&text, env).unwrap();
+    let aws = c.persistence.datastores["es"].elasticsearch.as_ref().unwrap().aws_request_signing.clone().unwrap();
+    assert!(aws.enabled);
+    assert_eq!(aws.region, "eu-west-1");
+    assert_eq!(aws.provider(), Ok(persistence::AwsCredentialProvider::Static));
+    assert_eq!(aws.static_credentials.access_key_id, "AKIDTEST");
+    assert_eq!(aws.static_credentials.secret_access_key.as_ref().unwrap().expose(), "hunter2-secret");
+    assert_eq!(aws.static_credentials.token.as_ref().unwrap().expose(), "tok");
+    assert!(!format!("{c:?}").contains("hunter2"), "Debug must redact the secret key");
+
+    let at = "config error: persistence.datastores.es.elasticsearch.aws-request-signing";
+    let e = error_of(&es("          enabled: true\n          credentialProvider: instance-role"));
+    assert_eq!(
+        e,
+        format!("{at}.credentialProvider: \"instance-role\" is not one of static, environment, aws-sdk-default")
+    );
+    let e = error_of(&es(
+        "          enabled: true\n          credentialProvider: static\n          static: { accessKeyID: AKIDTEST }",
+    ));
+    assert_eq!(
+        e,
+        format!("{at}.static: accessKeyID and secretAccessKey are both needed with credentialProvider static")
+    );
+    // A disabled block is not looked at, as in Temporal.
+    assert!(Config::parse(&es("          enabled: false\n          credentialProvider: nonsense"), env).is_ok());
+}

@@ -1,16 +1,18 @@
 //! A thin HTTP client for Elasticsearch 7/8 and OpenSearch 2 on reqwest: the handful of
-//! JSON endpoints vismig needs, basic auth, TLS from Temporal's config block, and one
-//! error classification. Raw JSON bodies are the same on all three servers for every
+//! JSON endpoints vismig needs, basic auth or AWS SigV4, TLS from Temporal's config block,
+//! and one error classification. Raw JSON bodies are the same on all three servers for every
 //! call used here (search and scroll, `_bulk`, `_mapping`, `_settings`,
 //! `_count`, `_refresh`), so there is no per-flavor code path; the typed client crates
 //! would add a second HTTP stack (elasticsearch) or miss ES-only parameters (opensearch).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
+use super::aws_signing::AwsSigner;
 use crate::config::Secret;
 use crate::config::persistence::{ElasticsearchStore as EsConfig, Tls};
 use crate::store::StoreError;
@@ -32,6 +34,9 @@ pub struct Client {
     base: String,
     username: Option<String>,
     password: Option<Secret>,
+    /// Temporal's `aws-request-signing`, when enabled: every request is signed, and no
+    /// basic auth is sent (Temporal's signer replaces the `Authorization` header too).
+    signer: Option<Arc<AwsSigner>>,
 }
 
 impl Client {
@@ -53,7 +58,11 @@ impl Client {
             builder = with_tls(builder, tls)?;
         }
         let http = builder.build().map_err(|e| anyhow::anyhow!("elasticsearch client: {e}"))?;
-        Ok(Self { http, base, username: cfg.username.clone(), password: cfg.password.clone() })
+        let signer = match cfg.aws_request_signing.as_ref().filter(|a| a.enabled) {
+            Some(aws) => Some(Arc::new(AwsSigner::new(aws)?)),
+            None => None,
+        };
+        Ok(Self { http, base, username: cfg.username.clone(), password: cfg.password.clone(), signer })
     }
 
     pub fn base(&self) -> &str {
@@ -62,6 +71,9 @@ impl Client {
 
     fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
         let mut req = self.http.request(method, format!("{}{}", self.base, path));
+        if self.signer.is_some() {
+            return req;
+        }
         if let Some(user) = &self.username {
             req = req.basic_auth(user, self.password.as_ref().map(|p| p.expose().to_string()));
         }
@@ -111,7 +123,11 @@ impl Client {
         allow: &[StatusCode],
     ) -> Result<(StatusCode, Bytes), StoreError> {
         let what = format!("{method} {}{path}", self.base);
-        let resp = req.send().await.map_err(|e| transport_error(&what, &e))?;
+        let mut req = req.build().map_err(|e| transport_error(&what, &e))?;
+        if let Some(signer) = &self.signer {
+            signer.sign(&mut req, &what).await?;
+        }
+        let resp = self.http.execute(req).await.map_err(|e| transport_error(&what, &e))?;
         let status = resp.status();
         let bytes = resp.bytes().await.map_err(|e| transport_error(&what, &e))?;
         if status.is_success() || allow.contains(&status) {

@@ -19,8 +19,10 @@
 //!
 //! The files are every store's (see `store/mod.rs`): the scan in `read.rs`, the bulk
 //! writes in `write.rs`, the mapping and settings in `schema.rs`, documents in
-//! `codec.rs`; plus `client.rs`, the HTTP client the other stores get from their driver.
+//! `codec.rs`; plus `client.rs`, the HTTP client the other stores get from their driver,
+//! and `aws_signing.rs`, its SigV4 signer for Amazon OpenSearch Service.
 
+pub mod aws_signing;
 pub mod client;
 pub mod codec;
 mod read;
