@@ -143,6 +143,17 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+impl StoreError {
+    /// The same error with `hint` (what to check or do) appended to its message.
+    pub fn hinted(self, hint: &str) -> StoreError {
+        match self {
+            StoreError::Transient(m) => StoreError::Transient(m + hint),
+            StoreError::Permanent(m) => StoreError::Permanent(m + hint),
+            StoreError::Unusable(m) => StoreError::Unusable(m + hint),
+        }
+    }
+}
+
 /// Which records a count covers. Runs that changed after the cut-off are still
 /// moving and are counted apart ("recent"), not compared.
 #[derive(Clone, Debug)]

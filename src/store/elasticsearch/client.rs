@@ -133,7 +133,21 @@ impl Client {
         if status.is_success() || allow.contains(&status) {
             return Ok((status, bytes));
         }
-        Err(http_error(&what, status, &parse_body(&bytes)))
+        Err(http_error(&what, status, &parse_body(&bytes)).hinted(self.auth_hint(status)))
+    }
+
+    /// What to check when the server refuses who vismig is (401) or what it asks (403).
+    fn auth_hint(&self, status: StatusCode) -> &'static str {
+        match (status, self.signer.is_some()) {
+            (StatusCode::UNAUTHORIZED, false) => " (check elasticsearch.username and password)",
+            (StatusCode::FORBIDDEN, false) => {
+                " (grant the user's role the permission named; README, \"Elasticsearch/OpenSearch permissions\")"
+            }
+            (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, true) => {
+                " (check aws-request-signing: the region, the credentials, and that the domain's access policy allows them)"
+            }
+            _ => "",
+        }
     }
 
     /// `GET /`, answered within `CONNECT_TIMEOUT` (a server that accepts connections
