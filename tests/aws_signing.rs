@@ -105,6 +105,22 @@ fn run_clean(work: &Work, args: &[&str], env: &[(&str, &str)]) -> std::process::
     cmd.output().unwrap()
 }
 
+/// The verifier for `access_key`/`secret` (and `token`) and two fresh indices behind it,
+/// or None when the test is skipped (no OpenSearch, no tools, off CI).
+async fn behind_verifier(
+    test: &str,
+    access_key: &str,
+    secret: &str,
+    token: Option<&str>,
+) -> Option<(SigV4Proxy, IndexPair)> {
+    if !service_up("opensearch") {
+        return None;
+    }
+    let tools = tools_dir()?;
+    let proxy = SigV4Proxy::start(&tools, access_key, secret, token);
+    Some((proxy, IndexPair::new(test, true).await))
+}
+
 async fn doc_count(index: &str) -> u64 {
     let url = search_url("opensearch");
     search_call(Method::POST, &format!("{url}/{index}/_refresh"), None).await;
@@ -113,18 +129,11 @@ async fn doc_count(index: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn seed_backfill_and_deep_verify_pass_a_botocore_verifier_and_a_wrong_secret_is_refused() {
-    if !service_up("opensearch") {
-        return;
-    }
-    let Some(tools) = tools_dir() else { return };
     let pid = std::process::id();
     let access_key = format!("AKIDVISMIG{pid}");
     let secret = format!("vismig/Secret+Key{pid}/wJalrXUtnFEMI");
-    let proxy = SigV4Proxy::start(&tools, &access_key, &secret, None);
-    let (_, primary) = search_index("opensearch", "sigv4_a").await;
-    let (url, secondary) = search_index("opensearch", "sigv4_b").await;
-    register_seed_attributes(&url, &secondary).await;
-
+    let Some((proxy, pair)) = behind_verifier("sigv4", &access_key, &secret, None).await else { return };
+    let (primary, secondary) = (pair.primary.clone(), pair.secondary.clone());
     let work = signed_work(&proxy, &primary, &secondary, &static_block(&access_key, &secret)).await;
     let mut outputs = Vec::new();
     for args in
@@ -180,8 +189,7 @@ async fn seed_backfill_and_deep_verify_pass_a_botocore_verifier_and_a_wrong_secr
     let refused: Vec<String> = proxy.lines()[before..].to_vec();
     assert!(!refused.is_empty() && refused.iter().all(|l| l.starts_with("refused ")), "{refused:#?}");
     println!("sigv4, wrong secret: exit 1: {}", errors[0].trim());
-    drop_index(&url, &primary).await;
-    drop_index(&url, &secondary).await;
+    pair.drop().await;
 }
 
 /// `environment` (with aws-sdk-go's fallback names) and `aws-sdk-default` (the AWS SDK's
@@ -189,18 +197,12 @@ async fn seed_backfill_and_deep_verify_pass_a_botocore_verifier_and_a_wrong_secr
 /// from `AWS_REGION`: a deep verify through the verifier passes with each.
 #[tokio::test(flavor = "multi_thread")]
 async fn environment_and_sdk_default_credentials_with_a_session_token_are_verified() {
-    if !service_up("opensearch") {
-        return;
-    }
-    let Some(tools) = tools_dir() else { return };
     let pid = std::process::id();
     let access_key = format!("ASIAVISMIG{pid}");
     let secret = format!("env/Secret+Key{pid}");
     let token = format!("FwoGZXIvYXdzEXAMPLE{pid}//token+=");
-    let proxy = SigV4Proxy::start(&tools, &access_key, &secret, Some(&token));
-    let (url, primary) = search_index("opensearch", "sigv4_env_a").await;
-    let (_, secondary) = search_index("opensearch", "sigv4_env_b").await;
-    register_seed_attributes(&url, &secondary).await;
+    let Some((proxy, pair)) = behind_verifier("sigv4_env", &access_key, &secret, Some(&token)).await else { return };
+    let (primary, secondary) = (pair.primary.clone(), pair.secondary.clone());
 
     let block = |provider: &str| format!("          enabled: true\n          credentialProvider: {provider}\n");
     let environment = signed_work(&proxy, &primary, &secondary, &block("environment")).await;
@@ -240,6 +242,5 @@ async fn environment_and_sdk_default_credentials_with_a_session_token_are_verifi
     );
     assert_eq!(doc_count(&secondary).await, 400);
     println!("sigv4: environment and aws-sdk-default with a session token, {verified} requests verified");
-    drop_index(&url, &primary).await;
-    drop_index(&url, &secondary).await;
+    pair.drop().await;
 }

@@ -52,30 +52,6 @@ async fn raw_documents(url: &str, index: &str) -> BTreeMap<String, (i64, Value)>
     }
 }
 
-/// Two indices on the test OpenSearch, `<test>_a` (primary) and `<test>_b`
-/// (secondary, with the seed's attributes mapped when `register`).
-struct IndexPair {
-    url: String,
-    primary: String,
-    secondary: String,
-}
-
-impl IndexPair {
-    async fn new(test: &str, register: bool) -> Self {
-        let (url, primary) = search_index("opensearch", &format!("{test}_a")).await;
-        let (_, secondary) = search_index("opensearch", &format!("{test}_b")).await;
-        if register {
-            register_seed_attributes(&url, &secondary).await;
-        }
-        Self { url, primary, secondary }
-    }
-
-    async fn drop(self) {
-        drop_index(&self.url, &self.primary).await;
-        drop_index(&self.url, &self.secondary).await;
-    }
-}
-
 fn summary_line(out: &std::process::Output) -> String {
     text(out).lines().find(|l| l.contains("backfill complete")).unwrap_or_default().to_string()
 }

@@ -283,6 +283,30 @@ pub async fn search_index(service: &str, test: &str) -> (String, String) {
     (url, index)
 }
 
+/// Two indices on the test OpenSearch, `<test>_a` (primary) and `<test>_b`
+/// (secondary, with the seed's attributes mapped when `register`).
+pub struct IndexPair {
+    pub url: String,
+    pub primary: String,
+    pub secondary: String,
+}
+
+impl IndexPair {
+    pub async fn new(test: &str, register: bool) -> Self {
+        let (url, primary) = search_index("opensearch", &format!("{test}_a")).await;
+        let (_, secondary) = search_index("opensearch", &format!("{test}_b")).await;
+        if register {
+            register_seed_attributes(&url, &secondary).await;
+        }
+        Self { url, primary, secondary }
+    }
+
+    pub async fn drop(self) {
+        drop_index(&self.url, &self.primary).await;
+        drop_index(&self.url, &self.secondary).await;
+    }
+}
+
 pub fn search_url(service: &str) -> String {
     match service {
         "opensearch" => env_or("VISMIG_TEST_OPENSEARCH_URL", "http://127.0.0.1:9200"),
