@@ -18,4 +18,5 @@ pub mod retry;
 pub mod seed;
 pub mod status;
 pub mod store;
+pub mod tls;
 pub mod verify;

@@ -184,6 +184,8 @@ pub struct EsUrl {
     pub host: String,
 }
 
+/// Temporal's `tls` block (`common/auth/tls.go`), the same for SQL, Cassandra and
+/// Elasticsearch; `crate::tls` reads its files and inline data.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Tls {
@@ -199,6 +201,13 @@ pub struct Tls {
     pub enable_host_verification: Option<bool>,
     #[serde(default)]
     pub server_name: Option<String>,
+    /// The base64 of a PEM file, in place of the matching `*File`.
+    #[serde(default)]
+    pub cert_data: Option<String>,
+    #[serde(default)]
+    pub key_data: Option<Secret>,
+    #[serde(default)]
+    pub ca_data: Option<String>,
 }
 
 /// SQL plugin names Temporal accepts, and what they mean to vismig.

@@ -33,6 +33,8 @@ PG_BIN="/usr/lib/postgresql/$PG_MAJOR/bin"
 SERVICES_HOST=127.0.0.1
 PG_PORT="${VISMIG_PG_PORT:-5432}"
 MYSQL_PORT="${VISMIG_MYSQL_PORT:-3306}"
+# The secured MariaDB instance (require_secure_transport), beside the plain one.
+MYSQL_TLS_PORT="${VISMIG_MYSQL_TLS_PORT:-3307}"
 CASSANDRA_PORT="${VISMIG_CASSANDRA_PORT:-9042}"
 CASSANDRA_STORAGE_PORT="${VISMIG_CASSANDRA_STORAGE_PORT:-7000}"
 OPENSEARCH_PORT="${VISMIG_OPENSEARCH_PORT:-9200}"
@@ -47,6 +49,9 @@ DB_PASSWORD=temporal
 # the secured servers authenticate by certificate.
 TLS_DIR="$VISMIG_SERVICES_DIR/tls"
 TLS_CLIENT_CN=vismig_cert
+# The password user of the secured servers, allowed over TLS only.
+TLS_USER=vismig_tls
+TLS_PASSWORD=vismig-tls-secret
 
 # Built schema tools, keyed by Temporal version (see build-tools.sh).
 tools_dir() { printf '%s/tools/%s\n' "$VISMIG_SERVICES_CACHE" "$1"; }
@@ -208,6 +213,7 @@ print_test_env() {
     VISMIG_TEST_MYSQL_PORT "$MYSQL_PORT" \
     VISMIG_TEST_MYSQL_USER "$DB_USER" \
     VISMIG_TEST_MYSQL_PASSWORD "$DB_PASSWORD" \
+    VISMIG_TEST_MYSQL_TLS_PORT "$MYSQL_TLS_PORT" \
     VISMIG_TEST_CASSANDRA_HOSTS "$SERVICES_HOST" \
     VISMIG_TEST_CASSANDRA_PORT "$CASSANDRA_PORT" \
     VISMIG_TEST_OPENSEARCH_URL "http://$SERVICES_HOST:$OPENSEARCH_PORT" \
@@ -219,6 +225,8 @@ print_test_env() {
     VISMIG_TEST_TEMPORAL_MODULE_STANDARD "$(temporal_module_dir "$TEMPORAL_STANDARD_VERSION" 2>/dev/null)" \
     VISMIG_TEST_TLS_DIR "$TLS_DIR" \
     VISMIG_TEST_TLS_CLIENT_USER "$TLS_CLIENT_CN" \
+    VISMIG_TEST_TLS_USER "$TLS_USER" \
+    VISMIG_TEST_TLS_PASSWORD "$TLS_PASSWORD" \
     VISMIG_SERVICES_DIR "$VISMIG_SERVICES_DIR" \
     VISMIG_SERVICES_LOG_DIR "$LOG_DIR"
 }

@@ -41,6 +41,7 @@ use crate::config::persistence::{CassandraStore as CassandraConfig, Tls};
 use crate::record::{RecordKey, TimePrecision, VisibilityRecord};
 use crate::store::schema::SchemaInfo;
 use crate::store::{CountQuery, Counts, Store, StoreError, StoreResult};
+use crate::tls::{TlsMaterial, Verify};
 
 const DEFAULT_PORT: u16 = 9042;
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -75,13 +76,15 @@ impl CassandraStore {
             .as_deref()
             .and_then(|t| parse_duration_or_seconds(t).ok())
             .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
-        let builder = session_builder(cfg, &hosts, &keyspace, connect_timeout)
-            .map_err(|e| anyhow::anyhow!("store {name:?} ({describe}): tls: {e}"))?;
+        let builder = session_builder(name, cfg, &hosts, &keyspace, connect_timeout)
+            .map_err(|e| anyhow::anyhow!("store {name:?} ({describe}): {e}"))?;
         let consistency = read_consistency(name, cfg)?;
         // The driver's timeout covers the TCP connect only: a node that accepts the
         // connection and never answers the handshake would hold the start for a minute.
         let session = match tokio::time::timeout(connect_timeout, builder.build()).await {
-            Ok(session) => session.map_err(|e| anyhow::anyhow!("store {name:?} ({describe}): connecting: {e}"))?,
+            Ok(session) => {
+                session.map_err(|e| anyhow::anyhow!("store {name:?} ({describe}): {}", connect_error(&e)))?
+            }
             Err(_) => anyhow::bail!(
                 "store {name:?} ({describe}): connecting: no answer within {} s (cassandra.connectTimeout): is the node up, and are hosts and port right?",
                 connect_timeout.as_secs_f64()
@@ -140,10 +143,28 @@ impl Store for CassandraStore {
     }
 }
 
+/// Why a session could not be made, with the fix where the cause is known: a refused
+/// certificate, a refused login, a TLS-only node dialled in plain text.
+fn connect_error(e: &scylla::errors::NewSessionError) -> String {
+    if let Some(tls) = crate::tls::explain(e, "cassandra.tls") {
+        return format!("connecting: TLS: {tls}");
+    }
+    let said = e.to_string();
+    let fix = if said.contains("Authentication failed") || said.contains("Provided username") {
+        ": check cassandra.user and cassandra.password"
+    } else if said.contains("requires authentication") || said.contains("Authentication") && said.contains("required") {
+        ": the node requires a login: set cassandra.user and cassandra.password"
+    } else {
+        ""
+    };
+    format!("connecting: {said}{fix}")
+}
+
 /// The driver's settings from Temporal's config: the nodes (with the port where a host
 /// names none), timeout, credentials, preferred datacenter, pool size and TLS. Fails
 /// only on the TLS files.
 fn session_builder(
+    name: &str,
     cfg: &CassandraConfig,
     hosts: &[String],
     keyspace: &str,
@@ -166,7 +187,7 @@ fn session_builder(
         builder = builder.pool_size(PoolSize::PerHost(n));
     }
     if let Some(tls) = cfg.tls.as_ref().filter(|t| t.enabled) {
-        builder = builder.tls_context(Some(Arc::new(tls_config(tls)?)));
+        builder = builder.tls_context(Some(Arc::new(tls_config(name, tls)?)));
     }
     Ok(builder)
 }
@@ -197,88 +218,21 @@ pub fn parse_consistency(text: &str) -> Option<Consistency> {
     })
 }
 
-/// rustls only (no OpenSSL): the CA file's roots, an optional client certificate, and
-/// Temporal's `enableHostVerification` (default off: the chain is verified, the name is not).
-fn tls_config(tls: &Tls) -> Result<rustls::ClientConfig, String> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let ca = tls
-        .ca_file
-        .as_deref()
-        .filter(|f| !f.is_empty())
-        .ok_or("caFile is required with tls.enabled (vismig does not read the system trust store for Cassandra)")?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| format!("caFile {ca}: {e}"))? {
-        roots.add(cert.map_err(|e| format!("caFile {ca}: {e}"))?).map_err(|e| format!("caFile {ca}: {e}"))?;
-    }
-    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .map_err(|e| e.to_string())?;
-    let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> =
-        if tls.enable_host_verification.unwrap_or(false) { verifier } else { Arc::new(ChainOnly(verifier)) };
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier);
-    match (tls.cert_file.as_deref().filter(|f| !f.is_empty()), tls.key_file.as_deref().filter(|f| !f.is_empty())) {
-        (Some(cert), Some(key)) => {
-            let certs = CertificateDer::pem_file_iter(cert)
-                .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| format!("certFile {cert}: {e}"))?;
-            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("keyFile {key}: {e}"))?;
-            builder.with_client_auth_cert(certs, key).map_err(|e| e.to_string())
-        }
-        (None, None) => Ok(builder.with_no_client_auth()),
-        _ => Err("certFile and keyFile go together".into()),
-    }
-}
-
-/// Methods of `ServerCertVerifier` with one signature that `ChainOnly` passes on as they are.
-macro_rules! delegate_signature_checks {
-    ($($method:ident),*) => {$(
-        fn $method(
-            &self,
-            message: &[u8],
-            cert: &rustls::pki_types::CertificateDer<'_>,
-            dss: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            self.0.$method(message, cert, dss)
-        }
-    )*};
-}
-
-/// Verifies the chain and signatures, accepting a certificate issued for another name
-/// (Temporal's `enableHostVerification: false`, its default for Cassandra).
-#[derive(Debug)]
-struct ChainOnly(Arc<rustls::client::WebPkiServerVerifier>);
-
-impl rustls::client::danger::ServerCertVerifier for ChainOnly {
-    fn verify_server_cert(
-        &self,
-        end_entity: &rustls::pki_types::CertificateDer<'_>,
-        intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        server_name: &rustls::pki_types::ServerName<'_>,
-        ocsp_response: &[u8],
-        now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        use rustls::CertificateError as C;
-        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
-            Err(rustls::Error::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. })) => {
-                Ok(rustls::client::danger::ServerCertVerified::assertion())
-            }
-            other => other,
-        }
-    }
-
-    // rustls asks for the TLS 1.2 and the TLS 1.3 handshake signature checks apart; this
-    // verifier relaxes the name only, so both pass straight to the wrapped one.
-    delegate_signature_checks!(verify_tls12_signature, verify_tls13_signature);
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
+/// `cassandra.tls` on rustls: Temporal's gocql checks nothing unless
+/// `enableHostVerification` is on (then chain and name, against `serverName` when set);
+/// vismig also checks the chain whenever a CA is given, and warns when nothing is checked.
+fn tls_config(name: &str, tls: &Tls) -> Result<rustls::ClientConfig, String> {
+    const BLOCK: &str = "cassandra.tls";
+    let material = TlsMaterial::load(tls, BLOCK)?;
+    let verify = if tls.enable_host_verification == Some(true) {
+        Verify::Full
+    } else if material.ca.is_some() {
+        Verify::ChainOnly
+    } else {
+        tracing::warn!("{}", crate::tls::unverified_warning(name, BLOCK));
+        Verify::Nothing
+    };
+    crate::tls::client_config(&material, verify, tls.server_name.as_deref(), BLOCK)
 }
 
 #[cfg(test)]

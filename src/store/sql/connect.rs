@@ -2,7 +2,9 @@
 //! timeout, and the preflight's probe that says why a server cannot be reached.
 
 use super::classify;
+use crate::config::persistence::Tls;
 use crate::store::StoreError;
+use crate::tls::{TlsMaterial, Verify};
 
 /// How long vismig waits for a PostgreSQL or MySQL server to accept a connection, in
 /// preflight and for each connection of the pool (Temporal's SQL config has no such
@@ -55,6 +57,36 @@ pub fn parse_address(addr: &str, default_port: u16) -> Result<(String, u16), Str
         None => Ok((addr.to_string(), default_port)),
     }
 }
+
+/// `sql.tls` read once for PostgreSQL and MySQL: the PEM material (files or inline data)
+/// and how much of the server's certificate to check. Temporal's plugins check the name
+/// only with `enableHostVerification`; with a CA vismig checks the chain (PostgreSQL's
+/// drivers do too; Temporal's MySQL driver checks nothing then); with neither, the
+/// connection is encrypted but not verified, and preflight says so in one warning line.
+pub fn sql_tls(store: &str, host: &str, tls: &Tls) -> anyhow::Result<(TlsMaterial, Verify)> {
+    let material = TlsMaterial::load(tls, SQL_TLS).map_err(|e| anyhow::anyhow!("store {store:?}: {e}"))?;
+    let host_verification = tls.enable_host_verification == Some(true);
+    if let Some(name) = tls.server_name.as_deref().map(str::trim).filter(|n| !n.is_empty()) {
+        // sqlx checks the certificate against the host it dials and has no override.
+        if host_verification && !name.eq_ignore_ascii_case(host) {
+            anyhow::bail!(
+                "store {store:?}: {SQL_TLS}.serverName {name:?} differs from sql.connectAddr's host {host:?}: vismig checks the SQL server's certificate against the host it connects to; put {name:?} in connectAddr, or remove serverName"
+            );
+        }
+    }
+    let verify = if host_verification {
+        Verify::Full
+    } else if material.ca.is_some() {
+        Verify::ChainOnly
+    } else {
+        tracing::warn!("{}", crate::tls::unverified_warning(store, SQL_TLS));
+        Verify::Nothing
+    };
+    Ok((material, verify))
+}
+
+/// The config block TLS errors of SQL stores name.
+pub const SQL_TLS: &str = "sql.tls";
 
 #[cfg(test)]
 mod tests {

@@ -1,7 +1,7 @@
 //! Which sqlx errors are worth a retry, which make a store unusable, and which are
 //! permanent, for every dialect.
 
-use super::CONNECT_TIMEOUT;
+use super::{CONNECT_TIMEOUT, SQL_TLS};
 use crate::store::StoreError;
 
 /// Classifies a sqlx error: connection trouble, timeouts and lock contention are worth
@@ -24,6 +24,11 @@ pub fn classify(context: &str, e: sqlx::Error) -> StoreError {
         }
         _ => false,
     };
+    // A refused certificate or a TLS-only server: the same on every try, and the line
+    // says what to change.
+    if let Some(fix) = fix(&e) {
+        return StoreError::Unusable(format!("{context}: {fix}"));
+    }
     let transient = match &e {
         E::Io(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed | E::Protocol(_) => true,
         E::Tls(_) => false,
@@ -63,6 +68,49 @@ pub fn classify(context: &str, e: sqlx::Error) -> StoreError {
     } else {
         StoreError::Permanent(message)
     }
+}
+
+/// What to change for an error that no retry cures: a TLS handshake the server or
+/// vismig refused, a login the server refused. The server's own words are kept.
+fn fix(e: &sqlx::Error) -> Option<String> {
+    use sqlx::Error as E;
+    let tls = match e {
+        E::Tls(inner) => crate::tls::explain(inner.as_ref(), SQL_TLS).or_else(|| Some(format!("TLS: {inner}"))),
+        E::Io(io) => crate::tls::explain(io, SQL_TLS),
+        _ => None,
+    };
+    if let Some(tls) = tls {
+        return Some(format!("TLS: {tls}"));
+    }
+    let E::Database(db) = e else { return None };
+    let code = db.code().map(|c| c.to_string()).unwrap_or_default();
+    let said = db.message();
+    let fix = if let Some(my) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+        match my.number() {
+            // Access denied: a wrong password, or a user that REQUIRE SSL / X509 without it.
+            1045 => {
+                "check sql.user and sql.password; a user created with REQUIRE SSL or REQUIRE X509 also needs sql.tls (with certFile and keyFile for X509)"
+            }
+            // ER_SECURE_TRANSPORT_REQUIRED (require_secure_transport = ON).
+            3159 => "the server accepts TLS connections only: set sql.tls.enabled: true and sql.tls.caFile",
+            _ => return None,
+        }
+    } else {
+        match code.as_str() {
+            "28P01" => "check sql.user and sql.password",
+            "28000" if said.contains("no encryption") => {
+                "the server accepts this user over TLS only: set sql.tls.enabled: true and sql.tls.caFile"
+            }
+            "28000" if said.contains("certificate") => {
+                "the server authenticates this user by client certificate: set sql.tls.certFile and keyFile (or certData and keyData) to a certificate whose CN is the user"
+            }
+            "28000" => {
+                "the server's pg_hba.conf refuses this user, host or database: check sql.user, sql.databaseName and sql.tls"
+            }
+            _ => return None,
+        }
+    };
+    Some(format!("{said}: {fix}"))
 }
 
 /// MySQL/MariaDB report most errors with SQLSTATE HY000, so the error number decides:

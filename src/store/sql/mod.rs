@@ -16,7 +16,7 @@ mod query;
 mod rows;
 
 pub use super::run_range::{RunRange, StoredKey};
-pub use connect::{CONNECT_TIMEOUT, parse_address, probe};
+pub use connect::{CONNECT_TIMEOUT, SQL_TLS, parse_address, probe, sql_tls};
 pub use errors::classify;
 pub use query::{KeySql, run_cursor};
 

@@ -2,6 +2,9 @@
 # shellcheck disable=SC2034 # variables are used by the scripts that source this file
 # MariaDB standing in for MySQL 8: Debian's mariadb-server binaries, our own datadir
 # (mariadb-install-db) and our own mariadbd process, which drops to the mysql user.
+# Beside it, a second, secured mariadbd (require_secure_transport, the test CA's
+# certificate) on MYSQL_TLS_PORT: that setting is server-wide, and the plain server must
+# keep serving every other test.
 # Sourced by up.sh, down.sh and reset-db.sh after lib.sh.
 
 MARIADB_HOME="$VISMIG_SERVICES_DIR/mariadb"
@@ -12,6 +15,13 @@ MARIADB_SOCKET="$MARIADB_SOCKET_DIR/mariadb.sock"
 # mariadbd writes its own pid file here (the server may be wrapped by setsid).
 MARIADB_PIDFILE="$MARIADB_SOCKET_DIR/mariadb.pid"
 MARIADB_LOG="$LOG_DIR/mariadb.log"
+# The secured instance: its own datadir, socket, pid file and log.
+MARIADB_TLS_HOME="$MARIADB_HOME/tls-instance"
+MARIADB_TLS_DATA="$MARIADB_TLS_HOME/data"
+MARIADB_TLS_CNF="$MARIADB_TLS_HOME/my.cnf"
+MARIADB_TLS_SOCKET="$MARIADB_SOCKET_DIR/mariadb-tls.sock"
+MARIADB_TLS_PIDFILE="$MARIADB_SOCKET_DIR/mariadb-tls.pid"
+MARIADB_TLS_LOG="$LOG_DIR/mariadb-tls.log"
 MARIADB_DBS="temporal_visibility temporal_visibility_secondary"
 # MySQL 5.7's standard schema (Temporal <= v1.23), which MariaDB runs as written.
 MARIADB_STANDARD_DBS="temporal_visibility_standard"
@@ -23,6 +33,12 @@ MARIADB_SCHEMA_DIR="$VISMIG_SERVICES_CACHE/derived/mariadb-visibility-$TEMPORAL_
 MARIADB_TOOL_ATTRS="tx_isolation=READ-COMMITTED"
 
 mariadb_root() { mariadb --no-defaults --protocol=socket -S "$MARIADB_SOCKET" -u root "$@"; }
+mariadb_tls_root() { mariadb --no-defaults --protocol=socket -S "$MARIADB_TLS_SOCKET" -u root "$@"; }
+# The test user over verified TLS, as the tests connect to the secured instance.
+mariadb_tls_user() {
+  MYSQL_PWD="$DB_PASSWORD" mariadb --no-defaults --protocol=tcp -h "$SERVICES_HOST" -P "$MYSQL_TLS_PORT" \
+    -u "$DB_USER" --connect-timeout=5 --ssl --ssl-ca="$TLS_DIR/ca.crt" --ssl-verify-server-cert "$@"
+}
 mariadb_user() {
   MYSQL_PWD="$DB_PASSWORD" mariadb --no-defaults --protocol=tcp -h "$SERVICES_HOST" -P "$MYSQL_PORT" \
     -u "$DB_USER" --connect-timeout=5 "$@"
@@ -45,7 +61,8 @@ mariadb_healthy() {
 # A dedicated server of this size, and MySQL 8's defaults where MariaDB's differ
 # (sql_mode, utf8mb4, explicit_defaults_for_timestamp). Listed in README.md.
 mariadb_write_config() {
-  cat >"$MARIADB_CNF" <<EOF
+  {
+    cat <<EOF
 # Written by vismig tests/services/up.sh on every start; edit svc/mariadb.sh instead.
 [mariadbd]
 user = mysql
@@ -55,6 +72,41 @@ pid-file = $MARIADB_PIDFILE
 log-error = $MARIADB_LOG
 bind-address = $SERVICES_HOST
 port = $MYSQL_PORT
+innodb_buffer_pool_size = 1G
+innodb_log_file_size = 1G
+EOF
+    mariadb_settings
+  } >"$MARIADB_CNF"
+}
+
+# The secured instance: the same server settings with less memory (it holds a few test
+# databases), TLS with the test CA, and no connection without it.
+mariadb_tls_write_config() {
+  {
+    cat <<EOF
+# Written by vismig tests/services/up.sh on every start; edit svc/mariadb.sh instead.
+[mariadbd]
+user = mysql
+datadir = $MARIADB_TLS_DATA
+socket = $MARIADB_TLS_SOCKET
+pid-file = $MARIADB_TLS_PIDFILE
+log-error = $MARIADB_TLS_LOG
+bind-address = $SERVICES_HOST
+port = $MYSQL_TLS_PORT
+innodb_buffer_pool_size = 128M
+innodb_log_file_size = 64M
+ssl_cert = $TLS_DIR/server.crt
+ssl_key = $TLS_DIR/server.key
+ssl_ca = $TLS_DIR/ca.crt
+require_secure_transport = ON
+EOF
+    mariadb_settings
+  } >"$MARIADB_TLS_CNF"
+}
+
+# What both instances share: MySQL 8's defaults where MariaDB's differ.
+mariadb_settings() {
+  cat <<EOF
 skip-name-resolve
 max_connections = 300
 character-set-server = utf8mb4
@@ -62,8 +114,6 @@ collation-server = utf8mb4_unicode_ci
 sql_mode = ONLY_FULL_GROUP_BY,STRICT_TRANS_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION
 explicit_defaults_for_timestamp = ON
 default-time-zone = '+00:00'
-innodb_buffer_pool_size = 1G
-innodb_log_file_size = 1G
 innodb_log_buffer_size = 64M
 innodb_flush_log_at_trx_commit = 1
 innodb_flush_method = O_DIRECT
@@ -74,6 +124,7 @@ EOF
 }
 
 mariadb_start() {
+  mariadb_tls_start
   if mariadb_healthy; then
     set_state mariadb reused
     return 0
@@ -96,6 +147,42 @@ mariadb_start() {
   set_state mariadb started
 }
 
+mariadb_tls_running() { live_pid "$MARIADB_TLS_PIDFILE" >/dev/null; }
+mariadb_tls_healthy() { mariadb_tls_running && mariadb_tls_user -N -e 'SELECT 1' >/dev/null 2>&1; }
+
+mariadb_tls_start() {
+  mariadb_tls_healthy && return 0
+  mariadb_tls_running &&
+    fail mariadb "the secured mariadbd from an earlier run is alive but not answering on $SERVICES_HOST:$MYSQL_TLS_PORT" "$MARIADB_TLS_LOG"
+  port_open "$SERVICES_HOST" "$MYSQL_TLS_PORT" &&
+    fail mariadb "port $SERVICES_HOST:$MYSQL_TLS_PORT is taken by a process up.sh did not start"
+  mkdir -p "$MARIADB_TLS_HOME" "$MARIADB_SOCKET_DIR"
+  chown mysql: "$MARIADB_SOCKET_DIR"
+  touch "$MARIADB_TLS_LOG" && chown mysql: "$MARIADB_TLS_LOG"
+  mariadb_tls_write_config
+  if [ ! -d "$MARIADB_TLS_DATA/mysql" ]; then
+    rm -rf "$MARIADB_TLS_DATA"
+    mariadb-install-db --defaults-file="$MARIADB_TLS_CNF" --auth-root-authentication-method=socket \
+      --skip-test-db >>"$MARIADB_TLS_LOG" 2>&1 || fail mariadb "mariadb-install-db (secured instance) failed" "$MARIADB_TLS_LOG"
+  fi
+  setsid /usr/sbin/mariadbd --defaults-file="$MARIADB_TLS_CNF" </dev/null >>"$MARIADB_TLS_LOG" 2>&1 &
+}
+
+# The secured instance's users: the test user (all privileges, for the schema tool) over
+# TLS; TLS_USER with a password and only the data privileges vismig needs; TLS_CLIENT_CN
+# with no password, authenticated by a client certificate of the test CA (REQUIRE X509).
+mariadb_tls_wait() {
+  wait_for 60 mariadb_tls_root -N -e 'SELECT 1' || fail mariadb "the secured instance did not start within 60s" "$MARIADB_TLS_LOG"
+  mariadb_tls_root -e "CREATE USER IF NOT EXISTS '$DB_USER'@'%' IDENTIFIED BY '$DB_PASSWORD' REQUIRE SSL;
+    GRANT ALL PRIVILEGES ON *.* TO '$DB_USER'@'%' WITH GRANT OPTION;
+    CREATE USER IF NOT EXISTS '$TLS_USER'@'%' IDENTIFIED BY '$TLS_PASSWORD' REQUIRE SSL;
+    GRANT SELECT, INSERT, UPDATE, DELETE ON *.* TO '$TLS_USER'@'%';
+    CREATE USER IF NOT EXISTS '$TLS_CLIENT_CN'@'%' REQUIRE X509;
+    GRANT SELECT, INSERT, UPDATE, DELETE ON *.* TO '$TLS_CLIENT_CN'@'%';" >>"$MARIADB_TLS_LOG" 2>&1 ||
+    fail mariadb "creating the secured instance's users failed" "$MARIADB_TLS_LOG"
+  wait_for 30 mariadb_tls_healthy || fail mariadb "$DB_USER cannot log in over TLS on $SERVICES_HOST:$MYSQL_TLS_PORT" "$MARIADB_TLS_LOG"
+}
+
 mariadb_wait() {
   wait_for 60 mariadb_root -N -e 'SELECT 1' || fail mariadb "server did not start within 60s" "$MARIADB_LOG"
   # The test user: all privileges, so the schema tool can create and drop databases.
@@ -103,6 +190,7 @@ mariadb_wait() {
     GRANT ALL PRIVILEGES ON *.* TO '$DB_USER'@'%' WITH GRANT OPTION;" >>"$MARIADB_LOG" 2>&1 ||
     fail mariadb "creating user $DB_USER failed" "$MARIADB_LOG"
   wait_for 30 mariadb_healthy || fail mariadb "$DB_USER cannot log in on $SERVICES_HOST:$MYSQL_PORT" "$MARIADB_LOG"
+  mariadb_tls_wait
 }
 
 mariadb_version() {
@@ -143,10 +231,15 @@ mariadb_flavour() {
   esac
 }
 
+# MARIADB_INSTANCE=tls points the tool at the secured instance, over TLS with the CA
+# checked and the host name verified (the tool's default once --tls is on).
 mariadb_tool() {
-  local db=$1
+  local db=$1 port=$MYSQL_PORT tls=()
   shift
-  "$MARIADB_FLAVOUR_TOOL" --ep "$SERVICES_HOST" -p "$MYSQL_PORT" -u "$DB_USER" --pw "$DB_PASSWORD" \
+  if [ "${MARIADB_INSTANCE:-}" = tls ]; then
+    port=$MYSQL_TLS_PORT tls=(--tls --tls-ca-file "$TLS_DIR/ca.crt")
+  fi
+  "$MARIADB_FLAVOUR_TOOL" --ep "$SERVICES_HOST" -p "$port" -u "$DB_USER" --pw "$DB_PASSWORD" "${tls[@]}" \
     --pl "$MARIADB_FLAVOUR_PLUGIN" --ca "$MARIADB_TOOL_ATTRS" --db "$db" "$@"
 }
 
@@ -191,6 +284,7 @@ mariadb_reset_db() {
 mariadb_stop() {
   # SIGTERM is mariadbd's clean shutdown.
   stop_pidfile mariadb "$MARIADB_PIDFILE" 120
+  stop_pidfile mariadb-tls "$MARIADB_TLS_PIDFILE" 120
 }
 
 mariadb_rss_pid() { live_pid "$MARIADB_PIDFILE"; }

@@ -8,6 +8,12 @@ PG_DATA="$VISMIG_SERVICES_DIR/postgres/data"
 PG_SOCKET_DIR="$RUN_DIR/postgres"
 PG_LOG="$LOG_DIR/postgres.log"
 PG_PIDFILE="$RUN_DIR/postgres.pid"
+# The secured side of the same server (tests/services/README.md, "Secured servers"):
+# TLS_USER (lib.sh) is allowed over TLS only, TLS_CLIENT_CN logs in by client certificate.
+PG_TLS_USER=$TLS_USER
+PG_TLS_PASSWORD=$TLS_PASSWORD
+PG_CERT_USER=$TLS_CLIENT_CN
+PG_TLS_DIR="$VISMIG_SERVICES_DIR/postgres/tls"
 # Databases and the schema each gets.
 PG_ADVANCED_DBS="temporal_visibility temporal_visibility_secondary"
 PG_STANDARD_DBS="temporal_visibility_standard"
@@ -76,6 +82,12 @@ max_parallel_workers = 2
 max_parallel_workers_per_gather = 1
 max_parallel_maintenance_workers = 1
 
+# TLS with the test CA (tls.sh); the CA also checks client certificates (hostssl … cert)
+ssl = on
+ssl_cert_file = '$PG_TLS_DIR/server.crt'
+ssl_key_file = '$PG_TLS_DIR/server.key'
+ssl_ca_file = '$PG_TLS_DIR/ca.crt'
+
 # logging
 log_checkpoints = on
 log_line_prefix = '%m [%p] %q%u@%d '
@@ -83,6 +95,12 @@ log_min_duration_statement = 5s
 log_autovacuum_min_duration = 10s
 EOF
   chown postgres: "$PG_DATA/vismig.conf"
+  # PostgreSQL refuses a key file that others can read: its own copy, owned by postgres.
+  mkdir -p "$PG_TLS_DIR"
+  cp "$TLS_DIR/server.crt" "$TLS_DIR/server.key" "$TLS_DIR/ca.crt" "$PG_TLS_DIR/"
+  chown -R postgres: "$PG_TLS_DIR"
+  chmod 700 "$PG_TLS_DIR"
+  chmod 600 "$PG_TLS_DIR/server.key"
   grep -q "^include_if_exists = 'vismig.conf'" "$PG_DATA/postgresql.conf" ||
     echo "include_if_exists = 'vismig.conf'" >>"$PG_DATA/postgresql.conf"
 }
@@ -128,7 +146,37 @@ postgres_wait() {
       fail postgres "creating role $DB_USER failed" "$PG_LOG"
   fi
   wait_for 30 postgres_healthy || fail postgres "$DB_USER cannot log in on $SERVICES_HOST:$PG_PORT" "$PG_LOG"
+  postgres_secure
 }
+
+# The secured users, their pg_hba.conf lines (first, so they win over the plain `host`
+# lines initdb wrote) and a reload: `ssl` and pg_hba.conf take effect without a restart,
+# so a server that an earlier up.sh started gets them too.
+postgres_secure() {
+  local hba="$PG_DATA/pg_hba.conf" tmp
+  tmp=$(mktemp)
+  {
+    echo "# vismig secured users (svc/postgres.sh): TLS only; plain text is rejected"
+    echo "hostssl all $PG_TLS_USER $SERVICES_HOST/32 scram-sha-256"
+    echo "hostssl all $PG_CERT_USER $SERVICES_HOST/32 cert"
+    echo "host all $PG_TLS_USER,$PG_CERT_USER $SERVICES_HOST/32 reject"
+    echo "# end of vismig secured users"
+    sed '/^# vismig secured users/,/^# end of vismig secured users/d' "$hba"
+  } >"$tmp"
+  cat "$tmp" >"$hba" && rm -f "$tmp"
+  postgres_write_config
+  pg_as_postgres "$PG_BIN/psql" -X -q -h "$PG_SOCKET_DIR" -p "$PG_PORT" -d postgres -v ON_ERROR_STOP=1 >>"$PG_LOG" 2>&1 <<EOF ||
+SELECT format('CREATE ROLE %I LOGIN', u) FROM unnest(ARRAY['$PG_TLS_USER', '$PG_CERT_USER']) AS u
+  WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = u) \gexec
+ALTER ROLE $PG_TLS_USER PASSWORD '$PG_TLS_PASSWORD';
+-- What vismig needs on every test database: read the primary, write the secondary.
+GRANT pg_read_all_data, pg_write_all_data TO $PG_TLS_USER, $PG_CERT_USER;
+EOF
+    fail postgres "creating the secured users failed" "$PG_LOG"
+  runuser -u postgres -- "$PG_BIN/pg_ctl" reload -D "$PG_DATA" >>"$PG_LOG" 2>&1 || fail postgres "pg_ctl reload failed" "$PG_LOG"
+  wait_for 10 pg_ssl_on || fail postgres "ssl is not on after the reload (certificate or key refused?)" "$PG_LOG"
+}
+pg_ssl_on() { [ "$(pg_psql -d postgres -Atc 'SHOW ssl')" = on ]; }
 
 postgres_version() {
   printf 'PostgreSQL %s' "$(pg_psql -d postgres -Atc 'SHOW server_version' 2>/dev/null)"

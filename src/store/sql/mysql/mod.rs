@@ -24,11 +24,12 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow, My
 use sqlx::{ConnectOptions, Executor};
 use tokio::sync::OnceCell;
 
-use super::{CONNECT_TIMEOUT, classify, parse_address, probe};
+use super::{CONNECT_TIMEOUT, classify, parse_address, probe, sql_tls};
 use crate::config::persistence::{SqlStore, Tls};
 use crate::record::{RecordKey, TimePrecision, VisibilityRecord};
 use crate::store::schema::SchemaInfo;
 use crate::store::{CountQuery, Counts, Store, StoreResult};
+use crate::tls::Verify;
 
 /// MySQL's limit on placeholders in one prepared statement.
 const MAX_BINDS: usize = 65_535;
@@ -105,8 +106,11 @@ impl MysqlStore {
             options = options.password(password.expose());
         }
         options = match cfg.tls.as_ref().filter(|t| t.enabled) {
-            Some(tls) => with_tls(options, name, tls)?,
-            None => options.ssl_mode(MySqlSslMode::Preferred),
+            Some(tls) => with_tls(options, name, &tls_host(cfg), tls)?,
+            None => options.ssl_mode(
+                driver_tls_mode(cfg.connect_attributes.get("tls"))
+                    .map_err(|e| anyhow::anyhow!("store {name:?}: sql.connectAttributes.tls {e}"))?,
+            ),
         };
         let session = Arc::new(
             session_statements(&cfg.connect_attributes)
@@ -141,36 +145,44 @@ impl MysqlStore {
     }
 }
 
-/// `sql.tls` as Temporal's plugin reads it: the server's certificate is checked against
-/// caFile, and its name only with enableHostVerification.
-fn with_tls(mut options: MySqlConnectOptions, name: &str, tls: &Tls) -> anyhow::Result<MySqlConnectOptions> {
-    let mode = if tls.enable_host_verification == Some(true) {
-        MySqlSslMode::VerifyIdentity
-    } else if tls.ca_file.as_deref().is_some_and(|f| !f.is_empty()) {
-        MySqlSslMode::VerifyCa
-    } else {
-        MySqlSslMode::Required
-    };
-    options = options.ssl_mode(mode);
-    for (key, file) in [("caFile", &tls.ca_file), ("certFile", &tls.cert_file), ("keyFile", &tls.key_file)] {
-        if let Some(file) = file.as_deref().filter(|f| !f.is_empty()) {
-            if !std::path::Path::new(file).exists() {
-                anyhow::bail!("store {name:?}: sql.tls.{key} {file:?} does not exist");
-            }
-            options = match key {
-                "caFile" => options.ssl_ca(file),
-                "certFile" => options.ssl_client_cert(file),
-                _ => options.ssl_client_key(file),
-            };
+/// `sql.tls` as Temporal's mysql plugin reads it: the name is checked with
+/// enableHostVerification (`VERIFY_IDENTITY`); a CA alone makes vismig check the chain
+/// (`VERIFY_CA`) where Temporal's driver checks nothing. The inline forms too.
+fn with_tls(options: MySqlConnectOptions, name: &str, host: &str, tls: &Tls) -> anyhow::Result<MySqlConnectOptions> {
+    let (material, verify) = sql_tls(name, host, tls)?;
+    let mut o = options.ssl_mode(match verify {
+        Verify::Full => MySqlSslMode::VerifyIdentity,
+        Verify::ChainOnly => MySqlSslMode::VerifyCa,
+        Verify::Nothing => MySqlSslMode::Required,
+    });
+    if let Some(ca) = material.ca {
+        o = o.ssl_ca_from_pem(ca);
+    }
+    if let Some(id) = material.identity {
+        o = o.ssl_client_cert_from_pem(id.cert).ssl_client_key_from_pem(id.key);
+    }
+    Ok(o)
+}
+
+/// The host the certificate is checked against: connectAddr's (a unix socket has none).
+fn tls_host(cfg: &SqlStore) -> String {
+    parse_address(&cfg.connect_addr, 3306).map(|(host, _)| host).unwrap_or_default()
+}
+
+/// Go's MySQL driver's own `tls` parameter, for a config that sets it in
+/// connectAttributes instead of a `tls` block: no TLS unless it says so, as Temporal.
+fn driver_tls_mode(value: Option<&String>) -> Result<MySqlSslMode, String> {
+    Ok(match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("" | "false") => MySqlSslMode::Disabled,
+        Some("true") => MySqlSslMode::VerifyIdentity,
+        Some("skip-verify") => MySqlSslMode::Required,
+        Some("preferred") => MySqlSslMode::Preferred,
+        Some(other) => {
+            return Err(format!(
+                "{other:?} is not one of true, false, skip-verify, preferred (for a CA or client certificate, use sql.tls)"
+            ));
         }
-    }
-    if tls.server_name.as_deref().is_some_and(|s| !s.is_empty()) {
-        tracing::warn!(
-            store = name,
-            "sql.tls.serverName is not supported for MySQL; the certificate is checked against the host of connectAddr"
-        );
-    }
-    Ok(options)
+    })
 }
 
 #[async_trait]

@@ -16,12 +16,13 @@ use sqlx::ConnectOptions;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgSslMode};
 use tokio::sync::OnceCell;
 
-use super::{CONNECT_TIMEOUT, classify, parse_address, probe};
+use super::{CONNECT_TIMEOUT, classify, parse_address, probe, sql_tls};
 use crate::config::SqlFamily;
 use crate::config::persistence::{SqlStore, Tls};
 use crate::record::{RecordKey, TimePrecision, VisibilityRecord};
 use crate::store::schema::SchemaInfo;
 use crate::store::{CountQuery, Counts, Store, StoreResult};
+use crate::tls::Verify;
 
 /// PostgreSQL's limit on bind parameters per statement (a u16 in the protocol).
 const MAX_BINDS: usize = 65_535;
@@ -59,9 +60,11 @@ impl PostgresStore {
         if let Some(password) = &cfg.password {
             options = options.password(password.expose());
         }
+        // No TLS unless asked for, as Temporal's plugin (sslmode=disable): a server that
+        // requires it refuses with a line that says to set sql.tls.enabled.
         options = match &cfg.tls {
-            Some(tls) if tls.enabled => with_tls(options, tls),
-            _ => options.ssl_mode(PgSslMode::Prefer),
+            Some(tls) if tls.enabled => with_tls(options, name, &host, tls)?,
+            _ => options.ssl_mode(PgSslMode::Disable),
         };
         // Temporal passes connectAttributes as connection parameters; sslmode is the
         // one that changes how we connect, the others are session settings.
@@ -96,24 +99,23 @@ impl PostgresStore {
     }
 }
 
-/// `sql.tls` as Temporal's plugin reads it: the server's certificate is checked against
-/// caFile, and its name only with enableHostVerification.
-fn with_tls(options: PgConnectOptions, tls: &Tls) -> PgConnectOptions {
-    let verify = tls.enable_host_verification.unwrap_or(false);
-    let mut o = options.ssl_mode(if verify { PgSslMode::VerifyFull } else { PgSslMode::Require });
-    if let Some(ca) = &tls.ca_file {
-        o = o.ssl_root_cert(ca);
-        if !verify {
-            o = o.ssl_mode(PgSslMode::VerifyCa);
-        }
+/// `sql.tls` as Temporal's postgres plugins read it: sslmode `require`, or
+/// `verify-full` with enableHostVerification; a CA makes `require` check the chain, as
+/// lib/pq and pgx do (`verify-ca`). The inline caData/certData/keyData forms too.
+fn with_tls(options: PgConnectOptions, name: &str, host: &str, tls: &Tls) -> anyhow::Result<PgConnectOptions> {
+    let (material, verify) = sql_tls(name, host, tls)?;
+    let mut o = options.ssl_mode(match verify {
+        Verify::Full => PgSslMode::VerifyFull,
+        Verify::ChainOnly => PgSslMode::VerifyCa,
+        Verify::Nothing => PgSslMode::Require,
+    });
+    if let Some(ca) = material.ca {
+        o = o.ssl_root_cert_from_pem(ca);
     }
-    if let Some(cert) = &tls.cert_file {
-        o = o.ssl_client_cert(cert);
+    if let Some(id) = material.identity {
+        o = o.ssl_client_cert_from_pem(id.cert).ssl_client_key_from_pem(id.key);
     }
-    if let Some(key) = &tls.key_file {
-        o = o.ssl_client_key(key);
-    }
-    o
+    Ok(o)
 }
 
 #[async_trait]

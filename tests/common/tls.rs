@@ -1,0 +1,118 @@
+//! The test CA of tests/services (tls.sh) for the TLS tests: its files, their inline
+//! base64 forms as Temporal's `caData`/`certData`/`keyData` take them, TCP forwarders
+//! that make vismig dial a name the server's certificate does not hold, and a check that
+//! a refusal is one line naming the store and the fix, with no secret in it.
+
+use std::path::PathBuf;
+use std::process::Output;
+use std::sync::Arc;
+
+use base64::Engine;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A file of the test CA directory (`ca.crt`, `client.key`, …).
+pub fn tls_file(name: &str) -> String {
+    let dir = std::env::var("VISMIG_TEST_TLS_DIR").unwrap_or_else(|_| "/tmp/vismig-services/tls".into());
+    PathBuf::from(dir).join(name).display().to_string()
+}
+
+/// A file of the test CA as Temporal's inline `*Data` fields hold it: base64 of the PEM.
+pub fn tls_data(name: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(std::fs::read(tls_file(name)).unwrap())
+}
+
+pub fn env(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+/// The password user of the secured servers, and its password.
+pub fn tls_user() -> (String, String) {
+    (env("VISMIG_TEST_TLS_USER", "vismig_tls"), env("VISMIG_TEST_TLS_PASSWORD", "vismig-tls-secret"))
+}
+
+/// The user that logs in by client certificate.
+pub fn cert_user() -> String {
+    env("VISMIG_TEST_TLS_CLIENT_USER", "vismig_cert")
+}
+
+/// Forwards TCP connections from 127.0.0.2 (any port) to `upstream`, bytes untouched:
+/// TLS stays end to end with the real server, but vismig dials an address its
+/// certificate (127.0.0.1, localhost) does not name.
+pub async fn forward_from_other_address(upstream: &str) -> String {
+    let listener = TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let upstream = upstream.to_string();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                if let Ok(mut server) = TcpStream::connect(&upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    addr.to_string()
+}
+
+/// A TLS front for PostgreSQL, as pgbouncer or a TLS-terminating balancer is: it answers
+/// the client's SSLRequest, completes TLS with `cert` (a file stem of the test CA:
+/// `server`, `expired`, …), and relays the session in plain text to `upstream`.
+pub async fn postgres_tls_front(upstream: &str, cert: &str) -> String {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let certs: Vec<CertificateDer> =
+        CertificateDer::pem_file_iter(tls_file(&format!("{cert}.crt"))).unwrap().map(|c| c.unwrap()).collect();
+    let key = PrivateKeyDer::from_pem_file(tls_file(&format!("{cert}.key"))).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let upstream = upstream.to_string();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let (acceptor, upstream) = (acceptor.clone(), upstream.clone());
+            tokio::spawn(async move {
+                // SSLRequest: length 8, code 80877103.
+                let mut request = [0u8; 8];
+                if client.read_exact(&mut request).await.is_err() || request != [0, 0, 0, 8, 4, 210, 22, 47] {
+                    return;
+                }
+                if client.write_all(b"S").await.is_err() {
+                    return;
+                }
+                let Ok(mut tls) = acceptor.accept(client).await else { return };
+                if let Ok(mut server) = TcpStream::connect(&upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut server).await;
+                }
+            });
+        }
+    });
+    addr.to_string()
+}
+
+/// A refusal as an operator reads it: exit 1, and the one closing line (`vismig: …`,
+/// printed after the same message's log record) names the store (`store "primary"`) and
+/// holds `fix`; no secret appears anywhere in the output. Returns that line.
+pub fn assert_one_line_refusal(out: &Output, fix: &str, secrets: &[&str]) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "exit code; stderr:\n{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("vismig: ")).collect();
+    assert_eq!(lines.len(), 1, "one closing line; stderr:\n{stderr}");
+    assert!(lines[0].contains("store \"primary\""), "the line names the store: {}", lines[0]);
+    assert!(lines[0].contains(fix), "the line says {fix:?}: {}", lines[0]);
+    for secret in secrets {
+        assert!(!stderr.contains(secret) && !stdout.contains(secret), "a secret is shown; stderr:\n{stderr}");
+    }
+    eprintln!("refusal: {}", lines[0]);
+    lines[0].to_string()
+}
