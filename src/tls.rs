@@ -75,9 +75,13 @@ fn artifact(
     let data = data.map(str::trim).filter(|d| !d.is_empty());
     match (file, data) {
         (Some(_), Some(_)) => Err(format!("{block}: {file_field} and {data_field} are both set; keep one")),
-        (Some(path), None) => std::fs::read(path)
-            .map(|bytes| Some((file_field, bytes)))
-            .map_err(|e| format!("{block}.{file_field} {path:?} cannot be read: {e}")),
+        (Some(path), None) => std::fs::read(path).map(|bytes| Some((file_field, bytes))).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                format!("{block}.{file_field} {path:?} does not exist")
+            } else {
+                format!("{block}.{file_field} {path:?} cannot be read: {e}")
+            }
+        }),
         (None, Some(data)) => {
             // Temporal decodes with Go's StdEncoding; line breaks a YAML block scalar
             // leaves in a long value are dropped first.
@@ -125,8 +129,8 @@ pub fn client_config(
     block: &str,
 ) -> Result<rustls::ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = match verify {
-        Verify::Nothing => Arc::new(AcceptAny(provider.clone())),
+    let verifier = match verify {
+        Verify::Nothing => Checked { webpki: None, name: NameCheck::Skip, provider: provider.clone() },
         Verify::Full | Verify::ChainOnly => {
             let ca = material.ca.as_deref().ok_or_else(|| {
                 format!("{block}.caFile or caData is required to verify the server's certificate (vismig reads no system trust store for this store)")
@@ -146,14 +150,14 @@ pub fn client_config(
                 ),
                 (_, None) => NameCheck::Dialled,
             };
-            Arc::new(Webpki { inner: webpki, name })
+            Checked { webpki: Some(webpki), name, provider: provider.clone() }
         }
     };
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("{block}: {e}"))?
         .dangerous()
-        .with_custom_certificate_verifier(verifier);
+        .with_custom_certificate_verifier(Arc::new(verifier));
     match &material.identity {
         Some(id) => {
             let certs = certificates(block, "certFile/certData", &id.cert)?;
@@ -234,14 +238,18 @@ enum NameCheck {
     Skip,
 }
 
-/// The webpki verifier with the name to check chosen by the config.
+/// The server-certificate check the config asks for: webpki's (chain, dates, name) with
+/// the name chosen by the config, or none at all (`webpki: None`). The handshake's
+/// signatures are always checked against the certificate presented, so even an
+/// unverified connection is encrypted to whoever holds that certificate's key.
 #[derive(Debug)]
-struct Webpki {
-    inner: Arc<rustls::client::WebPkiServerVerifier>,
+struct Checked {
+    webpki: Option<Arc<rustls::client::WebPkiServerVerifier>>,
     name: NameCheck,
+    provider: Arc<rustls::crypto::CryptoProvider>,
 }
 
-impl rustls::client::danger::ServerCertVerifier for Webpki {
+impl rustls::client::danger::ServerCertVerifier for Checked {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -251,11 +259,14 @@ impl rustls::client::danger::ServerCertVerifier for Webpki {
         now: rustls::pki_types::UnixTime,
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
         use rustls::CertificateError as C;
+        let Some(webpki) = &self.webpki else {
+            return Ok(rustls::client::danger::ServerCertVerified::assertion());
+        };
         let name = match &self.name {
             NameCheck::As(name) => name,
             _ => server_name,
         };
-        match self.inner.verify_server_cert(end_entity, intermediates, name, ocsp_response, now) {
+        match webpki.verify_server_cert(end_entity, intermediates, name, ocsp_response, now) {
             Err(rustls::Error::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }))
                 if matches!(self.name, NameCheck::Skip) =>
             {
@@ -271,7 +282,7 @@ impl rustls::client::danger::ServerCertVerifier for Webpki {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -280,51 +291,11 @@ impl rustls::client::danger::ServerCertVerifier for Webpki {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
-/// Accepts any certificate but still checks the handshake signatures against it, so
-/// the connection is encrypted to whoever holds that certificate's key.
-#[derive(Debug)]
-struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AcceptAny {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -374,7 +345,7 @@ mod tests {
     fn a_missing_file_names_field_and_path() {
         let tls = Tls { enabled: true, ca_file: Some("/nonexistent/ca.pem".into()), ..Tls::default() };
         let e = TlsMaterial::load(&tls, "sql.tls").err().unwrap();
-        assert!(e.starts_with("sql.tls.caFile \"/nonexistent/ca.pem\" cannot be read"), "{e}");
+        assert_eq!(e, "sql.tls.caFile \"/nonexistent/ca.pem\" does not exist");
     }
 
     #[test]

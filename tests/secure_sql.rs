@@ -34,10 +34,6 @@ fn tls_inline_client_cert() -> String {
     )
 }
 
-fn pg_addr_secure() -> String {
-    pg_addr()
-}
-
 fn mysql_tls_addr() -> String {
     format!("{}:{}", env("VISMIG_TEST_MYSQL_HOST", "127.0.0.1"), env("VISMIG_TEST_MYSQL_TLS_PORT", "3307"))
 }
@@ -79,8 +75,8 @@ async fn postgres_password_user_to_certificate_user_over_verified_tls() {
     reset_db("postgres", &src, "advanced");
     reset_db("postgres", &dst, "advanced");
     let (user, password) = tls_user();
-    let primary = sql_store("postgres12", &src, &pg_addr_secure(), &user, Some(&password), &tls_files_verified());
-    let secondary = sql_store("postgres12", &dst, &pg_addr_secure(), &cert_user(), None, &tls_inline_client_cert());
+    let primary = sql_store("postgres12", &src, &pg_addr(), &user, Some(&password), &tls_files_verified());
+    let secondary = sql_store("postgres12", &dst, &pg_addr(), &cert_user(), None, &tls_inline_client_cert());
     seed_copy_verify(primary, secondary).await;
 }
 
@@ -94,13 +90,40 @@ async fn postgres_tls_without_a_ca_is_encrypted_and_says_it_is_not_verified() {
     let (user, password) = tls_user();
     // The user is allowed over TLS only (hostssl): the run passing proves TLS was used.
     let out =
-        verify_against(sql_store("postgres12", &db, &pg_addr_secure(), &user, Some(&password), "{ enabled: true }"))
-            .await;
+        verify_against(sql_store("postgres12", &db, &pg_addr(), &user, Some(&password), "{ enabled: true }")).await;
     let log = text(&out);
     assert_eq!(out.status.code(), Some(0), "{log}");
     let warnings: Vec<&str> = log.lines().filter(|l| l.contains("not verified")).collect();
     assert_eq!(warnings.len(), 1, "{log}");
     assert!(warnings[0].contains("set sql.tls.caFile (or caData)"), "{}", warnings[0]);
+}
+
+/// The refusals both SQL servers make alike: unknown CA, wrong host name (the real
+/// server dialled at an address its certificate does not name, then the same with
+/// `enableHostVerification` off, which passes: the CA is still checked, the name not),
+/// wrong password, and the certificate user without a certificate (`no_cert_fix`).
+async fn common_refusals(plugin: &str, db: &str, addr: &str, no_cert_fix: &str) {
+    let (user, password) = tls_user();
+    let store =
+        |addr: &str, user: &str, password: Option<&str>, tls: &str| sql_store(plugin, db, addr, user, password, tls);
+    let secrets = [password.as_str()];
+
+    let tls = format!("{{ enabled: true, caFile: \"{}\", enableHostVerification: true }}", tls_file("other-ca.crt"));
+    let out = verify_against(store(addr, &user, Some(&password), &tls)).await;
+    assert_one_line_refusal(&out, "not signed by a CA vismig trusts: set sql.tls.caFile", &secrets);
+
+    let other = forward_from_other_address(addr).await;
+    let out = verify_against(store(&other, &user, Some(&password), &tls_files_verified())).await;
+    assert_one_line_refusal(&out, "not issued for the host vismig connects to", &secrets);
+    let tls = format!("{{ enabled: true, caFile: \"{}\" }}", tls_file("ca.crt"));
+    let out = verify_against(store(&other, &user, Some(&password), &tls)).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    let out = verify_against(store(addr, &user, Some("not-the-password-x9"), &tls_files_verified())).await;
+    assert_one_line_refusal(&out, "check sql.user and sql.password", &["not-the-password-x9", &password]);
+
+    let out = verify_against(store(addr, &cert_user(), None, &tls_files_verified())).await;
+    assert_one_line_refusal(&out, no_cert_fix, &secrets);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -110,49 +133,22 @@ async fn postgres_refusals_are_one_line_with_the_fix() {
     }
     let db = db_name("tls_pg_refuse");
     reset_db("postgres", &db, "advanced");
-    let (user, password) = tls_user();
-    let addr = pg_addr_secure();
-    let store = |addr: &str, user: &str, password: Option<&str>, tls: &str| {
-        sql_store("postgres12", &db, addr, user, password, tls)
-    };
-    let secrets = [password.as_str()];
-
-    // Unknown CA: the server's certificate is not signed by the CA given.
-    let tls = format!("{{ enabled: true, caFile: \"{}\", enableHostVerification: true }}", tls_file("other-ca.crt"));
-    let out = verify_against(store(&addr, &user, Some(&password), &tls)).await;
-    assert_one_line_refusal(&out, "not signed by a CA vismig trusts: set sql.tls.caFile", &secrets);
-
-    // Wrong host name: the real server, dialled at an address its certificate does not name.
-    let other = forward_from_other_address(&addr).await;
-    let out = verify_against(store(&other, &user, Some(&password), &tls_files_verified())).await;
-    assert_one_line_refusal(&out, "not issued for the host vismig connects to", &secrets);
-    // The same with enableHostVerification off: the CA is still checked, the name not.
-    let tls = format!("{{ enabled: true, caFile: \"{}\" }}", tls_file("ca.crt"));
-    let out = verify_against(store(&other, &user, Some(&password), &tls)).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let addr = pg_addr();
+    common_refusals("postgres12", &db, &addr, "set sql.tls.certFile and keyFile").await;
 
     // Expired certificate: a TLS front of the real server; with the valid certificate
     // the same front works, so only the certificate differs.
-    let (plain_user, plain_password) =
-        (env("VISMIG_TEST_PG_USER", "temporal"), env("VISMIG_TEST_PG_PASSWORD", "temporal"));
-    let good = postgres_tls_front(&addr, "server").await;
-    let out = verify_against(store(&good, &plain_user, Some(&plain_password), &tls_files_verified())).await;
+    let (user, password) = (env("VISMIG_TEST_PG_USER", "temporal"), env("VISMIG_TEST_PG_PASSWORD", "temporal"));
+    let through = |front: &str| sql_store("postgres12", &db, front, &user, Some(&password), &tls_files_verified());
+    let out = verify_against(through(&postgres_tls_front(&addr, "server").await)).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let expired = postgres_tls_front(&addr, "expired").await;
-    let out = verify_against(store(&expired, &plain_user, Some(&plain_password), &tls_files_verified())).await;
-    assert_one_line_refusal(&out, "the server's certificate has expired: renew it on the server", &[&plain_password]);
+    let out = verify_against(through(&postgres_tls_front(&addr, "expired").await)).await;
+    assert_one_line_refusal(&out, "the server's certificate has expired: renew it on the server", &[&password]);
 
     // Plain text for a user the server accepts over TLS only.
-    let out = verify_against(store(&addr, &user, Some(&password), "")).await;
-    assert_one_line_refusal(&out, "over TLS only: set sql.tls.enabled: true", &secrets);
-
-    // Wrong password, over TLS.
-    let out = verify_against(store(&addr, &user, Some("not-the-password-x9"), &tls_files_verified())).await;
-    assert_one_line_refusal(&out, "check sql.user and sql.password", &["not-the-password-x9", &password]);
-
-    // The certificate user without a client certificate.
-    let out = verify_against(store(&addr, &cert_user(), None, &tls_files_verified())).await;
-    assert_one_line_refusal(&out, "set sql.tls.certFile and keyFile", &secrets);
+    let (user, password) = tls_user();
+    let out = verify_against(sql_store("postgres12", &db, &addr, &user, Some(&password), "")).await;
+    assert_one_line_refusal(&out, "over TLS only: set sql.tls.enabled: true", &[&password]);
 }
 
 // --- MariaDB (the secured instance) -------------------------------------------------
@@ -178,26 +174,11 @@ async fn mariadb_refusals_are_one_line_with_the_fix() {
     }
     let db = db_name("tls_my_refuse");
     reset_db("mariadb-tls", &db, "advanced");
-    let (user, password) = tls_user();
     let addr = mysql_tls_addr();
-    let store =
-        |addr: &str, user: &str, password: Option<&str>, tls: &str| sql_store("mysql8", &db, addr, user, password, tls);
-    let secrets = [password.as_str()];
+    common_refusals("mysql8", &db, &addr, "REQUIRE X509 also needs sql.tls (with certFile and keyFile").await;
 
-    let tls = format!("{{ enabled: true, caFile: \"{}\", enableHostVerification: true }}", tls_file("other-ca.crt"));
-    let out = verify_against(store(&addr, &user, Some(&password), &tls)).await;
-    assert_one_line_refusal(&out, "not signed by a CA vismig trusts: set sql.tls.caFile", &secrets);
-
-    let other = forward_from_other_address(&addr).await;
-    let out = verify_against(store(&other, &user, Some(&password), &tls_files_verified())).await;
-    assert_one_line_refusal(&out, "not issued for the host vismig connects to", &secrets);
-
-    let out = verify_against(store(&addr, &user, Some(&password), "")).await;
-    assert_one_line_refusal(&out, "sql.tls", &secrets);
-
-    let out = verify_against(store(&addr, &user, Some("not-the-password-x9"), &tls_files_verified())).await;
-    assert_one_line_refusal(&out, "check sql.user and sql.password", &["not-the-password-x9", &password]);
-
-    let out = verify_against(store(&addr, &cert_user(), None, &tls_files_verified())).await;
-    assert_one_line_refusal(&out, "REQUIRE X509 also needs sql.tls (with certFile and keyFile", &secrets);
+    // Plain text to require_secure_transport, the user REQUIRE SSL.
+    let (user, password) = tls_user();
+    let out = verify_against(sql_store("mysql8", &db, &addr, &user, Some(&password), "")).await;
+    assert_one_line_refusal(&out, "also needs sql.tls", &[&password]);
 }

@@ -61,47 +61,40 @@ mariadb_healthy() {
 # A dedicated server of this size, and MySQL 8's defaults where MariaDB's differ
 # (sql_mode, utf8mb4, explicit_defaults_for_timestamp). Listed in README.md.
 mariadb_write_config() {
-  {
-    cat <<EOF
-# Written by vismig tests/services/up.sh on every start; edit svc/mariadb.sh instead.
-[mariadbd]
-user = mysql
-datadir = $MARIADB_DATA
-socket = $MARIADB_SOCKET
-pid-file = $MARIADB_PIDFILE
-log-error = $MARIADB_LOG
-bind-address = $SERVICES_HOST
-port = $MYSQL_PORT
-innodb_buffer_pool_size = 1G
-innodb_log_file_size = 1G
-EOF
-    mariadb_settings
-  } >"$MARIADB_CNF"
+  mariadb_cnf "$MARIADB_DATA" "$MARIADB_SOCKET" "$MARIADB_PIDFILE" "$MARIADB_LOG" "$MYSQL_PORT" 1G 1G >"$MARIADB_CNF"
 }
 
 # The secured instance: the same server settings with less memory (it holds a few test
 # databases), TLS with the test CA, and no connection without it.
 mariadb_tls_write_config() {
   {
+    mariadb_cnf "$MARIADB_TLS_DATA" "$MARIADB_TLS_SOCKET" "$MARIADB_TLS_PIDFILE" "$MARIADB_TLS_LOG" "$MYSQL_TLS_PORT" 128M 64M
     cat <<EOF
-# Written by vismig tests/services/up.sh on every start; edit svc/mariadb.sh instead.
-[mariadbd]
-user = mysql
-datadir = $MARIADB_TLS_DATA
-socket = $MARIADB_TLS_SOCKET
-pid-file = $MARIADB_TLS_PIDFILE
-log-error = $MARIADB_TLS_LOG
-bind-address = $SERVICES_HOST
-port = $MYSQL_TLS_PORT
-innodb_buffer_pool_size = 128M
-innodb_log_file_size = 64M
 ssl_cert = $TLS_DIR/server.crt
 ssl_key = $TLS_DIR/server.key
 ssl_ca = $TLS_DIR/ca.crt
 require_secure_transport = ON
 EOF
-    mariadb_settings
   } >"$MARIADB_TLS_CNF"
+}
+
+# One instance's my.cnf: DATADIR SOCKET PIDFILE LOG PORT BUFFER_POOL LOG_FILE_SIZE, then
+# the settings both instances share.
+mariadb_cnf() {
+  cat <<EOF
+# Written by vismig tests/services/up.sh on every start; edit svc/mariadb.sh instead.
+[mariadbd]
+user = mysql
+datadir = $1
+socket = $2
+pid-file = $3
+log-error = $4
+bind-address = $SERVICES_HOST
+port = $5
+innodb_buffer_pool_size = $6
+innodb_log_file_size = $7
+EOF
+  mariadb_settings
 }
 
 # What both instances share: MySQL 8's defaults where MariaDB's differ.
@@ -134,17 +127,24 @@ mariadb_start() {
   fi
   port_open "$SERVICES_HOST" "$MYSQL_PORT" &&
     fail mariadb "port $SERVICES_HOST:$MYSQL_PORT is taken by a process up.sh did not start"
-  mkdir -p "$MARIADB_HOME" "$MARIADB_SOCKET_DIR"
-  chown mysql: "$MARIADB_SOCKET_DIR"
-  touch "$MARIADB_LOG" && chown mysql: "$MARIADB_LOG"
-  mariadb_write_config
-  if [ ! -d "$MARIADB_DATA/mysql" ]; then
-    rm -rf "$MARIADB_DATA"
-    mariadb-install-db --defaults-file="$MARIADB_CNF" --auth-root-authentication-method=socket \
-      --skip-test-db >>"$MARIADB_LOG" 2>&1 || fail mariadb "mariadb-install-db failed" "$MARIADB_LOG"
-  fi
-  setsid /usr/sbin/mariadbd --defaults-file="$MARIADB_CNF" </dev/null >>"$MARIADB_LOG" 2>&1 &
+  mariadb_launch mariadb_write_config "$MARIADB_HOME" "$MARIADB_DATA" "$MARIADB_CNF" "$MARIADB_LOG"
   set_state mariadb started
+}
+
+# Writes one instance's my.cnf (with WRITER), makes its datadir on the first start, and
+# starts its mariadbd in the background: HOME DATA CNF LOG.
+mariadb_launch() {
+  local writer=$1 home=$2 data=$3 cnf=$4 log=$5
+  mkdir -p "$home" "$MARIADB_SOCKET_DIR"
+  chown mysql: "$MARIADB_SOCKET_DIR"
+  touch "$log" && chown mysql: "$log"
+  "$writer"
+  if [ ! -d "$data/mysql" ]; then
+    rm -rf "$data"
+    mariadb-install-db --defaults-file="$cnf" --auth-root-authentication-method=socket \
+      --skip-test-db >>"$log" 2>&1 || fail mariadb "mariadb-install-db ($cnf) failed" "$log"
+  fi
+  setsid /usr/sbin/mariadbd --defaults-file="$cnf" </dev/null >>"$log" 2>&1 &
 }
 
 mariadb_tls_running() { live_pid "$MARIADB_TLS_PIDFILE" >/dev/null; }
@@ -156,16 +156,7 @@ mariadb_tls_start() {
     fail mariadb "the secured mariadbd from an earlier run is alive but not answering on $SERVICES_HOST:$MYSQL_TLS_PORT" "$MARIADB_TLS_LOG"
   port_open "$SERVICES_HOST" "$MYSQL_TLS_PORT" &&
     fail mariadb "port $SERVICES_HOST:$MYSQL_TLS_PORT is taken by a process up.sh did not start"
-  mkdir -p "$MARIADB_TLS_HOME" "$MARIADB_SOCKET_DIR"
-  chown mysql: "$MARIADB_SOCKET_DIR"
-  touch "$MARIADB_TLS_LOG" && chown mysql: "$MARIADB_TLS_LOG"
-  mariadb_tls_write_config
-  if [ ! -d "$MARIADB_TLS_DATA/mysql" ]; then
-    rm -rf "$MARIADB_TLS_DATA"
-    mariadb-install-db --defaults-file="$MARIADB_TLS_CNF" --auth-root-authentication-method=socket \
-      --skip-test-db >>"$MARIADB_TLS_LOG" 2>&1 || fail mariadb "mariadb-install-db (secured instance) failed" "$MARIADB_TLS_LOG"
-  fi
-  setsid /usr/sbin/mariadbd --defaults-file="$MARIADB_TLS_CNF" </dev/null >>"$MARIADB_TLS_LOG" 2>&1 &
+  mariadb_launch mariadb_tls_write_config "$MARIADB_TLS_HOME" "$MARIADB_TLS_DATA" "$MARIADB_TLS_CNF" "$MARIADB_TLS_LOG"
 }
 
 # The secured instance's users: the test user (all privileges, for the schema tool) over
