@@ -182,14 +182,40 @@ pub fn unverified_warning(store: &str, block: &str) -> String {
 /// wraps) is a rustls error about the server's certificate or the server's alert.
 /// `block` names the config block to fix (`sql.tls`).
 pub fn explain(error: &(dyn std::error::Error + 'static), block: &str) -> Option<String> {
+    find_rustls(error).map(|tls| fix_for(tls, block))
+}
+
+/// The same for a driver that keeps only the text of the error (the Cassandra driver
+/// reports a failed connection pool as a message): rustls's own wording, in its short
+/// (`UnknownIssuer`) and its longer (`certificate not valid for name …`) forms.
+pub fn explain_text(said: &str, block: &str) -> Option<String> {
     use rustls::CertificateError as C;
-    let tls = find_rustls(error)?;
-    Some(match tls {
+    let certificate = said.split("invalid peer certificate: ").nth(1)?;
+    let error = [
+        ("UnknownIssuer", C::UnknownIssuer),
+        ("BadSignature", C::BadSignature),
+        ("NotValidForName", C::NotValidForName),
+        ("certificate not valid for name", C::NotValidForName),
+        ("Expired", C::Expired),
+        ("certificate expired", C::Expired),
+        ("NotValidYet", C::NotValidYet),
+        ("certificate not valid yet", C::NotValidYet),
+    ]
+    .into_iter()
+    .find(|(name, _)| certificate.starts_with(name))
+    .map(|(_, e)| e)
+    .unwrap_or_else(|| C::Other(rustls::OtherError(Arc::new(std::io::Error::other(certificate.to_string())))));
+    Some(fix_for(&rustls::Error::InvalidCertificate(error), block))
+}
+
+fn fix_for(tls: &rustls::Error, block: &str) -> String {
+    use rustls::CertificateError as C;
+    match tls {
         rustls::Error::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => format!(
             "the server's certificate is not signed by a CA vismig trusts: set {block}.caFile (or caData) to the CA that signed it"
         ),
         rustls::Error::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => format!(
-            "the server's certificate is not issued for the host vismig connects to: connect by a name the certificate holds, or set {block}.enableHostVerification: false to check the CA only"
+            "the server's certificate is not issued for the host vismig connects to: connect by a name the certificate holds (or set {block}.serverName to one), or set {block}.enableHostVerification: false to check the CA only"
         ),
         rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
             "the server's certificate has expired: renew it on the server".to_string()
@@ -206,7 +232,7 @@ pub fn explain(error: &(dyn std::error::Error + 'static), block: &str) -> Option
             "the server ended the TLS handshake ({alert:?}): it probably requires a client certificate: set {block}.certFile and keyFile (or certData and keyData)"
         ),
         other => format!("TLS handshake failed ({other}): check {block}"),
-    })
+    }
 }
 
 /// The rustls error inside an error chain. `io::Error` needs its own look: its
@@ -366,6 +392,16 @@ mod tests {
         let e = client_config(&TlsMaterial::default(), Verify::Full, None, "cassandra.tls").err().unwrap();
         assert!(e.starts_with("cassandra.tls.caFile or caData is required"), "{e}");
         assert!(client_config(&TlsMaterial::default(), Verify::Nothing, None, "cassandra.tls").is_ok());
+    }
+
+    #[test]
+    fn handshake_errors_kept_as_text_are_explained() {
+        let said = "Control connection pool error: The pool is broken; Last connection failed with: invalid peer certificate: certificate not valid for name \"127.0.0.3\"; certificate is only valid for IpAddress(127.0.0.1)";
+        let fix = explain_text(said, "cassandra.tls").unwrap();
+        assert!(fix.starts_with("the server's certificate is not issued for the host"), "{fix}");
+        let fix = explain_text("…: invalid peer certificate: UnknownIssuer", "cassandra.tls").unwrap();
+        assert!(fix.contains("set cassandra.tls.caFile"), "{fix}");
+        assert_eq!(explain_text("Connection refused (os error 111)", "cassandra.tls"), None);
     }
 
     #[test]

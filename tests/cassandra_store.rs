@@ -217,7 +217,7 @@ async fn drop_stale_shared_keyspaces() {
         if std::path::Path::new(&format!("/proc/{pid}")).exists() {
             continue;
         }
-        drop(Keyspace(name));
+        drop(Keyspace::named(name));
     }
 }
 
@@ -720,4 +720,108 @@ async fn postgres_to_opensearch_takes_aliases_from_a_cassandra_default_store() {
     assert_ne!(out.status.code(), Some(0), "{log}");
     assert!(log.lines().any(|l| l.contains("namespace \"broken\" has a NULL id in the namespaces table")), "{log}");
     drop_index(&url, &index).await;
+}
+
+// --- the secured node: password authentication, TLS required --------------------------
+
+/// The `cassandra:` block of the secured node's reader, with the given `tls` flow map
+/// ("" = none) and password; `hosts` may be a forwarder's `host:port`.
+fn secured_cassandra(ks: &Keyspace, hosts: &str, password: &str, tls: &str) -> String {
+    let (user, _) = common::tls::tls_user();
+    let tls = if tls.is_empty() { String::new() } else { format!(", tls: {tls}") };
+    format!(
+        "{{ hosts: \"{hosts}\", port: {}, keyspace: {}, user: {user}, password: \"{password}\", connectTimeout: 10s{tls} }}",
+        ks.node().port(),
+        ks.0
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secured_cassandra_to_secured_postgres_over_verified_tls() {
+    if !service_up("cassandra") || !service_up("postgres") {
+        return;
+    }
+    let ks = Keyspace::create_secured("cass_tls");
+    let (_, runs) = runs(200);
+    write_runs(&session(&ks).await, &runs).await;
+    let db = db_name("cass_tls_pg");
+    reset_db("postgres", &db, "advanced");
+    let (_, password) = common::tls::tls_user();
+    // Cassandra: files, host name verified; PostgreSQL: the certificate user, inline data.
+    let primary = secured_cassandra(&ks, &cassandra_host(), &password, &common::tls::tls_files_verified());
+    let secondary = common::tls::sql_store(
+        "postgres12",
+        &db,
+        &pg_addr(),
+        &common::tls::cert_user(),
+        None,
+        &common::tls::tls_inline_client_cert(),
+    );
+    let work = cassandra_work_with(&primary, Some(secondary), "  batchSize: 300\n  concurrency: 2\n").await;
+    let out = work.run(&["backfill"]);
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(!log.contains("not verified") && !log.contains(&password), "{log}");
+    assert_same(&all_records(source_of(&work, false).await).await, &expected(&runs));
+    let out = work.run(&["verify"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secured_cassandra_takes_inline_ca_and_checks_the_server_name_given() {
+    if !service_up("cassandra") {
+        return;
+    }
+    let ks = Keyspace::create_secured("cass_tls_inline");
+    let (_, runs) = runs(50);
+    write_runs(&session(&ks).await, &runs).await;
+    let (_, password) = common::tls::tls_user();
+    // Dialled at 127.0.0.2, which the certificate does not name: with serverName
+    // `localhost` (which it does) the name check passes, so serverName is what is checked.
+    let port = ks.node().port();
+    let other = common::tls::forward_from(&format!("127.0.0.2:{port}"), &format!("{}:{port}", cassandra_host())).await;
+    let tls = format!(
+        "{{ enabled: true, caData: \"{}\", enableHostVerification: true, serverName: localhost }}",
+        common::tls::tls_data("ca.crt")
+    );
+    let other = other.split(':').next().unwrap();
+    let work = cassandra_work_with(&secured_cassandra(&ks, other, &password, &tls), None, "").await;
+    let out = work.run(&["backfill"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_same(&all_records(source_of(&work, false).await).await, &expected(&runs));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secured_cassandra_refusals_are_one_line_with_the_fix() {
+    if !service_up("cassandra") {
+        return;
+    }
+    use common::tls::{assert_one_line_refusal, forward_from, tls_file, tls_files_verified, tls_user};
+    let ks = Keyspace::create_secured("cass_tls_refuse");
+    let (_, password) = tls_user();
+    let host = cassandra_host();
+    let refused = async |hosts: &str, password: &str, tls: &str| {
+        cassandra_work_with(&secured_cassandra(&ks, hosts, password, tls), None, "").await.run(&["verify"])
+    };
+
+    let tls = format!("{{ enabled: true, caFile: \"{}\", enableHostVerification: true }}", tls_file("other-ca.crt"));
+    let out = refused(&host, &password, &tls).await;
+    assert_one_line_refusal(&out, "not signed by a CA vismig trusts: set cassandra.tls.caFile", &[&password]);
+
+    let port = ks.node().port();
+    let other = forward_from(&format!("127.0.0.3:{port}"), &format!("{host}:{port}")).await;
+    let out = refused(other.split(':').next().unwrap(), &password, &tls_files_verified()).await;
+    assert_one_line_refusal(&out, "not issued for the host vismig connects to", &[&password]);
+
+    let out = refused(&host, &password, "").await;
+    assert_one_line_refusal(&out, "set cassandra.tls", &[&password]);
+
+    let out = refused(&host, "not-the-password-x9", &tls_files_verified()).await;
+    assert_one_line_refusal(&out, "check cassandra.user and cassandra.password", &["not-the-password-x9", &password]);
+
+    // No login at all.
+    let body = secured_cassandra(&ks, &host, &password, &tls_files_verified())
+        .replace(&format!(", user: {}, password: \"{password}\"", tls_user().0), "");
+    let out = cassandra_work_with(&body, None, "").await.run(&["verify"]);
+    assert_one_line_refusal(&out, "set cassandra.user and cassandra.password", &[&password]);
 }

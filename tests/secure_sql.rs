@@ -12,28 +12,6 @@ use common::*;
 
 const RECORDS: u64 = 600;
 
-/// A `sql:` block; `user` None = no user line (never used), `tls` the flow map or "".
-fn sql_store(plugin: &str, db: &str, addr: &str, user: &str, password: Option<&str>, tls: &str) -> String {
-    let password = password.map(|p| format!(", password: \"{p}\"")).unwrap_or_default();
-    let tls = if tls.is_empty() { String::new() } else { format!(", tls: {tls}") };
-    format!("{{ pluginName: {plugin}, databaseName: {db}, connectAddr: \"{addr}\", user: {user}{password}{tls} }}")
-}
-
-/// `tls` with files: the CA, the host name checked.
-fn tls_files_verified() -> String {
-    format!("{{ enabled: true, caFile: \"{}\", enableHostVerification: true }}", tls_file("ca.crt"))
-}
-
-/// `tls` inline (caData, certData, keyData): the client certificate of the test CA.
-fn tls_inline_client_cert() -> String {
-    format!(
-        "{{ enabled: true, caData: \"{}\", certData: \"{}\", keyData: \"{}\", enableHostVerification: true }}",
-        tls_data("ca.crt"),
-        tls_data("client.crt"),
-        tls_data("client.key")
-    )
-}
-
 fn mysql_tls_addr() -> String {
     format!("{}:{}", env("VISMIG_TEST_MYSQL_HOST", "127.0.0.1"), env("VISMIG_TEST_MYSQL_TLS_PORT", "3307"))
 }

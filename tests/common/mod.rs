@@ -620,8 +620,45 @@ pub fn cassandra_port() -> String {
     std::env::var("VISMIG_TEST_CASSANDRA_PORT").unwrap_or_else(|_| "9042".into())
 }
 
-/// A keyspace with Temporal v1.23's visibility schema, dropped when the test ends.
-pub struct Keyspace(pub String);
+/// A keyspace with Temporal v1.23's visibility schema, dropped when the test ends; on the
+/// plain node, or on the secured one (`create_secured`).
+pub struct Keyspace(pub String, CassandraNode);
+
+/// Which Cassandra node of tests/services a keyspace lives on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum CassandraNode {
+    Plain,
+    /// Password authentication and TLS required: reached as the superuser over TLS.
+    Secured,
+}
+
+impl CassandraNode {
+    pub fn port(self) -> String {
+        match self {
+            CassandraNode::Plain => cassandra_port(),
+            CassandraNode::Secured => std::env::var("VISMIG_TEST_CASSANDRA_TLS_PORT").unwrap_or_else(|_| "9142".into()),
+        }
+    }
+
+    /// temporal-cassandra-tool's connection arguments for this node.
+    fn tool_args(self) -> Vec<String> {
+        let mut args = vec!["--ep".to_string(), cassandra_host(), "-p".into(), self.port()];
+        if self == CassandraNode::Secured {
+            let (user, password) = cassandra_superuser();
+            args.extend(["-u".into(), user, "--pw".into(), password, "--tls".into(), "--tls-ca-file".into()]);
+            args.push(tls::tls_file("ca.crt"));
+        }
+        args
+    }
+}
+
+/// The secured node's superuser, which tests use to make and fill keyspaces.
+pub fn cassandra_superuser() -> (String, String) {
+    (
+        tls::env("VISMIG_TEST_CASSANDRA_SUPERUSER", "cassandra"),
+        tls::env("VISMIG_TEST_CASSANDRA_SUPERUSER_PASSWORD", "cassandra"),
+    )
+}
 
 impl Keyspace {
     pub fn create(test: &str) -> Keyspace {
@@ -629,9 +666,21 @@ impl Keyspace {
     }
 
     pub fn create_named(name: String) -> Keyspace {
-        let module =
-            std::env::var("VISMIG_TEST_TEMPORAL_MODULE_STANDARD").expect("VISMIG_TEST_TEMPORAL_MODULE_STANDARD");
-        Self::with_schema(name, &format!("{module}/schema/cassandra/visibility/versioned"))
+        Self::with_schema(name, &standard_schema(), CassandraNode::Plain)
+    }
+
+    /// On the secured node, made by Temporal's tool over verified TLS as the superuser.
+    pub fn create_secured(test: &str) -> Keyspace {
+        Self::with_schema(format!("vt_{test}_{}", std::process::id()), &standard_schema(), CassandraNode::Secured)
+    }
+
+    /// An existing keyspace of the plain node, to drop.
+    pub fn named(name: String) -> Keyspace {
+        Keyspace(name, CassandraNode::Plain)
+    }
+
+    pub fn node(&self) -> CassandraNode {
+        self.1
     }
 
     /// A keyspace with Temporal's main schema (namespaces, executions, ...) of the newest
@@ -641,34 +690,35 @@ impl Keyspace {
         Self::with_schema(
             format!("vt_{test}_{}", std::process::id()),
             &format!("{module}/schema/cassandra/temporal/versioned"),
+            CassandraNode::Plain,
         )
     }
 
     /// The keyspace made by temporal-cassandra-tool: setup-schema, then every version of
     /// `versioned`.
-    fn with_schema(name: String, versioned: &str) -> Keyspace {
+    fn with_schema(name: String, versioned: &str, node: CassandraNode) -> Keyspace {
         let tool = std::env::var("VISMIG_TEST_CASSANDRA_TOOL").expect("VISMIG_TEST_CASSANDRA_TOOL (source env.sh)");
-        let host = cassandra_host();
         let run = |args: &[&str]| {
-            let out = Command::new(&tool).args(["--ep", &host, "-p", &cassandra_port()]).args(args).output().unwrap();
+            let out = Command::new(&tool).args(node.tool_args()).args(args).output().unwrap();
             assert!(out.status.success(), "temporal-cassandra-tool {args:?}: {}", text(&out));
         };
-        let _ = Command::new(&tool)
-            .args(["--ep", &host, "-p", &cassandra_port(), "drop-keyspace", "-k", &name, "-f"])
-            .output();
+        let _ = Command::new(&tool).args(node.tool_args()).args(["drop-keyspace", "-k", &name, "-f"]).output();
         run(&["create-keyspace", "-k", &name, "--rf", "1"]);
         run(&["-k", &name, "setup-schema", "-v", "0.0"]);
         run(&["-k", &name, "update-schema", "-d", versioned]);
-        Keyspace(name)
+        Keyspace(name, node)
     }
+}
+
+fn standard_schema() -> String {
+    let module = std::env::var("VISMIG_TEST_TEMPORAL_MODULE_STANDARD").expect("VISMIG_TEST_TEMPORAL_MODULE_STANDARD");
+    format!("{module}/schema/cassandra/visibility/versioned")
 }
 
 impl Drop for Keyspace {
     fn drop(&mut self) {
         if let Ok(tool) = std::env::var("VISMIG_TEST_CASSANDRA_TOOL") {
-            let _ = Command::new(tool)
-                .args(["--ep", &cassandra_host(), "-p", &cassandra_port(), "drop-keyspace", "-k", &self.0, "-f"])
-                .output();
+            let _ = Command::new(tool).args(self.1.tool_args()).args(["drop-keyspace", "-k", &self.0, "-f"]).output();
         }
     }
 }
@@ -676,13 +726,21 @@ impl Drop for Keyspace {
 /// A work directory whose primary is the Cassandra keyspace and whose secondary is the
 /// given `sql:` block (SQLite in the directory when None).
 pub async fn cassandra_work(ks: &Keyspace, secondary: Option<String>, extra: &str) -> Work {
+    let body = format!(
+        "{{ hosts: \"{}\", port: {}, keyspace: {}, connectTimeout: 10s }}",
+        cassandra_host(),
+        ks.node().port(),
+        ks.0
+    );
+    cassandra_work_with(&body, secondary, extra).await
+}
+
+/// Like `cassandra_work`, with the whole `cassandra:` flow map given (credentials, tls).
+pub async fn cassandra_work_with(cassandra: &str, secondary: Option<String>, extra: &str) -> Work {
     let work = Work::with_stores(None, secondary, extra).await;
     let (_, s) = work.stores.clone().unwrap();
     let text = format!(
-        "persistence:\n  visibilityStore: primary\n  secondaryVisibilityStore: secondary\n  datastores:\n    primary:\n      cassandra: {{ hosts: \"{}\", port: {}, keyspace: {}, connectTimeout: 10s }}\n    secondary:\n      {}\nmigration:\n  checkpoint: {{ type: file, path: \"{}\" }}\n  deadLetter: {{ path: \"{}\" }}\n  metrics: {{ listen: \"\" }}\n{extra}",
-        cassandra_host(),
-        cassandra_port(),
-        ks.0,
+        "persistence:\n  visibilityStore: primary\n  secondaryVisibilityStore: secondary\n  datastores:\n    primary:\n      cassandra: {cassandra}\n    secondary:\n      {}\nmigration:\n  checkpoint: {{ type: file, path: \"{}\" }}\n  deadLetter: {{ path: \"{}\" }}\n  metrics: {{ listen: \"\" }}\n{extra}",
         if s.starts_with('{') { format!("sql: {s}") } else { s.clone() },
         work.checkpoint().display(),
         work.dead_letter().display(),
@@ -691,14 +749,24 @@ pub async fn cassandra_work(ks: &Keyspace, secondary: Option<String>, extra: &st
     work
 }
 
-/// A CQL session on the keyspace.
+/// A CQL session on the keyspace; on the secured node as the superuser over TLS, the CA
+/// and host name checked by vismig's own TLS code.
 pub async fn session(ks: &Keyspace) -> scylla::client::session::Session {
-    scylla::client::session_builder::SessionBuilder::new()
-        .known_node(format!("{}:{}", cassandra_host(), cassandra_port()))
-        .use_keyspace(&ks.0, false)
-        .build()
-        .await
-        .expect("Cassandra is listed in VISMIG_TEST_SERVICES but unreachable")
+    let mut builder = scylla::client::session_builder::SessionBuilder::new()
+        .known_node(format!("{}:{}", cassandra_host(), ks.node().port()))
+        .use_keyspace(&ks.0, false);
+    if ks.node() == CassandraNode::Secured {
+        let (user, password) = cassandra_superuser();
+        let tls = vismig::config::persistence::Tls {
+            enabled: true,
+            ca_file: Some(tls::tls_file("ca.crt")),
+            ..Default::default()
+        };
+        let material = vismig::tls::TlsMaterial::load(&tls, "cassandra.tls").unwrap();
+        let config = vismig::tls::client_config(&material, vismig::tls::Verify::Full, None, "cassandra.tls").unwrap();
+        builder = builder.user(user, password).tls_context(Some(Arc::new(config)));
+    }
+    builder.build().await.expect("Cassandra is listed in VISMIG_TEST_SERVICES but unreachable")
 }
 
 /// A length-delimited protobuf field, in wire format written by hand (independent of the

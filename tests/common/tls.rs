@@ -36,11 +36,40 @@ pub fn cert_user() -> String {
     env("VISMIG_TEST_TLS_CLIENT_USER", "vismig_cert")
 }
 
+/// A `sql:` block with a user, an optional password and a `tls` flow map ("" = none).
+pub fn sql_store(plugin: &str, db: &str, addr: &str, user: &str, password: Option<&str>, tls: &str) -> String {
+    let password = password.map(|p| format!(", password: \"{p}\"")).unwrap_or_default();
+    let tls = if tls.is_empty() { String::new() } else { format!(", tls: {tls}") };
+    format!("{{ pluginName: {plugin}, databaseName: {db}, connectAddr: \"{addr}\", user: {user}{password}{tls} }}")
+}
+
+/// `tls` with files: the CA, the host name checked.
+pub fn tls_files_verified() -> String {
+    format!("{{ enabled: true, caFile: \"{}\", enableHostVerification: true }}", tls_file("ca.crt"))
+}
+
+/// `tls` inline (caData, certData, keyData): the client certificate of the test CA.
+pub fn tls_inline_client_cert() -> String {
+    format!(
+        "{{ enabled: true, caData: \"{}\", certData: \"{}\", keyData: \"{}\", enableHostVerification: true }}",
+        tls_data("ca.crt"),
+        tls_data("client.crt"),
+        tls_data("client.key")
+    )
+}
+
 /// Forwards TCP connections from 127.0.0.2 (any port) to `upstream`, bytes untouched:
 /// TLS stays end to end with the real server, but vismig dials an address its
 /// certificate (127.0.0.1, localhost) does not name.
 pub async fn forward_from_other_address(upstream: &str) -> String {
-    let listener = TcpListener::bind("127.0.0.2:0").await.unwrap();
+    forward_from("127.0.0.2:0", upstream).await
+}
+
+/// The same from a given `ip:port`: a Cassandra driver reaches the nodes it discovers at
+/// the port it first dialled, so a forwarder for Cassandra listens on the node's port at
+/// another loopback address (one address per test, as the port is fixed).
+pub async fn forward_from(listen: &str, upstream: &str) -> String {
+    let listener = TcpListener::bind(listen).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let upstream = upstream.to_string();
     tokio::spawn(async move {

@@ -82,9 +82,12 @@ impl CassandraStore {
         // The driver's timeout covers the TCP connect only: a node that accepts the
         // connection and never answers the handshake would hold the start for a minute.
         let session = match tokio::time::timeout(connect_timeout, builder.build()).await {
-            Ok(session) => {
-                session.map_err(|e| anyhow::anyhow!("store {name:?} ({describe}): {}", connect_error(&e)))?
-            }
+            Ok(session) => session.map_err(|e| {
+                anyhow::anyhow!(
+                    "store {name:?} ({describe}): {}",
+                    connect_error(&e, cfg.tls.as_ref().is_some_and(|t| t.enabled))
+                )
+            })?,
             Err(_) => anyhow::bail!(
                 "store {name:?} ({describe}): connecting: no answer within {} s (cassandra.connectTimeout): is the node up, and are hosts and port right?",
                 connect_timeout.as_secs_f64()
@@ -144,16 +147,21 @@ impl Store for CassandraStore {
 }
 
 /// Why a session could not be made, with the fix where the cause is known: a refused
-/// certificate, a refused login, a TLS-only node dialled in plain text.
-fn connect_error(e: &scylla::errors::NewSessionError) -> String {
-    if let Some(tls) = crate::tls::explain(e, "cassandra.tls") {
+/// certificate, a refused login, a TLS-only node dialled in plain text (`tls` off), which
+/// drops the connection at the driver's first request.
+fn connect_error(e: &scylla::errors::NewSessionError, tls: bool) -> String {
+    let said = e.to_string();
+    if let Some(tls) =
+        crate::tls::explain(e, "cassandra.tls").or_else(|| crate::tls::explain_text(&said, "cassandra.tls"))
+    {
         return format!("connecting: TLS: {tls}");
     }
-    let said = e.to_string();
     let fix = if said.contains("Authentication failed") || said.contains("Provided username") {
         ": check cassandra.user and cassandra.password"
     } else if said.contains("requires authentication") || said.contains("Authentication") && said.contains("required") {
         ": the node requires a login: set cassandra.user and cassandra.password"
+    } else if !tls && said.contains("connection setup request") && said.contains("frame header") {
+        ": the node closed the connection at once, as a node that requires TLS does: set cassandra.tls.enabled: true and cassandra.tls.caFile"
     } else {
         ""
     };

@@ -2,17 +2,26 @@
 # shellcheck disable=SC2034 # variables are used by the scripts that source this file
 # Apache Cassandra 5.0, single node, from Maven Central jars (cassandra-all and its runtime
 # dependencies: what the binary distribution has in lib/), run by CassandraDaemon with a
-# cassandra.yaml and JVM flags written here. Sourced by up.sh and down.sh after lib.sh.
+# cassandra.yaml and JVM flags written here. Beside it, a second, secured node
+# (PasswordAuthenticator, client_encryption_options with TLS required) on
+# CASSANDRA_TLS_PORT: both settings are node-wide and every other test talks to the
+# plain node without a login. Sourced by up.sh and down.sh after lib.sh.
 
 CASSANDRA_LIB="$VISMIG_SERVICES_CACHE/cassandra-$CASSANDRA_VERSION/lib"
 CASSANDRA_HOME="$VISMIG_SERVICES_DIR/cassandra"
-CASSANDRA_CONF="$CASSANDRA_HOME/conf"
 CASSANDRA_PIDFILE="$RUN_DIR/cassandra.pid"
 CASSANDRA_LOG="$LOG_DIR/cassandra.log"          # logback: the server's own log
 CASSANDRA_STDOUT="$LOG_DIR/cassandra.stdout.log" # JVM stdout/stderr
 CASSANDRA_KEYSPACE=temporal_visibility
 # Marker inside the data directory: the schema was applied to this data (purge removes both).
 CASSANDRA_SCHEMA_MARKER="$CASSANDRA_HOME/schema-$CASSANDRA_KEYSPACE-$TEMPORAL_STANDARD_VERSION"
+# The secured node: its own directory (inside the plain node's, so purge removes it),
+# pid file and logs; the superuser (lib.sh) sets up schemas and TLS_USER, which may only
+# read.
+CASSANDRA_TLS_HOME="$CASSANDRA_HOME/tls-node"
+CASSANDRA_TLS_PIDFILE="$RUN_DIR/cassandra-tls.pid"
+CASSANDRA_TLS_LOG="$LOG_DIR/cassandra-tls.log"
+CASSANDRA_TLS_STDOUT="$LOG_DIR/cassandra-tls.stdout.log"
 
 # maven-dependency-plugin pinned: Maven 3.8's default binding is 2.8, from 2013.
 MAVEN_DEPENDENCY_PLUGIN="org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
@@ -58,12 +67,13 @@ cassandra_healthy() {
     { [ ! -x "$CASSANDRA_TOOL" ] || cassandra_tool validate-health >/dev/null 2>&1; }
 }
 
+# One node's cassandra.yaml and logback.xml, for the node `cassandra_node` chose.
 cassandra_write_config() {
-  mkdir -p "$CASSANDRA_CONF"
+  mkdir -p "$NODE_HOME/conf"
   # Small caches and memtables: a 1 GiB heap on a test machine shared with three other servers.
-  cat >"$CASSANDRA_CONF/cassandra.yaml" <<EOF
+  cat >"$NODE_HOME/conf/cassandra.yaml" <<EOF
 # Written by vismig tests/services/up.sh on every start; edit svc/cassandra.sh instead.
-cluster_name: vismig-test
+cluster_name: $NODE_CLUSTER
 num_tokens: 1
 initial_token: 0
 partitioner: org.apache.cassandra.dht.Murmur3Partitioner
@@ -71,20 +81,19 @@ endpoint_snitch: SimpleSnitch
 seed_provider:
   - class_name: org.apache.cassandra.locator.SimpleSeedProvider
     parameters:
-      - seeds: "$SERVICES_HOST:$CASSANDRA_STORAGE_PORT"
+      - seeds: "$SERVICES_HOST:$NODE_STORAGE_PORT"
 listen_address: $SERVICES_HOST
 rpc_address: $SERVICES_HOST
-storage_port: $CASSANDRA_STORAGE_PORT
+storage_port: $NODE_STORAGE_PORT
 start_native_transport: true
-native_transport_port: $CASSANDRA_PORT
-authenticator: AllowAllAuthenticator
-authorizer: AllowAllAuthorizer
+native_transport_port: $NODE_PORT
+$NODE_SECURITY
 data_file_directories:
-  - $CASSANDRA_HOME/data
-commitlog_directory: $CASSANDRA_HOME/commitlog
-saved_caches_directory: $CASSANDRA_HOME/saved_caches
-hints_directory: $CASSANDRA_HOME/hints
-cdc_raw_directory: $CASSANDRA_HOME/cdc_raw
+  - $NODE_HOME/data
+commitlog_directory: $NODE_HOME/commitlog
+saved_caches_directory: $NODE_HOME/saved_caches
+hints_directory: $NODE_HOME/hints
+cdc_raw_directory: $NODE_HOME/cdc_raw
 commitlog_sync: periodic
 commitlog_sync_period: 10000ms
 storage_compatibility_mode: NONE
@@ -99,10 +108,10 @@ compaction_throughput: 64MiB/s
 # Tests drop keyspaces and tables often; snapshots of them would only fill the disk.
 auto_snapshot: false
 EOF
-  cat >"$CASSANDRA_CONF/logback.xml" <<EOF
+  cat >"$NODE_HOME/conf/logback.xml" <<EOF
 <configuration scan="false">
   <appender name="FILE" class="ch.qos.logback.core.FileAppender">
-    <file>$CASSANDRA_LOG</file>
+    <file>$NODE_LOG</file>
     <encoder><pattern>%-5level [%thread] %date{ISO8601} %F:%L - %msg%n</pattern></encoder>
   </appender>
   <root level="INFO"><appender-ref ref="FILE"/></root>
@@ -110,30 +119,73 @@ EOF
 EOF
 }
 
+# Chooses the node the functions below work on: `plain` (the one every test uses) or
+# `tls` (the secured one): its directory, ports, files and security settings.
+cassandra_node() {
+  case $1 in
+    plain)
+      NODE_NAME=cassandra NODE_HOME=$CASSANDRA_HOME NODE_PIDFILE=$CASSANDRA_PIDFILE NODE_LOG=$CASSANDRA_LOG
+      NODE_STDOUT=$CASSANDRA_STDOUT NODE_PORT=$CASSANDRA_PORT NODE_STORAGE_PORT=$CASSANDRA_STORAGE_PORT
+      NODE_CLUSTER=vismig-test NODE_HEAP=1G
+      NODE_SECURITY="authenticator: AllowAllAuthenticator
+authorizer: AllowAllAuthorizer" ;;
+    tls)
+      NODE_NAME=cassandra-tls NODE_HOME=$CASSANDRA_TLS_HOME NODE_PIDFILE=$CASSANDRA_TLS_PIDFILE NODE_LOG=$CASSANDRA_TLS_LOG
+      NODE_STDOUT=$CASSANDRA_TLS_STDOUT NODE_PORT=$CASSANDRA_TLS_PORT NODE_STORAGE_PORT=$CASSANDRA_TLS_STORAGE_PORT
+      NODE_CLUSTER=vismig-test-tls NODE_HEAP=768m
+      # PEM key and certificate in one file, as PEMBasedSslContextFactory reads them.
+      NODE_SECURITY="authenticator: PasswordAuthenticator
+authorizer: CassandraAuthorizer
+role_manager: CassandraRoleManager
+client_encryption_options:
+  enabled: true
+  optional: false
+  require_client_auth: false
+  ssl_context_factory:
+    class_name: org.apache.cassandra.security.PEMBasedSslContextFactory
+  keystore: $CASSANDRA_TLS_HOME/conf/server-keystore.pem" ;;
+  esac
+}
+
 cassandra_start() {
+  cassandra_node tls
+  cassandra_launch
+  cassandra_node plain
   if cassandra_healthy; then
     set_state cassandra reused
     return 0
   fi
-  if cassandra_running; then
-    fail cassandra "a Cassandra process from an earlier run is alive but not answering on $SERVICES_HOST:$CASSANDRA_PORT" "$CASSANDRA_LOG"
+  cassandra_launch
+  set_state cassandra started
+}
+
+# Starts the chosen node unless it already runs and answers.
+cassandra_launch() {
+  if live_pid "$NODE_PIDFILE" >/dev/null && port_open "$SERVICES_HOST" "$NODE_PORT"; then
+    return 0
   fi
-  port_open "$SERVICES_HOST" "$CASSANDRA_PORT" &&
-    fail cassandra "port $SERVICES_HOST:$CASSANDRA_PORT is taken by a process up.sh did not start"
-  port_open "$SERVICES_HOST" "$CASSANDRA_STORAGE_PORT" &&
-    fail cassandra "port $SERVICES_HOST:$CASSANDRA_STORAGE_PORT (storage) is taken by a process up.sh did not start"
-  mkdir -p "$CASSANDRA_HOME"
+  if live_pid "$NODE_PIDFILE" >/dev/null; then
+    fail "$NODE_NAME" "a Cassandra process from an earlier run is alive but not answering on $SERVICES_HOST:$NODE_PORT" "$NODE_LOG"
+  fi
+  port_open "$SERVICES_HOST" "$NODE_PORT" &&
+    fail "$NODE_NAME" "port $SERVICES_HOST:$NODE_PORT is taken by a process up.sh did not start"
+  port_open "$SERVICES_HOST" "$NODE_STORAGE_PORT" &&
+    fail "$NODE_NAME" "port $SERVICES_HOST:$NODE_STORAGE_PORT (storage) is taken by a process up.sh did not start"
+  mkdir -p "$NODE_HOME"
   cassandra_write_config
+  if [ "$NODE_NAME" = cassandra-tls ]; then
+    cat "$TLS_DIR/server.key" "$TLS_DIR/server.crt" >"$NODE_HOME/conf/server-keystore.pem"
+  fi
   local java
   java=$(java_bin)
   local opts=(
     # heap: at most 1 GiB (memory budget of the test machine). Cassandra mlockall()s the
     # memory it has at startup when run as root, so a full -Xms would be resident at once.
-    -Xms256m -Xmx1G -Xss256k
+    -Xms256m -Xmx"$NODE_HEAP" -Xss256k
     # GC settings of Cassandra's conf/jvm17-server.options
     -XX:+UseG1GC -XX:+ParallelRefProcEnabled -XX:MaxTenuringThreshold=1 -XX:G1HeapRegionSize=16m
     -XX:G1RSetUpdatingPauseTimePercent=5 -XX:MaxGCPauseMillis=300 -XX:InitiatingHeapOccupancyPercent=70
-    -XX:+HeapDumpOnOutOfMemoryError -XX:HeapDumpPath="$CASSANDRA_HOME" -XX:+CrashOnOutOfMemoryError
+    -XX:+HeapDumpOnOutOfMemoryError -XX:HeapDumpPath="$NODE_HOME" -XX:+CrashOnOutOfMemoryError
     -XX:+PerfDisableSharedMem -Djava.net.preferIPv4Stack=true
     # JPMS: the --add-exports/--add-opens of conf/jvm17-server.options (Cassandra 5 on Java 17)
     -Djdk.attach.allowAttachSelf=true
@@ -166,30 +218,57 @@ cassandra_start() {
     # jamm measures memtable sizes (cassandra-env.sh adds this agent)
     -javaagent:"$CASSANDRA_LIB/jamm-0.4.0.jar"
     # what bin/cassandra sets
-    -Dcassandra.config="file://$CASSANDRA_CONF/cassandra.yaml"
-    -Dlogback.configurationFile="$CASSANDRA_CONF/logback.xml"
-    -Dcassandra.logdir="$LOG_DIR" -Dcassandra.storagedir="$CASSANDRA_HOME"
-    -Dcassandra-foreground=yes -Dcassandra.triggers_dir="$CASSANDRA_CONF/triggers"
+    -Dcassandra.config="file://$NODE_HOME/conf/cassandra.yaml"
+    -Dlogback.configurationFile="$NODE_HOME/conf/logback.xml"
+    -Dcassandra.logdir="$LOG_DIR" -Dcassandra.storagedir="$NODE_HOME"
+    -Dcassandra-foreground=yes -Dcassandra.triggers_dir="$NODE_HOME/conf/triggers"
     # a lone test node: no need to wait for gossip to settle with peers it does not have
     -Dcassandra.skip_wait_for_gossip_to_settle=0 -Dcassandra.ring_delay_ms=1000
     -Dcassandra.superuser_setup_delay_ms=0
-    -cp "$CASSANDRA_CONF:$CASSANDRA_LIB/*"
+    -cp "$NODE_HOME/conf:$CASSANDRA_LIB/*"
     org.apache.cassandra.service.CassandraDaemon
   )
   [ -f "$CASSANDRA_LIB/jamm-0.4.0.jar" ] || fail cassandra "jamm-0.4.0.jar is not among the resolved jars; update the -javaagent in svc/cassandra.sh" "$CASSANDRA_LIB"
-  mkdir -p "$CASSANDRA_CONF/triggers"
+  mkdir -p "$NODE_HOME/conf/triggers"
   # CassandraDaemon does not write the pid file itself (bin/cassandra does, from $!).
   # setsid execs java in place here (a background job of a non-interactive shell is not
   # a process-group leader), so $! is the JVM; live_pid verifies that.
-  setsid "$java" "${opts[@]}" </dev/null >>"$CASSANDRA_STDOUT" 2>&1 &
-  echo $! >"$CASSANDRA_PIDFILE"
-  set_state cassandra started
+  setsid "$java" "${opts[@]}" </dev/null >>"$NODE_STDOUT" 2>&1 &
+  echo $! >"$NODE_PIDFILE"
 }
 
 cassandra_wait() {
   # First boot on 2 cores (while Go builds the schema tools) takes about a minute.
   wait_for 300 cassandra_cql_ready ||
     fail cassandra "CQL port $SERVICES_HOST:$CASSANDRA_PORT not open within 300s" "$CASSANDRA_LOG"
+  wait_for 300 cassandra_tls_cql_ready ||
+    fail cassandra "the secured node's CQL port $SERVICES_HOST:$CASSANDRA_TLS_PORT not open within 300s" "$CASSANDRA_TLS_LOG"
+}
+
+cassandra_tls_cql_ready() {
+  live_pid "$CASSANDRA_TLS_PIDFILE" >/dev/null && port_open "$SERVICES_HOST" "$CASSANDRA_TLS_PORT"
+}
+
+# temporal-cassandra-tool on the secured node: the superuser over TLS, the CA checked and
+# the host name verified (the tool's default once --tls is on).
+cassandra_tls_tool() {
+  "$CASSANDRA_TOOL" --ep "$SERVICES_HOST" -p "$CASSANDRA_TLS_PORT" -u "$CASSANDRA_SUPERUSER" \
+    --pw "$CASSANDRA_SUPERUSER_PASSWORD" --tls --tls-ca-file "$TLS_DIR/ca.crt" "$@"
+}
+
+# The secured node's reader: TLS_USER, allowed to log in and to SELECT, nothing else
+# (Cassandra is a source only). Created once per data directory (the marker).
+cassandra_tls_roles() {
+  local marker="$CASSANDRA_TLS_HOME/roles-created" log="$LOG_DIR/schema-cassandra-tls.log"
+  wait_for 120 cassandra_tls_tool validate-health ||
+    fail cassandra "temporal-cassandra-tool validate-health on the secured node failed for 120s" "$CASSANDRA_TLS_LOG"
+  [ -f "$marker" ] && return 0
+  "$(java_bin)" -cp "$CASSANDRA_LIB/*" "$SERVICES_HOME/cassandra/CassandraCql.java" \
+    "$SERVICES_HOST" "$CASSANDRA_TLS_PORT" "$TLS_DIR/ca.crt" "$CASSANDRA_SUPERUSER" "$CASSANDRA_SUPERUSER_PASSWORD" \
+    "CREATE ROLE IF NOT EXISTS $TLS_USER WITH PASSWORD = '$TLS_PASSWORD' AND LOGIN = true" \
+    "GRANT SELECT ON ALL KEYSPACES TO $TLS_USER" >>"$log" 2>&1 ||
+    fail cassandra "creating role $TLS_USER on the secured node failed" "$log"
+  touch "$marker"
 }
 
 cassandra_cql_ready() {
@@ -219,6 +298,7 @@ cassandra_schema() {
   if [ -f "$CASSANDRA_SCHEMA_MARKER" ]; then
     cassandra_tool -k "$CASSANDRA_KEYSPACE" update-schema -d "$dir" >>"$log" 2>&1 ||
       fail cassandra "update-schema of keyspace $CASSANDRA_KEYSPACE failed" "$log"
+    cassandra_tls_roles
     return 0
   fi
   : >"$log"
@@ -229,11 +309,13 @@ cassandra_schema() {
       cassandra_tool -k "$CASSANDRA_KEYSPACE" update-schema -d "$dir"
   } >>"$log" 2>&1 || fail cassandra "temporal-cassandra-tool could not create keyspace $CASSANDRA_KEYSPACE" "$log"
   touch "$CASSANDRA_SCHEMA_MARKER"
+  cassandra_tls_roles
 }
 
 cassandra_stop() {
   # SIGTERM runs Cassandra's shutdown hook (drains and flushes memtables).
   stop_pidfile cassandra "$CASSANDRA_PIDFILE" 60
+  stop_pidfile cassandra-tls "$CASSANDRA_TLS_PIDFILE" 60
 }
 
 cassandra_rss_pid() { live_pid "$CASSANDRA_PIDFILE"; }
