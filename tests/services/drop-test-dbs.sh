@@ -16,6 +16,14 @@ case " ${VISMIG_TEST_SERVICES:-} " in *" mariadb "*)
   my() { mariadb -N -h "$VISMIG_TEST_MYSQL_HOST" -P "$VISMIG_TEST_MYSQL_PORT" -u "$VISMIG_TEST_MYSQL_USER" -p"$VISMIG_TEST_MYSQL_PASSWORD" "$@"; }
   for db in $(my -e "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE '${prefix}%'"); do
     my -e "DROP DATABASE \`$db\`"
+  done
+  # The secured instance (reset-db.sh mariadb-tls): the same user, over verified TLS.
+  my_tls() {
+    mariadb -N -h "$VISMIG_TEST_MYSQL_HOST" -P "$VISMIG_TEST_MYSQL_TLS_PORT" -u "$VISMIG_TEST_MYSQL_USER" \
+      -p"$VISMIG_TEST_MYSQL_PASSWORD" --ssl-ca="$VISMIG_TEST_TLS_DIR/ca.crt" --ssl-verify-server-cert "$@"
+  }
+  for db in $(my_tls -e "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE '${prefix}%'"); do
+    my_tls -e "DROP DATABASE \`$db\`"
   done ;;
 esac
 # Indices the search tests create: temporal_visibility_v1_<prefix>* (the name must match

@@ -91,6 +91,33 @@ pub const SQL_TLS: &str = "sql.tls";
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
+
+    /// A `tls` block with an inline CA (the PEM's content is not checked here).
+    fn with_ca(host_verification: Option<bool>, server_name: Option<&str>) -> Tls {
+        let pem = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        Tls {
+            enabled: true,
+            ca_data: Some(base64::engine::general_purpose::STANDARD.encode(pem)),
+            enable_host_verification: host_verification,
+            server_name: server_name.map(str::to_string),
+            ..Tls::default()
+        }
+    }
+
+    #[test]
+    fn sql_tls_checks_as_much_as_the_block_says() {
+        let verify = |tls: &Tls| sql_tls("s", "db.example", tls).map(|(_, v)| v).map_err(|e| e.to_string());
+        assert_eq!(verify(&with_ca(Some(true), None)), Ok(Verify::Full));
+        assert_eq!(verify(&with_ca(None, None)), Ok(Verify::ChainOnly));
+        assert_eq!(verify(&Tls { enabled: true, ..Tls::default() }), Ok(Verify::Nothing));
+        // serverName: the host dialled is accepted, another one refused naming the field
+        // when the name is checked, and irrelevant when it is not.
+        assert_eq!(verify(&with_ca(Some(true), Some("DB.example"))), Ok(Verify::Full));
+        let refused = verify(&with_ca(Some(true), Some("other.example"))).unwrap_err();
+        assert!(refused.starts_with("store \"s\": sql.tls.serverName \"other.example\" differs"), "{refused}");
+        assert_eq!(verify(&with_ca(None, Some("other.example"))), Ok(Verify::ChainOnly));
+    }
 
     #[test]
     fn connect_addresses() {
