@@ -115,8 +115,8 @@ history.shardFirstUpdateInterval:
 history.visibilityProcessorUpdateAckInterval:
   - value: 1s
 EOF
-  # shellcheck disable=SC2034 # used by the config templates (@PG_ADDR@)
-  PG_ADDR="$SERVICES_HOST:$PG_PORT"
+  # shellcheck disable=SC2034 # used by the config templates (@PG_ADDR@, @TLS_CA_FILE@)
+  PG_ADDR="$SERVICES_HOST:$PG_PORT" TLS_CA_FILE="$TLS_DIR/ca.crt"
 }
 
 # Turns on dual writes, as the runbook's step 1 says: the secondary store goes into the
