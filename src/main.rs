@@ -400,6 +400,7 @@ fn load_with_overrides(path: &Path, overrides: Overrides) -> Result<Config, Conf
 async fn observe(config: &Config) -> anyhow::Result<(Arc<Metrics>, Arc<Control>)> {
     let metrics = Metrics::new();
     let control = Control::new(config.migration.rate.records_per_second);
+    control.health.send_replace(config.migration.health.clone());
     start_listener(config, &metrics, &control).await?;
     commands::observe_flip_state(config, &metrics).await;
     Ok((metrics, control))
@@ -519,7 +520,11 @@ async fn flip_after_verify(config: &Config, path: &Path, metrics: &Metrics) -> R
 fn print_summary(s: &backfill::Summary) {
     let t = &s.totals;
     let secs = s.elapsed.as_secs_f64();
-    let state = if s.complete { "complete" } else { "stopped early; run the same command to resume" };
+    let stopped = match &s.stopped_by {
+        Some(reason) => format!("stopped at a critical level ({reason}); run the same command to resume"),
+        None => "stopped early; run the same command to resume".to_string(),
+    };
+    let state = if s.complete { "complete" } else { stopped.as_str() };
     println!(
         "backfill {state}: {} records settled in {:.1}s ({:.0} records/s): {} inserted, {} updated, {} skipped (newer in secondary), {} skipped (already present), {} dead-lettered; checkpoint {}",
         t.scanned,

@@ -32,6 +32,11 @@ pub struct Metrics {
     pub batch_write_seconds: Histogram,
     pub batch_scan_seconds: Histogram,
     pub rate_limit_records_per_second: IntGauge,
+    /// The limit the throttle applies now: the rate limit, or lower where the health
+    /// throttle lowered it (0 = unlimited, as for the rate limit).
+    pub rate_effective_records_per_second: IntGauge,
+    /// 1 for why the copy is slowed or paused right now (`none` when it is not).
+    pub throttle_reason: IntGaugeVec,
     pub throttle_wait_seconds_total: prometheus::Counter,
     pub checkpoint_writes_total: IntCounter,
     pub checkpoint_age_seconds: Gauge,
@@ -51,6 +56,18 @@ pub struct Metrics {
 }
 
 pub const PHASES: [&str; 6] = ["preflight", "backfill", "indexes", "verify", "done", "failed"];
+/// Every `throttle_reason{reason}`, exported from the start; one of them is 1.
+pub const THROTTLE_REASONS: [&str; 9] = [
+    "none",
+    "paused",
+    "secondary_write_latency",
+    "primary_read_latency",
+    "write_queue",
+    "write_rejections",
+    "index_health",
+    "replica_lag",
+    "unreachable",
+];
 pub const OUTCOMES: [&str; 5] = ["inserted", "updated", "skipped_newer", "skipped_present", "failed"];
 /// Every `errors_total{stage,kind}` pair vismig counts, exported at 0 from the start so
 /// that rate() and increase() on the dashboard show 0, not "no data", for a clean run.
@@ -108,6 +125,20 @@ impl Metrics {
                 IntGauge::new(
                     "rate_limit_records_per_second",
                     "Current rate limit in records per second (0 = unlimited)"
+                )
+                .unwrap()
+            ),
+            rate_effective_records_per_second: reg!(
+                IntGauge::new(
+                    "rate_effective_records_per_second",
+                    "The rate limit in force now, after the health throttle (0 = unlimited)"
+                )
+                .unwrap()
+            ),
+            throttle_reason: reg!(
+                IntGaugeVec::new(
+                    Opts::new("throttle_reason", "1 for why the copy is slowed or paused now (none: it is not)"),
+                    &["reason"]
                 )
                 .unwrap()
             ),
@@ -172,12 +203,19 @@ impl Metrics {
         for (stage, kind) in ERROR_LABELS {
             m.errors_total.with_label_values(&[stage, kind]);
         }
+        m.set_throttle_reason("none");
         Arc::new(m)
     }
 
     pub fn set_phase(&self, phase: &str) {
         for p in PHASES {
             self.phase.with_label_values(&[p]).set(i64::from(p == phase));
+        }
+    }
+
+    pub fn set_throttle_reason(&self, reason: &str) {
+        for r in THROTTLE_REASONS {
+            self.throttle_reason.with_label_values(&[r]).set(i64::from(r == reason));
         }
     }
 
@@ -203,6 +241,15 @@ impl Metrics {
 pub struct Control {
     pub paused: watch::Sender<bool>,
     pub rate: watch::Sender<u32>,
+    /// `migration.health`, replaced by `PUT /health`.
+    pub health: watch::Sender<crate::config::health::Health>,
+    /// The health throttle's limit in records per second, below `rate` (0 = none).
+    pub health_limit: watch::Sender<u32>,
+    /// The health throttle's pause (a red index, a pausing signal), apart from the
+    /// operator's so that `POST /resume` does not lift it.
+    pub health_pause: watch::Sender<bool>,
+    /// Why the copy is slowed or paused now, in plain words; None when it is not.
+    throttle_reason: Mutex<Option<String>>,
     ready: AtomicBool,
     /// Why the process is not ready (backing off from a store), if it is not.
     not_ready_reason: Mutex<Option<String>>,
@@ -213,6 +260,10 @@ impl Control {
         Arc::new(Self {
             paused: watch::channel(false).0,
             rate: watch::channel(rate).0,
+            health: watch::channel(Default::default()).0,
+            health_limit: watch::channel(0).0,
+            health_pause: watch::channel(false).0,
+            throttle_reason: Mutex::new(None),
             ready: AtomicBool::new(false),
             not_ready_reason: Mutex::new(Some("starting".to_string())),
         })
@@ -226,6 +277,29 @@ impl Control {
     pub fn set_not_ready(&self, reason: impl Into<String>) {
         *self.not_ready_reason.lock().unwrap() = Some(reason.into());
         self.ready.store(false, Ordering::SeqCst);
+    }
+
+    pub fn throttle_reason(&self) -> Option<String> {
+        self.throttle_reason.lock().unwrap().clone()
+    }
+
+    /// Sets the reason; true when it changed.
+    pub fn set_throttle_reason(&self, reason: Option<String>) -> bool {
+        let mut current = self.throttle_reason.lock().unwrap();
+        let changed = *current != reason;
+        *current = reason;
+        changed
+    }
+
+    /// The limit the throttle applies: the rate, or the health limit where it is lower
+    /// (0 = unlimited).
+    pub fn effective_rate(&self) -> u32 {
+        let (rate, health) = (*self.rate.borrow(), *self.health_limit.borrow());
+        match (rate, health) {
+            (0, h) => h,
+            (r, 0) => r,
+            (r, h) => r.min(h),
+        }
     }
 
     pub fn readiness(&self) -> Result<(), String> {
@@ -365,6 +439,7 @@ pub async fn serve(
         .route("/pause", post(pause_handler))
         .route("/resume", post(resume_handler))
         .route("/rate", put(rate_handler))
+        .route("/health", put(health_handler))
         .with_state(AppState { metrics, control, access });
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -419,6 +494,30 @@ async fn rate_handler(State(s): State<AppState>, headers: HeaderMap, body: Strin
         )
             .into_response(),
     }
+}
+
+/// `PUT /health` with a `migration.health` block (YAML or JSON): replaces the bounds
+/// while the run goes on, validated as the config file is.
+async fn health_handler(State(s): State<AppState>, headers: HeaderMap, body: String) -> Response {
+    if let Some(refused) = s.access.refusal(&headers) {
+        return refused;
+    }
+    let parsed: Result<crate::config::health::Health, String> = yaml_serde::from_str(&body).map_err(|e| e.to_string());
+    let problems = match parsed {
+        Ok(health) => {
+            let mut problems = Vec::new();
+            health.validate("health", &mut problems);
+            if problems.is_empty() {
+                tracing::info!(health = ?health, "health bounds changed through PUT /health");
+                s.control.health.send_replace(health);
+                return (StatusCode::OK, "health bounds changed\n").into_response();
+            }
+            problems
+        }
+        Err(e) => vec![format!("health: {}", e.lines().next().unwrap_or_default())],
+    };
+    (StatusCode::BAD_REQUEST, format!("PUT /health takes a migration.health block: {}\n", problems.join("; ")))
+        .into_response()
 }
 
 #[cfg(test)]

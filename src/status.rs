@@ -134,6 +134,11 @@ impl Snapshot {
 
     fn text(&self, config: &Config, shards: bool) -> String {
         let mut out = overall_line(&self.overall, self.checkpoint.as_ref(), &self.checkpoint_path);
+        if let Some(reason) =
+            self.checkpoint.as_ref().and_then(|cp| cp.throttle.as_ref()).filter(|_| self.overall.state != "complete")
+        {
+            out.push_str(&format!("  health throttle: {reason}\n"));
+        }
         match &self.per_namespace {
             Ok(rows) => out.push_str(&namespace_table(rows)),
             Err(e) => out.push_str(&format!("  per namespace: cannot count the primary: {e}\n")),

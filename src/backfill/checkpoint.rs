@@ -41,6 +41,10 @@ pub struct Checkpoint {
     /// Each namespace's share of the run (by namespace id), for `vismig status`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub namespace_progress: BTreeMap<String, NamespaceProgress>,
+    /// Why the health throttle slowed, paused or stopped the run when it was saved, in
+    /// plain words, for `vismig status`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttle: Option<String>,
 }
 
 /// One namespace's part of a run.
@@ -121,6 +125,7 @@ impl Checkpoint {
                 .collect(),
             deferred_indexes: Vec::new(),
             namespace_progress: BTreeMap::new(),
+            throttle: None,
         }
     }
 
@@ -278,6 +283,7 @@ mod tests {
             }],
             deferred_indexes: vec![],
             namespace_progress: BTreeMap::new(),
+            throttle: None,
         }
     }
 

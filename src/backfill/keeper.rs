@@ -47,6 +47,9 @@ impl Keeper {
         let mut namespace_base = self.checkpoint.lock().unwrap().namespace_settled();
         // Wakes up now and then without acknowledgements, to save and report the age.
         let mut tick = tokio::time::interval(Duration::from_millis(250));
+        // The health throttle's reason last saved: a change is saved even when no batch
+        // moves (a pause), so that `vismig status` says why.
+        let mut saved_throttle = self.checkpoint.lock().unwrap().throttle.clone();
         loop {
             tokio::select! {
                 ack = acks.recv() => {
@@ -62,7 +65,9 @@ impl Keeper {
                 _ = tick.tick() => {}
             }
             self.metrics.checkpoint_age_seconds.set(last_save.elapsed().as_secs_f64());
-            if dirty && last_save.elapsed() >= self.interval {
+            let throttle = self.checkpoint.lock().unwrap().throttle.clone();
+            if (dirty || throttle != saved_throttle) && last_save.elapsed() >= self.interval {
+                saved_throttle = throttle;
                 self.save(&mut namespace_base, last_save.elapsed().as_secs_f64())?;
                 last_save = Instant::now();
                 dirty = false;

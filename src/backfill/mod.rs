@@ -7,6 +7,7 @@
 pub mod bulk_load;
 pub mod checkpoint;
 pub mod dead_letter;
+pub mod health;
 mod keeper;
 mod resume;
 pub mod retry;
@@ -68,8 +69,11 @@ impl Options {
 pub struct Summary {
     pub totals: Totals,
     pub elapsed: Duration,
-    /// False when the run stopped early on a signal; the checkpoint says where.
+    /// False when the run stopped early on a signal or a critical health level; the
+    /// checkpoint says where.
     pub complete: bool,
+    /// The critical health level that stopped the run, in plain words.
+    pub stopped_by: Option<String>,
     pub checkpoint_path: std::path::PathBuf,
 }
 
@@ -205,11 +209,31 @@ impl Backfill {
         let pending = checkpoint.shards.iter().filter(|s| !s.done).map(|s| (s.id, s.spec.clone(), s.cursor.clone()));
         let pending = pending.collect();
         let checkpoint = Arc::new(Mutex::new(checkpoint));
-        let running = self.start(pending, checkpoint.clone(), &store, progress.clone(), cancel.clone());
-        let failure = running.wait(cancel, self.options.stop_timeout).await;
+        // A critical health level stops the run the way a signal does.
+        let (critical, mut critical_rx) = watch::channel(false);
+        let mut cancel = cancel;
+        let stop = tasks::merge(&mut cancel, &mut critical_rx);
+        let samples = Arc::new(health::Samples::new(self.control.health.borrow().window));
+        let stopped_by = Arc::new(Mutex::new(None));
+        let monitor = health::Monitor {
+            source: self.source.clone(),
+            sink: self.sink.clone(),
+            control: self.control.clone(),
+            metrics: self.metrics.clone(),
+            samples: samples.clone(),
+            checkpoint: checkpoint.clone(),
+            critical,
+            stopped_by: stopped_by.clone(),
+        };
+        let monitor = tokio::spawn(monitor.run(stop.clone()));
+        let running = self.start(pending, checkpoint.clone(), &store, progress.clone(), stop.clone(), samples);
+        let failure = running.wait(stop, self.options.stop_timeout).await;
+        monitor.abort();
         progress.finish();
         let checkpoint = checkpoint.lock().unwrap().clone();
-        self.settle(checkpoint, failure, &store, started).await
+        let mut summary = self.settle(checkpoint, failure, &store, started).await?;
+        summary.stopped_by = stopped_by.lock().unwrap().take();
+        Ok(summary)
     }
 
     /// Drops the secondary's indexes for a bulk load when the config asks for it;
@@ -232,6 +256,7 @@ impl Backfill {
         store: &FileCheckpoint,
         progress: Progress,
         cancel: watch::Receiver<bool>,
+        samples: Arc<health::Samples>,
     ) -> Running {
         let batch_size = self.batch_size();
         // A single slot: a scanner waiting to send already holds its next batch ready, so
@@ -245,8 +270,8 @@ impl Backfill {
         let (abort, abort_rx) = watch::channel(false);
         let stops = Stops { cancel, abort: abort_rx };
         Running {
-            scanners: self.start_scanners(pending, batch_size, batch_tx, &stops),
-            writers: self.start_writers(batch_rx, ack_tx, &stops),
+            scanners: self.start_scanners(pending, batch_size, batch_tx, &stops, &samples),
+            writers: self.start_writers(batch_rx, ack_tx, &stops, &samples),
             keeper: self.start_keeper(checkpoint, ack_rx, store, progress),
             abort,
         }
@@ -284,7 +309,13 @@ impl Backfill {
 }
 
 fn summary(totals: Totals, started: Instant, complete: bool, store: &FileCheckpoint) -> Summary {
-    Summary { totals, elapsed: started.elapsed(), complete, checkpoint_path: store.path().to_path_buf() }
+    Summary {
+        totals,
+        elapsed: started.elapsed(),
+        complete,
+        checkpoint_path: store.path().to_path_buf(),
+        stopped_by: None,
+    }
 }
 
 /// What a failed run says about its checkpoint.

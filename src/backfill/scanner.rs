@@ -23,6 +23,8 @@ pub struct Scanner {
     /// Search-attribute names for the sink's family; a record it cannot rename goes
     /// to the dead letter with the reason, like a row the source could not read.
     pub renamer: Arc<Renamer>,
+    /// Read latencies for the health throttle.
+    pub samples: Arc<super::health::Samples>,
 }
 
 pub enum ScanEnd {
@@ -62,6 +64,7 @@ impl Scanner {
                 Err(Gave::Up(e)) => anyhow::bail!("reading shard {shard} of {}: {e}", self.source.describe()),
             };
             self.metrics.batch_scan_seconds.observe(started.elapsed().as_secs_f64());
+            self.samples.read(started.elapsed().as_secs_f64());
             let rows = (page.records.len() + page.bad_rows.len()) as u64;
             self.metrics.records_scanned_total.inc_by(rows);
             if page.cursor.is_some() {

@@ -47,6 +47,7 @@ impl Backfill {
         batch_size: usize,
         batches: mpsc::Sender<Batch>,
         stops: &Stops,
+        samples: &Arc<super::health::Samples>,
     ) -> Tasks {
         let throttle =
             Arc::new(Throttle::new(self.control.clone(), self.metrics.clone(), self.options.burst, batch_size));
@@ -61,6 +62,7 @@ impl Backfill {
                 retrier: self.retrier(),
                 batch_size,
                 renamer: self.renamer.clone(),
+                samples: samples.clone(),
             };
             let (queue, pending, tx, mut stops) = (queue.clone(), pending.clone(), batches.clone(), stops.clone());
             scanners.spawn(async move {
@@ -90,6 +92,7 @@ impl Backfill {
         batches: mpsc::Receiver<Batch>,
         acks: mpsc::Sender<Ack>,
         stops: &Stops,
+        samples: &Arc<super::health::Samples>,
     ) -> Tasks {
         let batches = Arc::new(tokio::sync::Mutex::new(batches));
         let dead_letter = Arc::new(DeadLetter::new(&self.config.migration.dead_letter.path));
@@ -104,6 +107,7 @@ impl Backfill {
                 metrics: self.metrics.clone(),
                 retrier: self.retrier(),
                 names: self.names.clone(),
+                samples: samples.clone(),
             };
             writers.spawn(write_batches(writer, batches.clone(), acks.clone(), stops.clone()));
         }
@@ -163,7 +167,7 @@ async fn write_batches(
 }
 
 /// A receiver that turns true when either input does.
-fn merge(a: &mut watch::Receiver<bool>, b: &mut watch::Receiver<bool>) -> watch::Receiver<bool> {
+pub(super) fn merge(a: &mut watch::Receiver<bool>, b: &mut watch::Receiver<bool>) -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(*a.borrow() || *b.borrow());
     let (mut a, mut b) = (a.clone(), b.clone());
     tokio::spawn(async move {

@@ -1,5 +1,6 @@
 //! The throttle: a governor rate limiter on records per second, rebuilt when the rate
-//! changes at run time (`PUT /rate`), plus pause/resume. One call per batch, from the
+//! changes at run time (`PUT /rate`, or the health throttle's limit), plus pause/resume
+//! (the operator's and the health throttle's). One call per batch, from the
 //! scanners, so the limit applies to reads of the primary as much as to writes.
 
 use std::num::NonZeroU32;
@@ -27,8 +28,9 @@ impl Throttle {
     /// The limiter for the current rate (None when unlimited). A new limiter starts with
     /// a full burst, so the burst is kept near one batch to bound the overshoot.
     fn current(&self) -> Option<Arc<DefaultDirectRateLimiter>> {
-        let rate = *self.control.rate.borrow();
-        self.metrics.rate_limit_records_per_second.set(i64::from(rate));
+        self.metrics.rate_limit_records_per_second.set(i64::from(*self.control.rate.borrow()));
+        let rate = self.control.effective_rate();
+        self.metrics.rate_effective_records_per_second.set(i64::from(rate));
         let per_second = NonZeroU32::new(rate)?;
         let mut slot = self.limiter.lock().unwrap();
         if let Some((r, limiter)) = slot.as_ref()
@@ -53,15 +55,17 @@ impl Throttle {
 
     async fn wait(&self, records: usize, cancel: &mut watch::Receiver<bool>) -> bool {
         let mut paused = self.control.paused.subscribe();
+        let mut health_paused = self.control.health_pause.subscribe();
         loop {
             if *cancel.borrow() {
                 return false;
             }
-            if !*paused.borrow_and_update() {
+            if !*paused.borrow_and_update() && !*health_paused.borrow_and_update() {
                 break;
             }
             tokio::select! {
                 _ = paused.changed() => {}
+                _ = health_paused.changed() => {}
                 _ = cancel.changed() => {}
             }
         }

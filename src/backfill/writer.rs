@@ -79,6 +79,8 @@ pub struct Writer {
     /// Fields the secondary's schema lacks that preflight allowed to drop.
     pub dropped_fields: Vec<&'static str>,
     pub names: Arc<crate::names::NamespaceNames>,
+    /// Write latencies for the health throttle.
+    pub samples: Arc<super::health::Samples>,
 }
 
 impl Writer {
@@ -97,6 +99,10 @@ impl Writer {
                 Err(Gave::Up(e)) => return Err(WriteError::Fatal(format!("writing to {}: {e}", self.sink.describe()))),
             }
         };
+        if !batch.records.is_empty() {
+            // Retries included: a store that pushes back is as slow as its answers.
+            self.samples.write(started.elapsed().as_secs_f64());
+        }
         if outcomes.len() != batch.records.len() {
             return Err(WriteError::Fatal(format!(
                 "{} returned {} outcomes for {} records",

@@ -25,6 +25,8 @@ pub struct Migration {
     pub verify: Verify,
     pub bulk_load: BulkLoad,
     pub flip: Flip,
+    /// The health throttle: latency feedback and store signals (`config/health.rs`).
+    pub health: super::health::Health,
     /// Namespace (name or id) -> SQL field name -> the user's name, for copies between
     /// SQL and Elasticsearch (reference §6): the namespace's alias map, as
     /// `temporal operator search-attribute list` shows it.
@@ -53,6 +55,7 @@ impl Default for Migration {
             verify: Verify::default(),
             bulk_load: BulkLoad::default(),
             flip: Flip::default(),
+            health: Default::default(),
             search_attribute_aliases: Default::default(),
             stop_timeout: Duration::from_secs(20),
             drop_missing_fields: false,
@@ -237,7 +240,7 @@ pub enum FlipMode {
 
 /// Parses the duration inside the deserializer's visit of the value, so that an error
 /// names the field itself (`migration.verify.cutoff`), not only the block around it.
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+pub(super) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     struct Visitor;
     impl serde::de::Visitor<'_> for Visitor {
         type Value = Duration;

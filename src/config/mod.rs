@@ -4,6 +4,7 @@
 
 pub mod duration;
 mod env;
+pub mod health;
 pub mod migration;
 pub mod persistence;
 
@@ -470,6 +471,7 @@ fn validate_migration(m: &Migration, problems: &mut Vec<String>) {
         }
     }
     validate_flip_target(&m.flip, problems);
+    m.health.validate("migration.health", problems);
 }
 
 fn validate_flip_target(flip: &migration::Flip, problems: &mut Vec<String>) {

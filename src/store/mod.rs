@@ -21,6 +21,7 @@
 
 pub mod cassandra;
 pub mod elasticsearch;
+pub mod health;
 pub mod namespaces;
 pub mod run_range;
 pub mod schema;
@@ -221,6 +222,10 @@ pub trait Store: Send + Sync {
     /// The finest time this store keeps in its time fields (Elasticsearch: nanoseconds).
     fn time_precision(&self) -> TimePrecision {
         TimePrecision::Nanoseconds
+    }
+    /// The health signals this store gives in the probe's role; none where it has none.
+    async fn health(&self, _probe: health::Probe<'_>) -> StoreResult<Vec<health::Reading>> {
+        Ok(Vec::new())
     }
 }
 

@@ -32,6 +32,7 @@ PG_BIN="/usr/lib/postgresql/$PG_MAJOR/bin"
 # Every server binds the loopback address only.
 SERVICES_HOST=127.0.0.1
 PG_PORT="${VISMIG_PG_PORT:-5432}"
+PG_REPLICA_PORT="${VISMIG_PG_REPLICA_PORT:-5433}"
 MYSQL_PORT="${VISMIG_MYSQL_PORT:-3306}"
 # The secured MariaDB instance (require_secure_transport), beside the plain one.
 MYSQL_TLS_PORT="${VISMIG_MYSQL_TLS_PORT:-3307}"
@@ -213,6 +214,7 @@ print_test_env() {
   printf 'export %s=%q\n' \
     VISMIG_TEST_PG_HOST "$SERVICES_HOST" \
     VISMIG_TEST_PG_PORT "$PG_PORT" \
+    VISMIG_TEST_PG_REPLICA_PORT "$PG_REPLICA_PORT" \
     VISMIG_TEST_PG_USER "$DB_USER" \
     VISMIG_TEST_PG_PASSWORD "$DB_PASSWORD" \
     VISMIG_TEST_MYSQL_HOST "$SERVICES_HOST" \

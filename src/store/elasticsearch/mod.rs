@@ -25,6 +25,7 @@
 pub mod aws_signing;
 pub mod client;
 pub mod codec;
+mod health;
 mod read;
 mod schema;
 mod write;
@@ -128,5 +129,9 @@ impl Store for ElasticsearchStore {
 
     fn naming(&self) -> Naming {
         Naming::UserNames
+    }
+
+    async fn health(&self, probe: crate::store::health::Probe<'_>) -> StoreResult<Vec<crate::store::health::Reading>> {
+        self.health_readings(probe.role).await
     }
 }

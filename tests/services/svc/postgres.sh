@@ -15,6 +15,10 @@ PG_TLS_PASSWORD=$TLS_PASSWORD
 PG_CERT_USER=$TLS_CLIENT_CN
 PG_TLS_DIR="$VISMIG_SERVICES_DIR/postgres/tls"
 # Databases and the schema each gets.
+# A streaming replica of the server above, for the health throttle's replica-lag tests
+# (tests/health.rs pauses its replay with pg_wal_replay_pause()).
+PG_REPLICA_DATA="$VISMIG_SERVICES_DIR/postgres/replica"
+PG_REPLICA_LOG="$LOG_DIR/postgres-replica.log"
 PG_ADVANCED_DBS="temporal_visibility temporal_visibility_secondary"
 PG_STANDARD_DBS="temporal_visibility_standard"
 
@@ -147,6 +151,32 @@ postgres_wait() {
   fi
   wait_for 30 postgres_healthy || fail postgres "$DB_USER cannot log in on $SERVICES_HOST:$PG_PORT" "$PG_LOG"
   postgres_secure
+  postgres_replica_start
+}
+
+# The replica: a base backup of the server, streaming from it (pg_basebackup -R), with a
+# small memory footprint. Its settings go last in postgresql.auto.conf, over the copied
+# vismig.conf. It holds no data of its own, so a broken one is simply made again.
+postgres_replica_start() {
+  live_pid "$PG_REPLICA_DATA/postmaster.pid" >/dev/null && return 0
+  touch "$PG_REPLICA_LOG" && chown postgres: "$PG_REPLICA_LOG"
+  if [ ! -s "$PG_REPLICA_DATA/PG_VERSION" ]; then
+    rm -rf "$PG_REPLICA_DATA"
+    runuser -u postgres -- env PGPASSWORD="$DB_PASSWORD" "$PG_BIN/pg_basebackup" -h "$SERVICES_HOST" -p "$PG_PORT" \
+      -U "$DB_USER" -D "$PG_REPLICA_DATA" -R -X stream -c fast >>"$PG_REPLICA_LOG" 2>&1 ||
+      fail postgres "pg_basebackup for the replica failed" "$PG_REPLICA_LOG"
+    cat >>"$PG_REPLICA_DATA/postgresql.auto.conf" <<EOF
+port = $PG_REPLICA_PORT
+shared_buffers = 128MB
+effective_cache_size = 512MB
+maintenance_work_mem = 64MB
+wal_buffers = 4MB
+hot_standby = on
+EOF
+  fi
+  # shellcheck disable=SC2094 # pg_ctl appends the server's output to the same log
+  setsid runuser -u postgres -- "$PG_BIN/pg_ctl" start -D "$PG_REPLICA_DATA" -l "$PG_REPLICA_LOG" -w -t 60 \
+    </dev/null >>"$PG_REPLICA_LOG" 2>&1 || fail postgres "pg_ctl start of the replica failed" "$PG_REPLICA_LOG"
 }
 
 # The secured users, their pg_hba.conf lines (first, so they win over the plain `host`
@@ -259,6 +289,9 @@ pg_reset_db() {
 }
 
 postgres_stop() {
+  if live_pid "$PG_REPLICA_DATA/postmaster.pid" >/dev/null; then
+    runuser -u postgres -- "$PG_BIN/pg_ctl" stop -D "$PG_REPLICA_DATA" -m fast -w -t 60 >>"$PG_REPLICA_LOG" 2>&1 || true
+  fi
   if postgres_running; then
     runuser -u postgres -- "$PG_BIN/pg_ctl" stop -D "$PG_DATA" -m fast -w -t 60 >>"$PG_LOG" 2>&1 ||
       stop_pidfile postgres "$PG_PIDFILE" 10

@@ -7,6 +7,7 @@
 //! inserted rows from updated ones in the same round trip.
 
 mod codec;
+mod health;
 mod read;
 mod schema;
 mod write;
@@ -144,5 +145,9 @@ impl Store for PostgresStore {
     /// Temporal truncates times to microseconds for SQL, and so does every writer here.
     fn time_precision(&self) -> TimePrecision {
         TimePrecision::Microseconds
+    }
+
+    async fn health(&self, probe: crate::store::health::Probe<'_>) -> StoreResult<Vec<crate::store::health::Reading>> {
+        self.health_readings(probe.role).await
     }
 }
