@@ -283,12 +283,8 @@ impl Control {
         self.throttle_reason.lock().unwrap().clone()
     }
 
-    /// Sets the reason; true when it changed.
-    pub fn set_throttle_reason(&self, reason: Option<String>) -> bool {
-        let mut current = self.throttle_reason.lock().unwrap();
-        let changed = *current != reason;
-        *current = reason;
-        changed
+    pub fn set_throttle_reason(&self, reason: Option<String>) {
+        *self.throttle_reason.lock().unwrap() = reason;
     }
 
     /// The limit the throttle applies: the rate, or the health limit where it is lower

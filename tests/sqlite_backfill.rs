@@ -352,6 +352,8 @@ async fn metrics_and_live_control() {
         "vismig_batch_write_seconds_bucket",
         "vismig_batch_scan_seconds_bucket",
         "vismig_rate_limit_records_per_second 400",
+        "vismig_rate_effective_records_per_second 400",
+        "vismig_throttle_reason{reason=\"none\"} 1",
         "vismig_throttle_wait_seconds_total",
         "vismig_checkpoint_writes_total",
         "vismig_checkpoint_age_seconds",

@@ -47,12 +47,16 @@ struct Memory {
     /// The last finding that lowered the rate, named while the rate climbs back.
     last_slow: Option<Finding>,
     unreachable: Vec<String>,
+    /// The reason's kind and state last logged: the figures change every interval, the
+    /// log says only when the state does.
+    logged: (&'static str, &'static str),
 }
 
 impl Monitor {
     /// Runs until `stop` turns true or a critical level stops the run.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        let mut memory = Memory { scanned: self.metrics.records_scanned_total.get(), ..Default::default() };
+        let scanned = self.metrics.records_scanned_total.get();
+        let mut memory = Memory { scanned, logged: ("none", "none"), ..Default::default() };
         loop {
             let h = self.control.health.borrow().clone();
             self.samples.set_window(h.window);
@@ -146,25 +150,28 @@ impl Monitor {
 
     /// The reason in plain words, on the log when it changes, in `throttle_reason` and
     /// in the checkpoint for `vismig status`.
-    fn publish(&self, worst: Option<&Finding>, memory: &Memory) {
+    fn publish(&self, worst: Option<&Finding>, memory: &mut Memory) {
         let limit = memory.aimd.limit();
         let rate = |l: u32| format!("rate lowered to {l} records/s");
-        let (kind, text) = match (worst, limit) {
-            (Some(f), _) if f.level == Level::Critical => (f.kind, format!("critical: {}", f.text)),
-            (Some(f), _) if f.level == Level::Pause => (f.kind, format!("paused: {}", f.text)),
-            (Some(f), Some(l)) => (f.kind, format!("{}; {}", f.text, rate(l))),
+        let (kind, state, text) = match (worst, limit) {
+            (Some(f), _) if f.level == Level::Critical => (f.kind, "critical", format!("critical: {}", f.text)),
+            (Some(f), _) if f.level == Level::Pause => (f.kind, "paused", format!("paused: {}", f.text)),
+            (Some(f), Some(l)) => (f.kind, "slowed", format!("{}; {}", f.text, rate(l))),
             (_, Some(l)) => {
                 let after = memory.last_slow.as_ref();
                 let kind = after.map(|f| f.kind).unwrap_or("none");
-                (kind, format!("{}, rising again after {}", rate(l), after.map(|f| f.text.as_str()).unwrap_or("-")))
+                let text = format!("{}, rising again after {}", rate(l), after.map(|f| f.text.as_str()).unwrap_or("-"));
+                (kind, "rising", text)
             }
-            _ if *self.control.paused.borrow() => ("paused", "paused by POST /pause".to_string()),
-            _ => ("none", String::new()),
+            _ if *self.control.paused.borrow() => ("paused", "paused", "paused by POST /pause".to_string()),
+            _ => ("none", "none", String::new()),
         };
         self.metrics.set_throttle_reason(kind);
         self.metrics.rate_effective_records_per_second.set(i64::from(self.control.effective_rate()));
         let reason = (!text.is_empty()).then_some(text);
-        if self.control.set_throttle_reason(reason.clone()) {
+        self.control.set_throttle_reason(reason.clone());
+        if memory.logged != (kind, state) {
+            memory.logged = (kind, state);
             match &reason {
                 Some(r) => tracing::warn!(reason = %r, "health throttle"),
                 None => tracing::info!("health throttle: nothing holds the copy back any more"),
