@@ -50,8 +50,10 @@ async fn until(run: &Running, within: Duration, what: &str, mut cond: impl Async
     while !cond().await {
         if std::time::Instant::now() > deadline {
             let page = run.get("/metrics").await.1;
-            let throttle: Vec<&str> =
-                page.lines().filter(|l| l.starts_with("vismig_throttle_reason") || l.starts_with("vismig_rate_")).collect();
+            let throttle: Vec<&str> = page
+                .lines()
+                .filter(|l| l.starts_with("vismig_throttle_reason") || l.starts_with("vismig_rate_"))
+                .collect();
             let log = run.log();
             let log: Vec<&str> = log.lines().filter(|l| l.contains("health")).collect();
             panic!("timed out after {within:?} waiting for {what}\n{}\n{}", throttle.join("\n"), log.join("\n"));
@@ -75,8 +77,8 @@ async fn a_slow_secondary_lowers_the_rate_and_it_climbs_back_and_the_bounds_chan
     let proxy = FaultProxy::start(&pg_addr()).await;
     let seeded = Work::seeded(20_000, "").await;
     let health = "    interval: 1s\n    window: 5\n    increase: 100\n    secondaryWriteP95: { max: 1s }\n";
-    let work = Work::with_stores(None, Some(pg_store_at(&db, "postgres12", &proxy.addr())), &migration(500, health))
-        .await;
+    let work =
+        Work::with_stores(None, Some(pg_store_at(&db, "postgres12", &proxy.addr())), &migration(500, health)).await;
     std::fs::copy(seeded.primary(), work.primary()).unwrap();
     let run = Running::start(&work, &["backfill"]);
     wait_until(Duration::from_secs(60), "1000 settled records", async || settled(&work) >= 1_000).await;
@@ -115,7 +117,9 @@ async fn a_slow_secondary_lowers_the_rate_and_it_climbs_back_and_the_bounds_chan
     http.put(format!("{}/rate", run.base)).body("0").send().await.unwrap();
     let (code, stdout, log) = run.finish().await;
     assert_eq!(code, Some(0), "{stdout}\n{log}");
-    println!("write p95 over 1 s behind a 1.5 s proxy: rate 500 -> {lowered} records/s, back to 500 once it was fast again");
+    println!(
+        "write p95 over 1 s behind a 1.5 s proxy: rate 500 -> {lowered} records/s, back to 500 once it was fast again"
+    );
     let (p, s) = (all_records(source_of(&work, true).await).await, all_records(source_of(&work, false).await).await);
     assert_eq!(p.len(), 20_000);
     assert_eq!(p, s, "nothing lost, nothing changed");
@@ -191,7 +195,9 @@ async fn a_lagging_postgres_replica_lowers_the_rate_and_its_critical_lag_stops_t
     work.write_config(&migration(0, health).replace("  metrics: { listen: \"127.0.0.1:0\" }\n", ""));
     let out = work.run(&["backfill"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    println!("replica paused: the rate went down and back up; past 8 s of lag the run stopped (exit 5) at {stopped_at} settled and resumed to the end");
+    println!(
+        "replica paused: the rate went down and back up; past 8 s of lag the run stopped (exit 5) at {stopped_at} settled and resumed to the end"
+    );
     let (p, s) = (all_records(source_of(&work, true).await).await, all_records(source_of(&work, false).await).await);
     assert_eq!(p.len(), 12_000);
     assert_eq!(p, s, "nothing lost, nothing changed");
@@ -239,9 +245,12 @@ async fn a_full_opensearch_write_queue_lowers_the_rate_and_it_climbs_back() {
     .await;
     let seeded = Work::seeded(12_000, "").await;
     let health = "    interval: 1s\n    increase: 100\n    writeQueue: { max: 10 }\n";
-    let work =
-        Work::with_stores(None, Some(search_store(&url, &index)), &format!("{}{}", migration(400, health), aliases_yaml(1)))
-            .await;
+    let work = Work::with_stores(
+        None,
+        Some(search_store(&url, &index)),
+        &format!("{}{}", migration(400, health), aliases_yaml(1)),
+    )
+    .await;
     std::fs::copy(seeded.primary(), work.primary()).unwrap();
     let run = Running::start(&work, &["backfill"]);
     wait_until(Duration::from_secs(60), "500 settled records", async || settled(&work) >= 500).await;
@@ -266,11 +275,40 @@ async fn a_full_opensearch_write_queue_lowers_the_rate_and_it_climbs_back() {
     reqwest::Client::new().put(format!("{}/rate", run.base)).body("0").send().await.unwrap();
     let (code, stdout, log) = run.finish().await;
     assert_eq!(code, Some(0), "{stdout}\n{log}");
-    println!("OpenSearch write queue over 10 under a bulk flood: rate 400 -> {lowered} records/s, back to 400 after it");
+    println!(
+        "OpenSearch write queue over 10 under a bulk flood: rate 400 -> {lowered} records/s, back to 400 after it"
+    );
     work.write_config(
         &format!("{}{}", migration(0, health), aliases_yaml(1)).replace("  metrics: { listen: \"127.0.0.1:0\" }\n", ""),
     );
     let out = work.run(&["verify", "--deep"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     drop_index(&url, &index).await;
+}
+
+/// tests/services has no MySQL replica: this checks the path to one against the real
+/// MariaDB listed as its own replica. It is asked, found to be no replica, and said so
+/// with its address; the copy goes on and completes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mysql_server_listed_as_a_replica_that_is_none_is_named_in_a_warning() {
+    if !service_up("mariadb") {
+        return;
+    }
+    let db = db_name("health_mysql");
+    reset_db("mariadb", &db, "advanced");
+    let address = format!(
+        "{}:{}",
+        std::env::var("VISMIG_TEST_MYSQL_HOST").unwrap_or_else(|_| "127.0.0.1".into()),
+        std::env::var("VISMIG_TEST_MYSQL_PORT").unwrap_or_else(|_| "3306".into())
+    );
+    let seeded = Work::seeded(3_000, "").await;
+    let health = format!("    interval: 1s\n    replicaLag: {{ max: 5s }}\n    mysqlReplicas: [\"{address}\"]\n");
+    let work = Work::with_stores(None, Some(mysql_store(&db, "mysql8")), &migration(600, &health)).await;
+    std::fs::copy(seeded.primary(), work.primary()).unwrap();
+    let run = Running::start(&work, &["backfill"]);
+    let (code, stdout, log) = run.finish().await;
+    assert_eq!(code, Some(0), "{stdout}\n{log}");
+    let warning = format!("replica {address} (migration.health.mysqlReplicas): not a replica (SHOW REPLICA STATUS is empty)");
+    assert!(log.contains(&warning), "{log}");
+    assert!(log.contains("health signals unavailable; the rate holds until they answer"), "{log}");
 }

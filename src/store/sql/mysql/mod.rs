@@ -12,6 +12,7 @@
 //! refused per record, never truncated.
 
 mod codec;
+mod health;
 mod read;
 mod schema;
 mod write;
@@ -211,6 +212,10 @@ impl Store for MysqlStore {
     /// Temporal truncates times to microseconds for SQL, and so does every writer here.
     fn time_precision(&self) -> TimePrecision {
         TimePrecision::Microseconds
+    }
+
+    async fn health(&self, probe: crate::store::health::Probe<'_>) -> StoreResult<Vec<crate::store::health::Reading>> {
+        self.health_readings(probe).await
     }
 }
 
