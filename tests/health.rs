@@ -308,7 +308,8 @@ async fn a_mysql_server_listed_as_a_replica_that_is_none_is_named_in_a_warning()
     let run = Running::start(&work, &["backfill"]);
     let (code, stdout, log) = run.finish().await;
     assert_eq!(code, Some(0), "{stdout}\n{log}");
-    let warning = format!("replica {address} (migration.health.mysqlReplicas): not a replica (SHOW REPLICA STATUS is empty)");
+    let warning =
+        format!("replica {address} (migration.health.mysqlReplicas): not a replica (SHOW REPLICA STATUS is empty)");
     assert!(log.contains(&warning), "{log}");
     assert!(log.contains("health signals unavailable; the rate holds until they answer"), "{log}");
 }
