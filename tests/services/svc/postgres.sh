@@ -156,7 +156,9 @@ postgres_wait() {
 
 # The replica: a base backup of the server, streaming from it (pg_basebackup -R), with a
 # small memory footprint. Its settings go last in postgresql.auto.conf, over the copied
-# vismig.conf. It holds no data of its own, so a broken one is simply made again.
+# vismig.conf. It holds no data of its own, so a broken one is simply made again. Its
+# disk is the server's data again, plus the WAL since the server's last checkpoint (a
+# standby recycles WAL only at the server's checkpoints).
 postgres_replica_start() {
   live_pid "$PG_REPLICA_DATA/postmaster.pid" >/dev/null && return 0
   touch "$PG_REPLICA_LOG" && chown postgres: "$PG_REPLICA_LOG"
@@ -171,6 +173,8 @@ shared_buffers = 128MB
 effective_cache_size = 512MB
 maintenance_work_mem = 64MB
 wal_buffers = 4MB
+min_wal_size = 80MB
+max_wal_size = 1GB
 hot_standby = on
 EOF
   fi
