@@ -37,7 +37,8 @@ fn run_sh_under_ci_refuses_every_knob_that_shrinks_the_suite() {
         ("VISMIG_SKIP_SERVICES", "1", "refuses VISMIG_SKIP_SERVICES=1"),
         ("VISMIG_SKIP_E2E", "1", "refuses VISMIG_SKIP_E2E=1"),
         ("VISMIG_SERVICES", "postgres opensearch", "leaves out mariadb"),
-        ("VISMIG_SERVICES", "postgres,mariadb,cassandra,opensearch", "leaves out elasticsearch"),
+        ("VISMIG_SERVICES", "postgres,mariadb,cassandra,opensearch,opensearch_secure", "leaves out elasticsearch"),
+        ("VISMIG_SERVICES", "postgres mariadb cassandra opensearch elasticsearch", "leaves out opensearch_secure"),
     ] {
         let (code, err) = run_sh(&repo(), &[("CI", "true"), (var, value)]);
         assert_eq!(code, Some(2), "{var}={value}: {err}");
@@ -50,7 +51,10 @@ fn run_sh_under_ci_accepts_the_whole_suite() {
     // Past the guards, the first step needs cargo, which this PATH lacks: not a refusal.
     for vars in [
         vec![("CI", "true")],
-        vec![("CI", "true"), ("VISMIG_SERVICES", "elasticsearch opensearch cassandra mariadb postgres")],
+        vec![
+            ("CI", "true"),
+            ("VISMIG_SERVICES", "elasticsearch opensearch_secure opensearch cassandra mariadb postgres"),
+        ],
         vec![("VISMIG_SKIP_E2E", "1")],
     ] {
         let (code, err) = run_sh(&repo(), &vars);

@@ -28,11 +28,18 @@ case " ${VISMIG_TEST_SERVICES:-} " in *" mariadb "*)
 esac
 # Indices the search tests create: temporal_visibility_v1_<prefix>* (the name must match
 # Temporal's template). Listed first: a wildcard DELETE may be refused by the cluster.
-for svc in opensearch elasticsearch; do
+for svc in opensearch elasticsearch opensearch_secure; do
   case " ${VISMIG_TEST_SERVICES:-} " in *" $svc "*)
-    if [ "$svc" = opensearch ]; then url=$VISMIG_TEST_OPENSEARCH_URL; else url=$VISMIG_TEST_ELASTICSEARCH_URL; fi
-    for index in $(curl -fsS -m 10 "$url/_cat/indices/temporal_visibility_v1_${prefix}*?h=index" 2>/dev/null); do
-      curl -fsS -m 30 -X DELETE "$url/$index" >/dev/null
+    auth=()
+    case $svc in
+      opensearch) url=$VISMIG_TEST_OPENSEARCH_URL ;;
+      elasticsearch) url=$VISMIG_TEST_ELASTICSEARCH_URL ;;
+      opensearch_secure)
+        url=$VISMIG_TEST_OPENSEARCH_SECURE_URL
+        auth=(--cacert "$VISMIG_TEST_TLS_DIR/ca.crt" -u "$VISMIG_TEST_OPENSEARCH_SECURE_ADMIN") ;;
+    esac
+    for index in $(curl "${auth[@]}" -fsS -m 10 "$url/_cat/indices/temporal_visibility_v1_${prefix}*?h=index" 2>/dev/null); do
+      curl "${auth[@]}" -fsS -m 30 -X DELETE "$url/$index" >/dev/null
     done ;;
   esac
 done

@@ -4,7 +4,7 @@
 # runs (started by an earlier up.sh) and answers is reused, a schema that is current is
 # kept with its data.
 #
-# Usage: tests/services/up.sh [postgres] [mariadb] [cassandra] [opensearch] [elasticsearch]
+# Usage: tests/services/up.sh [postgres] [mariadb] [cassandra] [opensearch] [opensearch_secure] [elasticsearch]
 #        VISMIG_SERVICES="postgres opensearch" tests/services/up.sh
 # No selection = all. Then: source tests/services/env.sh
 #

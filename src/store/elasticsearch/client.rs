@@ -207,7 +207,23 @@ fn transport_error(what: &str, e: &reqwest::Error) -> StoreError {
     if e.is_timeout() {
         msg.push_str(" (no answer in time: is the server up, and is url.host right?)");
     }
+    msg.push_str(connection_hint(what, &msg));
     if e.is_decode() || e.is_builder() { StoreError::Permanent(msg) } else { StoreError::Transient(msg) }
+}
+
+/// What to fix when TLS or the scheme is wrong, from rustls' and hyper's words.
+fn connection_hint(what: &str, msg: &str) -> &'static str {
+    if msg.contains("UnknownIssuer") {
+        " (the server's certificate is not signed by a CA vismig trusts: set elasticsearch.tls.caFile to the CA that signed it)"
+    } else if msg.contains("not valid for name") {
+        " (the server's certificate is not for this host: set url.host to a name or address the certificate holds)"
+    } else if msg.contains("certificate expired") || msg.contains("not valid yet") {
+        " (the server's certificate is outside its validity: renew it on the server)"
+    } else if what.contains(" http://") && msg.contains("connection closed before message completed") {
+        " (a TLS-only server closes plain HTTP: set url.scheme https and tls.enabled: true)"
+    } else {
+        ""
+    }
 }
 
 /// 429 and 5xx are the server pushing back or failing over: retried. Anything else

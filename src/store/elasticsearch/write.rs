@@ -257,6 +257,14 @@ fn index_result(item: &Value, versioned: bool) -> ItemResult {
         // A write block (set by an operator, or by the cluster at the disk's flood stage,
         // then answered 429) is lifted in time: wait for it, never dead-letter.
         Some("cluster_block_exception") => return ItemResult::Retry(error_reason(result)),
+        // The user's role may not write this index: every record would be refused alike,
+        // so the run stops naming the permission instead of dead-lettering them all.
+        Some("security_exception") => {
+            return ItemResult::Store(format!(
+                "{} (grant the user's role this permission on the index; README, \"Elasticsearch/OpenSearch permissions\")",
+                error_reason(result)
+            ));
+        }
         Some("index_not_found_exception") => {
             return ItemResult::Store(format!(
                 "{} (was the index deleted? create it again from Temporal's index template, register the search attributes, and rerun to resume)",
@@ -438,6 +446,11 @@ mod tests {
         assert!(matches!(index_result(&busy, true), ItemResult::Retry(r) if r.contains("queue full")));
         let blocked = json!({"index": {"status": 403, "error": {"type": "cluster_block_exception", "reason": "index [v] blocked by: [FORBIDDEN/8/index write (api)];"}}});
         assert!(matches!(index_result(&blocked, true), ItemResult::Retry(r) if r.contains("index write")));
+        // What OpenSearch's security plugin answers per item when the role may not write.
+        let denied = json!({"index": {"status": 403, "error": {"type": "security_exception", "reason": "no permissions for [indices:data/write/bulk[s]] and User [name=vismig, backend_roles=[], requestedTenant=null]"}}});
+        assert!(
+            matches!(index_result(&denied, true), ItemResult::Store(r) if r.contains("indices:data/write/bulk[s]"))
+        );
         let gone = json!({"index": {"status": 404, "error": {"type": "index_not_found_exception", "reason": "no such index [v]"}}});
         assert!(matches!(index_result(&gone, true), ItemResult::Store(r) if r.contains("no such index [v]")));
         let bad = json!({"index": {"status": 400, "error": {"type": "mapper_parsing_exception", "reason": "failed to parse field [Amount] of type [long]"}}});

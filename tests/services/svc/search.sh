@@ -64,10 +64,13 @@ search_version_number() {
   curl -fsS -m 5 "$1/" 2>/dev/null | sed -n 's/.*"number" *: *"\([^"]*\)".*/\1/p'
 }
 
+# curl's extra arguments for the node being set up (the secured node's CA and login).
+SEARCH_CURL=()
+
 # PUT a JSON body (or @file); fails on any HTTP error, printing the server's answer.
 search_put() {
   local url=$1 body=$2
-  curl -sS -m 30 -f -X PUT "$url" -H 'Content-Type: application/json' --data-binary "$body"
+  curl "${SEARCH_CURL[@]}" -sS -m 30 -f -X PUT "$url" -H 'Content-Type: application/json' --data-binary "$body"
 }
 
 # Applies Temporal's cluster settings and index template (the highest versioned/vN, as
@@ -87,11 +90,11 @@ search_apply_temporal() {
       search_put "$url/_template/temporal_visibility_v1_template" "@$dir/versioned/v$vmax/index_template_v7.json" && echo
   } >>"$log" 2>&1 || fail "$service" "applying Temporal's cluster settings or index template v$vmax failed" "$log"
   for index in "$@"; do
-    if ! curl -fsS -m 10 -o /dev/null -I "$url/$index" 2>/dev/null; then
+    if ! curl "${SEARCH_CURL[@]}" -fsS -m 10 -o /dev/null -I "$url/$index" 2>/dev/null; then
       search_put "$url/$index" '{}' >>"$log" 2>&1 || fail "$service" "creating index $index failed" "$log"
       echo >>"$log"
     fi
   done
-  curl -fsS -m 60 "$url/_cluster/health?wait_for_status=yellow&timeout=50s" >>"$log" 2>&1 ||
+  curl "${SEARCH_CURL[@]}" -fsS -m 60 "$url/_cluster/health?wait_for_status=yellow&timeout=50s" >>"$log" 2>&1 ||
     fail "$service" "indices did not become yellow" "$log"
 }
