@@ -13,6 +13,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use super::aws_signing::AwsSigner;
+use crate::tls::{TlsMaterial, Verify};
 use crate::config::Secret;
 use crate::config::persistence::{ElasticsearchStore as EsConfig, Tls};
 use crate::store::StoreError;
@@ -161,30 +162,40 @@ impl Client {
     }
 }
 
-/// The client's TLS from Temporal's `tls` block: extra CA certificates, a client
-/// certificate, and whether the server's host name is checked.
-fn with_tls(mut builder: reqwest::ClientBuilder, tls: &Tls) -> anyhow::Result<reqwest::ClientBuilder> {
-    if let Some(ca) = &tls.ca_file {
-        let pem = std::fs::read(ca).map_err(|e| anyhow::anyhow!("elasticsearch.tls.caFile {ca}: {e}"))?;
-        for cert in reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| anyhow::anyhow!("elasticsearch.tls.caFile {ca}: not a PEM certificate: {e}"))?
-        {
-            builder = builder.add_root_certificate(cert);
+/// The `tls` block in errors and hints.
+const TLS_BLOCK: &str = "elasticsearch.tls";
+
+/// The client's TLS from Temporal's `tls` block, through the material and verifier every
+/// store shares (`crate::tls`: file or inline forms, `serverName`). With a CA the server
+/// is checked against it only (chain, dates, and the name unless
+/// `enableHostVerification: false`); without one against the system's trust store, as
+/// a managed cluster's public certificate needs (Amazon OpenSearch Service).
+fn with_tls(builder: reqwest::ClientBuilder, tls: &Tls) -> anyhow::Result<reqwest::ClientBuilder> {
+    let material = TlsMaterial::load(tls, TLS_BLOCK).map_err(|e| anyhow::anyhow!(e))?;
+    let verify = match (tls.enable_host_verification, material.ca.is_some()) {
+        (Some(false), true) => Verify::ChainOnly,
+        (Some(false), false) => Verify::Nothing,
+        (_, true) => Verify::Full,
+        (_, false) => {
+            if tls.server_name.as_deref().is_some_and(|n| !n.trim().is_empty()) {
+                anyhow::bail!(
+                    "{TLS_BLOCK}.serverName needs {TLS_BLOCK}.caFile (or caData): the system trust store checks the host dialled"
+                );
+            }
+            // The system's trust store (reqwest's platform verifier), and the client
+            // certificate if there is one.
+            return Ok(match &material.identity {
+                Some(id) => builder.identity(
+                    reqwest::Identity::from_pem(&[id.cert.as_slice(), id.key.as_slice()].concat())
+                        .map_err(|_| anyhow::anyhow!("{TLS_BLOCK}: the client certificate and key do not go together"))?,
+                ),
+                None => builder,
+            });
         }
-    }
-    if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
-        let mut pem = std::fs::read(cert).map_err(|e| anyhow::anyhow!("elasticsearch.tls.certFile {cert}: {e}"))?;
-        pem.extend(std::fs::read(key).map_err(|e| anyhow::anyhow!("elasticsearch.tls.keyFile {key}: {e}"))?);
-        let identity = reqwest::Identity::from_pem(&pem)
-            .map_err(|e| anyhow::anyhow!("elasticsearch.tls certFile/keyFile: {e}"))?;
-        builder = builder.identity(identity);
-    }
-    // Temporal's `enableHostVerification: false` turns off the check of the
-    // server certificate's host name (Go's InsecureSkipVerify).
-    if tls.enable_host_verification == Some(false) {
-        builder = builder.tls_danger_accept_invalid_certs(true);
-    }
-    Ok(builder)
+    };
+    let config = crate::tls::client_config(&material, verify, tls.server_name.as_deref(), TLS_BLOCK)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    Ok(builder.use_preconfigured_tls(config))
 }
 
 /// An answer as JSON; one that is not JSON (a proxy's error page) as a string.
@@ -207,22 +218,19 @@ fn transport_error(what: &str, e: &reqwest::Error) -> StoreError {
     if e.is_timeout() {
         msg.push_str(" (no answer in time: is the server up, and is url.host right?)");
     }
-    msg.push_str(connection_hint(what, &msg));
+    msg.push_str(&connection_hint(what, e, &msg.clone()));
     if e.is_decode() || e.is_builder() { StoreError::Permanent(msg) } else { StoreError::Transient(msg) }
 }
 
-/// What to fix when TLS or the scheme is wrong, from rustls' and hyper's words.
-fn connection_hint(what: &str, msg: &str) -> &'static str {
-    if msg.contains("UnknownIssuer") {
-        " (the server's certificate is not signed by a CA vismig trusts: set elasticsearch.tls.caFile to the CA that signed it)"
-    } else if msg.contains("not valid for name") {
-        " (the server's certificate is not for this host: set url.host to a name or address the certificate holds)"
-    } else if msg.contains("certificate expired") || msg.contains("not valid yet") {
-        " (the server's certificate is outside its validity: renew it on the server)"
+/// What to fix when TLS or the scheme is wrong: a refused certificate as every store
+/// explains it, or plain HTTP to a server that only speaks TLS.
+fn connection_hint(what: &str, e: &reqwest::Error, msg: &str) -> String {
+    if let Some(why) = crate::tls::explain(e, TLS_BLOCK) {
+        format!(" ({why})")
     } else if what.contains(" http://") && msg.contains("connection closed before message completed") {
-        " (a TLS-only server closes plain HTTP: set url.scheme https and tls.enabled: true)"
+        " (a TLS-only server closes plain HTTP: set url.scheme https and tls.enabled: true)".to_string()
     } else {
-        ""
+        String::new()
     }
 }
 
