@@ -226,20 +226,20 @@ async fn each_broken_secured_connection_fails_in_one_line_naming_the_store_and_t
         (
             "unknown CA",
             secure_store(&url, &idx.secondary, &user, ca_tls("other-ca.crt")),
-            &["UnknownIssuer", "set elasticsearch.tls.caFile to the CA that signed it"],
+            &["UnknownIssuer", "set elasticsearch.tls.caFile (or caData) to the CA that signed it"],
         ),
         (
             "wrong host name",
             secure_store(&wrong_host, &idx.secondary, &user, ca_tls("ca.crt")),
             &[
                 "certificate not valid for name \"127.0.0.1\"",
-                "set url.host to a name or address the certificate holds",
+                "connect by a name the certificate holds",
             ],
         ),
         (
             "expired certificate",
             secure_store(&expired, &idx.secondary, &user, ca_tls("ca.crt")),
-            &["certificate expired", "renew it on the server"],
+            &["certificate expired", "has expired: renew it on the server"],
         ),
         (
             "plain HTTP to the TLS-only node",

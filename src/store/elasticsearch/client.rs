@@ -13,10 +13,10 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use super::aws_signing::AwsSigner;
-use crate::tls::{TlsMaterial, Verify};
 use crate::config::Secret;
 use crate::config::persistence::{ElasticsearchStore as EsConfig, Tls};
 use crate::store::StoreError;
+use crate::tls::{TlsMaterial, Verify};
 
 /// What `GET /` says about the server.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -186,8 +186,9 @@ fn with_tls(builder: reqwest::ClientBuilder, tls: &Tls) -> anyhow::Result<reqwes
             // certificate if there is one.
             return Ok(match &material.identity {
                 Some(id) => builder.identity(
-                    reqwest::Identity::from_pem(&[id.cert.as_slice(), id.key.as_slice()].concat())
-                        .map_err(|_| anyhow::anyhow!("{TLS_BLOCK}: the client certificate and key do not go together"))?,
+                    reqwest::Identity::from_pem(&[id.cert.as_slice(), id.key.as_slice()].concat()).map_err(|_| {
+                        anyhow::anyhow!("{TLS_BLOCK}: the client certificate and key do not go together")
+                    })?,
                 ),
                 None => builder,
             });
