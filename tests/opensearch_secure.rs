@@ -231,10 +231,7 @@ async fn each_broken_secured_connection_fails_in_one_line_naming_the_store_and_t
         (
             "wrong host name",
             secure_store(&wrong_host, &idx.secondary, &user, ca_tls("ca.crt")),
-            &[
-                "certificate not valid for name \"127.0.0.1\"",
-                "connect by a name the certificate holds",
-            ],
+            &["certificate not valid for name \"127.0.0.1\"", "connect by a name the certificate holds"],
         ),
         (
             "expired certificate",
