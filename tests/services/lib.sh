@@ -222,10 +222,15 @@ print_test_env() {
     printf 'unset VISMIG_TEST_SERVICES\n'
     printf 'echo "env.sh: no services are up (run tests/services/up.sh); VISMIG_TEST_SERVICES is unset" >&2\n'
   fi
+  # The PostgreSQL replica only when it runs (up.sh skips it without the disk for it).
+  if [ -s "$VISMIG_SERVICES_DIR/postgres/replica/postmaster.pid" ]; then
+    printf 'export VISMIG_TEST_PG_REPLICA_PORT=%q\n' "$PG_REPLICA_PORT"
+  else
+    printf 'unset VISMIG_TEST_PG_REPLICA_PORT\n'
+  fi
   printf 'export %s=%q\n' \
     VISMIG_TEST_PG_HOST "$SERVICES_HOST" \
     VISMIG_TEST_PG_PORT "$PG_PORT" \
-    VISMIG_TEST_PG_REPLICA_PORT "$PG_REPLICA_PORT" \
     VISMIG_TEST_PG_USER "$DB_USER" \
     VISMIG_TEST_PG_PASSWORD "$DB_PASSWORD" \
     VISMIG_TEST_MYSQL_HOST "$SERVICES_HOST" \
