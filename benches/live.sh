@@ -91,7 +91,8 @@ for pair in $pairs; do
     t0=$(now)
     "$bin" backfill --config "$work/run.yaml" --rate "$brate" >"$work/out" 2>"$work/log" &
     pid=$!
-    result=$("$py" benches/liveload.py "${target_args[@]}" --rate "$rate" --while-pid $pid --seed 2)
+    result=$("$py" benches/liveload.py "${target_args[@]}" --rate "$rate" --while-pid $pid --seed 2) ||
+      { echo "the load failed; vismig's log:" >&2; tail -n 20 "$work/log" >&2; exit 1; }
     wait $pid || { echo "backfill failed:" >&2; tail -n 20 "$work/log" >&2; exit 1; }
     secs=$(calc "$(now) - $t0" 2)
     report "$pair: beside a backfill ($label)" "$result"

@@ -188,7 +188,8 @@ def main():
         try:
             with open(f"/proc/{args.while_pid}/stat") as f:
                 return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):
+            # Gone while the file was read (ProcessLookupError): exited too.
             return False
 
     start = time.monotonic()
