@@ -12,7 +12,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{service_gate, tools_gate};
+use common::{replica_gate, service_gate, tools_gate};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -99,6 +99,13 @@ fn the_tools_gate_fails_under_ci() {
     assert_eq!(tools_gate(Some(dir.clone()), true), Ok(Some(dir)));
     assert_eq!(tools_gate(None, false), Ok(None));
     assert!(tools_gate(None, true).unwrap_err().contains("TEST_TOOLS is unset"));
+}
+
+#[test]
+fn the_replica_gate_fails_under_ci() {
+    assert_eq!(replica_gate(Some("5433".into()), true), Ok(Some("5433".into())));
+    assert_eq!(replica_gate(None, false), Ok(None));
+    assert!(replica_gate(None, true).unwrap_err().contains("made no PostgreSQL replica"));
 }
 
 /// Every gate is the one in tests/common: no test file reads the service or tool lists

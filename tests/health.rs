@@ -125,21 +125,8 @@ async fn a_slow_secondary_lowers_the_rate_and_it_climbs_back_and_the_bounds_chan
     assert_eq!(p, s, "nothing lost, nothing changed");
 }
 
-/// The URL of the streaming replica of the test PostgreSQL, when up.sh made one (it
-/// does not without the disk for a base backup): None off CI, a failure under CI.
-fn replica_url() -> Option<String> {
-    let Ok(port) = std::env::var("VISMIG_TEST_PG_REPLICA_PORT") else {
-        assert!(!under_ci(), "CI=true but VISMIG_TEST_PG_REPLICA_PORT is unset: up.sh made no PostgreSQL replica");
-        eprintln!("skipped: no PostgreSQL replica (VISMIG_TEST_PG_REPLICA_PORT unset; up.sh says why)");
-        return None;
-    };
-    let url = pg_url("postgres");
-    let (head, _) = url.rsplit_once(':').unwrap();
-    Some(format!("{head}:{port}/postgres"))
-}
-
 async fn replica(sql: &str) {
-    let url = replica_url().expect("checked at the start of the test");
+    let url = pg_replica_url().expect("checked at the start of the test");
     let pool = sqlx::PgPool::connect(&url).await.expect("the replica of tests/services answers");
     sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string())).execute(&pool).await.unwrap();
     pool.close().await;
@@ -160,7 +147,7 @@ impl Drop for ResumeReplay {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lagging_postgres_replica_lowers_the_rate_and_its_critical_lag_stops_the_run_with_exit_5() {
-    if !service_up("postgres") || replica_url().is_none() {
+    if !service_up("postgres") || pg_replica_url().is_none() {
         return;
     }
     let db = db_name("health_replica");

@@ -191,6 +191,33 @@ pub fn tools_gate(dir: Option<PathBuf>, ci: bool) -> Result<Option<PathBuf>, Str
     }
 }
 
+/// The URL (database `postgres`) of the streaming PostgreSQL replica of tests/services,
+/// which up.sh makes only with the disk for it: None (skipped, said on stderr) off CI.
+pub fn pg_replica_url() -> Option<String> {
+    let port = match replica_gate(std::env::var("VISMIG_TEST_PG_REPLICA_PORT").ok(), under_ci()) {
+        Ok(port) => port?,
+        Err(why) => panic!("{why}"),
+    };
+    let url = pg_url("postgres");
+    let (head, _) = url.rsplit_once(':').unwrap();
+    Some(format!("{head}:{port}/postgres"))
+}
+
+/// The gate of a test that needs the PostgreSQL replica; the rule of `service_gate`.
+pub fn replica_gate(port: Option<String>, ci: bool) -> Result<Option<String>, String> {
+    match port {
+        Some(port) => Ok(Some(port)),
+        None if ci => {
+            Err("CI=true but VISMIG_TEST_PG_REPLICA_PORT is unset: up.sh made no PostgreSQL replica (it says why)"
+                .to_string())
+        }
+        None => {
+            eprintln!("skipped: no PostgreSQL replica (VISMIG_TEST_PG_REPLICA_PORT unset; up.sh says why)");
+            Ok(None)
+        }
+    }
+}
+
 /// CI systems (GitHub Actions, GitLab, and tests/run.sh's own callers) set CI=true.
 pub fn under_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
