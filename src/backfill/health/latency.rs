@@ -19,8 +19,7 @@ impl Latencies {
         if self.baseline.is_none() {
             self.first.push(seconds);
             if self.first.len() >= window {
-                self.baseline = Some(quantile(&self.first, 0.5));
-                self.first = Vec::new();
+                self.baseline = Some(quantile(std::mem::take(&mut self.first).into_iter(), 0.5));
             }
         }
         self.recent.push_back(seconds);
@@ -31,8 +30,7 @@ impl Latencies {
 
     /// The p95 of the window, once it holds enough samples.
     pub fn p95(&self) -> Option<f64> {
-        let recent: Vec<f64> = self.recent.iter().copied().collect();
-        (recent.len() >= MIN_SAMPLES).then(|| quantile(&recent, 0.95))
+        (self.recent.len() >= MIN_SAMPLES).then(|| quantile(self.recent.iter().copied(), 0.95))
     }
 
     pub fn baseline(&self) -> Option<f64> {
@@ -47,8 +45,8 @@ impl Latencies {
 }
 
 /// The `q` quantile (nearest rank) of `values`, which must not be empty.
-fn quantile(values: &[f64], q: f64) -> f64 {
-    let mut sorted = values.to_vec();
+fn quantile(values: impl Iterator<Item = f64>, q: f64) -> f64 {
+    let mut sorted: Vec<f64> = values.collect();
     sorted.sort_by(f64::total_cmp);
     let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
     sorted[rank - 1]

@@ -219,7 +219,8 @@ fn transport_error(what: &str, e: &reqwest::Error) -> StoreError {
     if e.is_timeout() {
         msg.push_str(" (no answer in time: is the server up, and is url.host right?)");
     }
-    msg.push_str(&connection_hint(what, e, &msg.clone()));
+    let hint = connection_hint(what, e, &msg);
+    msg.push_str(&hint);
     if e.is_decode() || e.is_builder() { StoreError::Permanent(msg) } else { StoreError::Transient(msg) }
 }
 

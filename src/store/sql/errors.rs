@@ -75,7 +75,7 @@ pub fn classify(context: &str, e: sqlx::Error) -> StoreError {
 fn fix(e: &sqlx::Error) -> Option<String> {
     use sqlx::Error as E;
     let tls = match e {
-        E::Tls(inner) => crate::tls::explain(inner.as_ref(), SQL_TLS).or_else(|| Some(format!("TLS: {inner}"))),
+        E::Tls(inner) => crate::tls::explain(inner.as_ref(), SQL_TLS).or_else(|| Some(inner.to_string())),
         E::Io(io) => crate::tls::explain(io, SQL_TLS),
         _ => None,
     };
