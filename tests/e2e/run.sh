@@ -4,7 +4,9 @@
 #   tests/e2e/run.sh                      the default scenarios (DEFAULT_SCENARIOS), in this order:
 #   tests/e2e/run.sh sql                  PostgreSQL -> PostgreSQL on the current Temporal
 #   tests/e2e/run.sh cassandra            Cassandra -> PostgreSQL on Temporal v1.23
-#   tests/e2e/run.sh opensearch           OpenSearch index -> index on the current Temporal
+#   tests/e2e/run.sh opensearch           OpenSearch index -> index on the current Temporal, on
+#                                         the secured node (HTTPS, basic auth, verified CA);
+#                                         then a wrong CA in the file: server and vismig refuse
 #   tests/e2e/run.sh os2pg                OpenSearch -> PostgreSQL on the current Temporal (a
 #                                         static-config switch; Double, Datetime, KeywordList)
 #   tests/e2e/run.sh oldest               PostgreSQL schema 1.3 -> 1.3 on the oldest Temporal
@@ -45,7 +47,8 @@ mkdir -p "$VISMIG_E2E_DIR" "$E2E_LOG_DIR"
 # --- services ---------------------------------------------------------------------------
 needed="postgres"
 case " $scenarios " in *" cassandra "*) needed="$needed cassandra" ;; esac
-case " $scenarios " in *" opensearch "* | *" os2pg "*) needed="$needed opensearch" ;; esac
+case " $scenarios " in *" opensearch "*) needed="$needed opensearch_secure" ;; esac
+case " $scenarios " in *" os2pg "*) needed="$needed opensearch" ;; esac
 # shellcheck disable=SC1091
 source "$REPO_ROOT/tests/services/env.sh" 2>/dev/null || true
 to_start=""
@@ -450,8 +453,26 @@ scenario_cassandra() {
 
 # --- scenario 2: OpenSearch index -> index on the current Temporal -----------------------------
 
+# temporal-elasticsearch-tool against the plain OpenSearch node, or with OS_SECURE=1
+# against the secured one as its admin (HTTPS with the test CA); os_curl likewise.
 es_tool() {
-  "$ES_TOOL" --ep "http://$SERVICES_HOST:$OPENSEARCH_PORT" "$@"
+  if [ "${OS_SECURE:-}" = 1 ]; then
+    "$ES_TOOL" --ep "https://$SERVICES_HOST:$OPENSEARCH_SECURE_PORT" -u "$OPENSEARCH_SECURE_ADMIN" \
+      --pw "$OPENSEARCH_SECURE_ADMIN_PASSWORD" --tls --tls-ca-file "$TLS_DIR/ca.crt" "$@"
+  else
+    "$ES_TOOL" --ep "http://$SERVICES_HOST:$OPENSEARCH_PORT" "$@"
+  fi
+}
+
+os_curl() {
+  local path=$1
+  shift
+  if [ "${OS_SECURE:-}" = 1 ]; then
+    curl -fsS --cacert "$TLS_DIR/ca.crt" -u "$OPENSEARCH_SECURE_ADMIN:$OPENSEARCH_SECURE_ADMIN_PASSWORD" \
+      "$@" "https://$SERVICES_HOST:$OPENSEARCH_SECURE_PORT$path"
+  else
+    curl -fsS "$@" "http://$SERVICES_HOST:$OPENSEARCH_PORT$path"
+  fi
 }
 
 opensearch_cleanup() {
@@ -461,16 +482,16 @@ opensearch_cleanup() {
 }
 
 count_w1_in_os_secondary() {
-  curl -fsS "http://$SERVICES_HOST:$OPENSEARCH_PORT/${INDEX}_secondary/_count?q=WorkflowId:w1-*" | jq -e .count
+  os_curl "/${INDEX}_secondary/_count?q=WorkflowId:w1-*" | jq -e .count
 }
 
 delete_from_os_secondary() {
-  curl -fsS -X DELETE "http://$SERVICES_HOST:$OPENSEARCH_PORT/${INDEX}_secondary/_doc/$1~$2?refresh=true" >/dev/null
+  os_curl "/${INDEX}_secondary/_doc/$1~$2?refresh=true" -X DELETE >/dev/null
 }
 
 scenario_opensearch() {
   begin_scenario opensearch "$E2E_TEMPORAL_CURRENT"
-  DB=vt_e2e_os INDEX=temporal_visibility_v1_e2e_os S_CLEANUP=opensearch_cleanup
+  DB=vt_e2e_os INDEX=temporal_visibility_v1_e2e_os S_CLEANUP=opensearch_cleanup OS_SECURE=1
   declare -gA EXPECTED=()
   local module log="$S_DIR/schema.log"
   module=$(temporal_module_dir "$E2E_TEMPORAL_CURRENT")
@@ -486,7 +507,7 @@ scenario_opensearch() {
   } >>"$log" 2>&1 || e2e_fail "temporal-elasticsearch-tool could not create index $INDEX (log $log)"
 
   render_config "$E2E_HOME/config/persistence-opensearch.yaml" single "$S_DIR/config/e2e.yaml"
-  step "starting Temporal $E2E_TEMPORAL_CURRENT (visibility: OpenSearch index $INDEX only) on $ADDRESS"
+  step "starting Temporal $E2E_TEMPORAL_CURRENT (visibility: index $INDEX only, secured OpenSearch $SERVICES_HOST:$OPENSEARCH_SECURE_PORT as $OPENSEARCH_SECURE_TEMPORAL_USER over verified TLS) on $ADDRESS"
   server_start
   for ns in $NAMESPACES; do create_namespace "$ns"; done
   register_search_attributes
@@ -504,16 +525,70 @@ scenario_opensearch() {
   snapshot dual
   snapshot_search_attribute_queries
 
-  curl -fsS -X POST "http://$SERVICES_HOST:$OPENSEARCH_PORT/${INDEX}_secondary/_refresh" >/dev/null
+  os_curl "/${INDEX}_secondary/_refresh" -X POST >/dev/null
   secondary_lacks_first_workload count_w1_in_os_secondary
   step "vismig run (flip auto)"
   run_vismig
   check_after_flip 9 count
   check_search_attribute_queries
   prove_reads_from_secondary delete_from_os_secondary
+  refuse_wrong_ca
   cleanup_scenario
   step "PASSED in $((SECONDS - S_T0))s"
   RESULTS+=("opensearch: passed in $((SECONDS - S_T0))s")
+}
+
+# The scenario's one config file with another CA as the secured OpenSearch's caFile:
+# vismig must exit 1 with a line naming the store and the fix, and the restarted server
+# must fail to read visibility (a certificate error) instead of answering.
+refuse_wrong_ca() {
+  local cfg="$S_DIR/config/e2e.yaml" wrong="$TLS_DIR/other-ca.crt" ns=${NAMESPACES%% *} rc=0 out deadline
+  server_stop
+  cp "$cfg" "$S_DIR/config/e2e.yaml.right-ca"
+  sed -i "s#caFile: \"$TLS_CA_FILE\"#caFile: \"$wrong\"#" "$cfg"
+  grep -q "caFile: \"$wrong\"" "$cfg" || e2e_fail "could not put the wrong CA into $cfg"
+  step "the same file with caFile: $wrong (a CA that did not sign the node's certificate)"
+
+  "$VISMIG_BIN" run --config "$cfg" >"$S_DIR/vismig/wrong-ca.out" 2>&1 || rc=$?
+  [ "$rc" = 1 ] || e2e_fail "vismig run with a wrong CA exited $rc, not 1: $(tail -n 5 "$S_DIR/vismig/wrong-ca.out")"
+  out=$(grep -m1 -E '^(primary|secondary): .*\(store es-visibility\).*set elasticsearch\.tls\.caFile' "$S_DIR/vismig/wrong-ca.out") ||
+    e2e_fail "vismig run with a wrong CA: no line naming store es-visibility and the caFile fix: $(tail -n 5 "$S_DIR/vismig/wrong-ca.out")"
+  ! grep -q -F "$OPENSEARCH_SECURE_TEMPORAL_PASSWORD" "$S_DIR/vismig/wrong-ca.out" || e2e_fail "vismig's output holds the OpenSearch password"
+  step "vismig refuses (exit 1): ${out:0:400}"
+
+  printf '\n===== %s: starting %s with a wrong CA\n' "$(date -u +%FT%TZ)" "$SERVER_BIN" >>"$S_SERVER_LOG"
+  local mark
+  mark=$(wc -l <"$S_SERVER_LOG")
+  "$SERVER_BIN" --root "$S_DIR" --config config --env e2e --allow-no-auth start >>"$S_SERVER_LOG" 2>&1 &
+  S_SERVER_PID=$!
+  deadline=$((SECONDS + 120))
+  while :; do
+    if [ ! -d "/proc/$S_SERVER_PID" ]; then
+      wait "$S_SERVER_PID" 2>/dev/null || true
+      S_SERVER_PID=""
+      tail -n +"$mark" "$S_SERVER_LOG" | grep -q -E 'x509|certificate' ||
+        e2e_fail "the Temporal server with a wrong CA exited without a certificate error"
+      step "the Temporal server refuses: it exits at startup ($(tail -n +"$mark" "$S_SERVER_LOG" | grep -m1 -o -E '[^"]*(x509|certificate)[^"]*' | cut -c1-300))"
+      break
+    fi
+    if temporal operator cluster health >/dev/null 2>&1; then
+      if out=$(temporal workflow list -n "$ns" --limit 1 2>&1); then
+        e2e_fail "the Temporal server with a wrong CA for OpenSearch listed runs of $ns: $out"
+      fi
+      case $out in
+        *x509* | *certificate*)
+          step "the Temporal server refuses: temporal workflow list -n $ns: $(tr '\n' ' ' <<<"$out" | cut -c1-300)"
+          break ;;
+      esac
+      # The frontend may answer with a generic error; the server's log says why.
+      if tail -n +"$mark" "$S_SERVER_LOG" | grep -q -E 'x509|certificate'; then
+        step "the Temporal server refuses: temporal workflow list -n $ns fails ($(tr '\n' ' ' <<<"$out" | cut -c1-200)); its log: $(tail -n +"$mark" "$S_SERVER_LOG" | grep -m1 -o -E '[^"]*(x509|certificate)[^"]*' | cut -c1-300)"
+        break
+      fi
+    fi
+    ((SECONDS < deadline)) || e2e_fail "the Temporal server with a wrong CA gave no certificate error within 120s (last: ${out:-none})"
+    sleep 2
+  done
 }
 
 # --- scenario 4: OpenSearch -> PostgreSQL on the current Temporal (a static-config switch) ------
@@ -576,7 +651,7 @@ count_all_in_pg_secondary() {
 
 scenario_os2pg() {
   begin_scenario os2pg "$E2E_TEMPORAL_CURRENT"
-  DB=vt_e2e_os2pg INDEX=temporal_visibility_v1_e2e_os2pg S_CLEANUP=os2pg_cleanup
+  DB=vt_e2e_os2pg INDEX=temporal_visibility_v1_e2e_os2pg S_CLEANUP=os2pg_cleanup OS_SECURE=0
   declare -gA EXPECTED=()
   # Queries on every typed attribute, answered by OpenSearch before and PostgreSQL after.
   local SA_QUERIES=('E2eKeyword="w1-completed"' 'E2eKeywordList="upserted"' 'E2eKeywordList="w1-timedout"'

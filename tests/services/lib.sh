@@ -55,13 +55,17 @@ DB_USER=temporal
 DB_PASSWORD=temporal
 # The secured OpenSearch's users (svc/opensearch_secure.sh). The admin (all_access) sets
 # the node up; vismig has role vismig_migrator (read on the primary indices, read and
-# write on the secondary ones); vismig_nowrite has the same without the bulk write.
+# write on the secondary ones); vismig_nowrite has the same without the bulk write;
+# temporal (created by the schema step) is the e2e Temporal server's.
 OPENSEARCH_SECURE_ADMIN=admin
 OPENSEARCH_SECURE_ADMIN_PASSWORD=vismig-admin-Pw1
 OPENSEARCH_SECURE_USER=vismig
 OPENSEARCH_SECURE_PASSWORD=vismig-Pw1
 OPENSEARCH_SECURE_NOWRITE_USER=vismig_nowrite
 OPENSEARCH_SECURE_NOWRITE_PASSWORD=vismig-nowrite-Pw1
+# The Temporal server's user in the e2e test (role temporal_server: Temporal's indices).
+OPENSEARCH_SECURE_TEMPORAL_USER=temporal
+OPENSEARCH_SECURE_TEMPORAL_PASSWORD=Vis-e2e-Frontend-9qZk
 
 # The test CA and its certificates (tls.sh); the client certificate's CN is the user that
 # the secured servers authenticate by certificate.

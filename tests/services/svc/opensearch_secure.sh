@@ -197,7 +197,25 @@ opensearch_secure_version() {
 opensearch_secure_schema() {
   SEARCH_CURL=(--cacert "$TLS_DIR/ca.crt" -u "$OPENSEARCH_SECURE_ADMIN:$OPENSEARCH_SECURE_ADMIN_PASSWORD")
   search_apply_temporal opensearch_secure "$OPENSEARCH_SECURE_URL" "${OPENSEARCH_SECURE_INDICES[@]}"
+  opensearch_secure_temporal_user
   SEARCH_CURL=()
+}
+
+# The Temporal server's own user (tests/e2e, scenario `opensearch`): the server writes
+# and reads both visibility indices and registers search attributes (mapping updates,
+# then waits for the cluster's health), so its role has every index action on Temporal's
+# indices and the cluster's monitor and bulk actions. Put through the security plugin's
+# REST API on every up.sh, so a node already running converges without a restart (the
+# static files above are loaded only into an empty node).
+opensearch_secure_temporal_user() {
+  local api="$OPENSEARCH_SECURE_URL/_plugins/_security/api" log="$LOG_DIR/schema-opensearch_secure.log"
+  {
+    search_put "$api/roles/temporal_server" '{
+      "cluster_permissions": ["cluster_monitor", "cluster_composite_ops", "indices:data/read/scroll*"],
+      "index_permissions": [{"index_patterns": ["temporal_visibility_v1*"], "allowed_actions": ["indices_all"]}]}' && echo &&
+      search_put "$api/internalusers/$OPENSEARCH_SECURE_TEMPORAL_USER" "{\"password\": \"$OPENSEARCH_SECURE_TEMPORAL_PASSWORD\"}" && echo &&
+      search_put "$api/rolesmapping/temporal_server" "{\"users\": [\"$OPENSEARCH_SECURE_TEMPORAL_USER\"]}" && echo
+  } >>"$log" 2>&1 || fail opensearch_secure "creating the Temporal server's user and role through the security REST API failed" "$log"
 }
 opensearch_secure_stop() { stop_pidfile opensearch_secure "$OPENSEARCH_SECURE_PIDFILE" 60; }
 opensearch_secure_rss_pid() { live_pid "$OPENSEARCH_SECURE_PIDFILE"; }
