@@ -39,6 +39,7 @@ fn run_sh_under_ci_refuses_every_knob_that_shrinks_the_suite() {
         ("VISMIG_SERVICES", "postgres opensearch", "leaves out mariadb"),
         ("VISMIG_SERVICES", "postgres,mariadb,cassandra,opensearch,opensearch_secure", "leaves out elasticsearch"),
         ("VISMIG_SERVICES", "postgres mariadb cassandra opensearch elasticsearch", "leaves out opensearch_secure"),
+        ("VISMIG_SERVICES", "postgres mariadb cassandra opensearch opensearch_secure elasticsearch", "leaves out kube"),
     ] {
         let (code, err) = run_sh(&repo(), &[("CI", "true"), (var, value)]);
         assert_eq!(code, Some(2), "{var}={value}: {err}");
@@ -53,7 +54,7 @@ fn run_sh_under_ci_accepts_the_whole_suite() {
         vec![("CI", "true")],
         vec![
             ("CI", "true"),
-            ("VISMIG_SERVICES", "elasticsearch opensearch_secure opensearch cassandra mariadb postgres"),
+            ("VISMIG_SERVICES", "kube elasticsearch opensearch_secure opensearch cassandra mariadb postgres"),
         ],
         vec![("VISMIG_SKIP_E2E", "1")],
     ] {

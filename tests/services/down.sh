@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Stops the servers tests/services/up.sh started, by the pids it recorded (never by
 # process name).
-# Usage: tests/services/down.sh [--purge] [postgres] [mariadb] [cassandra] [opensearch] [opensearch_secure] [elasticsearch]
+# Usage: tests/services/down.sh [--purge] [postgres] [mariadb] [cassandra] [opensearch] [opensearch_secure] [elasticsearch] [kube]
 #   no service named = all; --purge also deletes their data (and, for all, the logs).
 # Caches (VISMIG_SERVICES_CACHE: jars, built tools) are kept; delete that directory by hand.
 set -euo pipefail

@@ -17,7 +17,7 @@ RUN_DIR="$VISMIG_SERVICES_DIR/run"
 # The services up.sh brought up, one line of names; env.sh exports it as VISMIG_TEST_SERVICES.
 STATE_FILE="$VISMIG_SERVICES_DIR/services"
 
-ALL_SERVICES="postgres mariadb cassandra opensearch opensearch_secure elasticsearch"
+ALL_SERVICES="postgres mariadb cassandra opensearch opensearch_secure elasticsearch kube"
 
 # Pinned versions. The Temporal pins are shared with temporal-module.sh.
 TEMPORAL_ADVANCED_VERSION="${TEMPORAL_ADVANCED_VERSION:-v1.32.0}"
@@ -50,6 +50,9 @@ OPENSEARCH_SECURE_PORT="${VISMIG_OPENSEARCH_SECURE_PORT:-9202}"
 OPENSEARCH_SECURE_TRANSPORT_PORT="${VISMIG_OPENSEARCH_SECURE_TRANSPORT_PORT:-9302}"
 ELASTICSEARCH_PORT="${VISMIG_ELASTICSEARCH_PORT:-9201}"
 ELASTICSEARCH_TRANSPORT_PORT="${VISMIG_ELASTICSEARCH_TRANSPORT_PORT:-9301}"
+KUBE_PORT="${VISMIG_KUBE_PORT:-6443}"
+KUBE_ETCD_PORT="${VISMIG_KUBE_ETCD_PORT:-12379}"
+KUBE_ETCD_PEER_PORT="${VISMIG_KUBE_ETCD_PEER_PORT:-12380}"
 
 DB_USER=temporal
 DB_PASSWORD=temporal
@@ -76,6 +79,9 @@ TLS_USER=vismig_tls
 TLS_PASSWORD=vismig-tls-secret
 
 # Built schema tools, keyed by Temporal version (see build-tools.sh).
+# Kubernetes (kube-apiserver, kubectl) built from k8s.io/kubernetes by build-kube.sh.
+KUBE_VERSION="${KUBE_VERSION:-v1.37.2}"
+kube_dir() { printf '%s/kube/%s\n' "$VISMIG_SERVICES_CACHE" "$1"; }
 tools_dir() { printf '%s/tools/%s\n' "$VISMIG_SERVICES_CACHE" "$1"; }
 SQL_TOOL="$(tools_dir "$TEMPORAL_ADVANCED_VERSION")/temporal-sql-tool"
 SQL_TOOL_STANDARD="$(tools_dir "$TEMPORAL_STANDARD_VERSION")/temporal-sql-tool"
@@ -262,6 +268,8 @@ print_test_env() {
     VISMIG_TEST_TLS_CLIENT_USER "$TLS_CLIENT_CN" \
     VISMIG_TEST_TLS_USER "$TLS_USER" \
     VISMIG_TEST_TLS_PASSWORD "$TLS_PASSWORD" \
+    VISMIG_TEST_KUBECONFIG "$VISMIG_SERVICES_DIR/kube/admin.kubeconfig" \
+    VISMIG_TEST_KUBECTL "$(kube_dir "$KUBE_VERSION")/kubectl" \
     VISMIG_SERVICES_DIR "$VISMIG_SERVICES_DIR" \
     VISMIG_SERVICES_LOG_DIR "$LOG_DIR"
 }

@@ -4,7 +4,7 @@
 # runs (started by an earlier up.sh) and answers is reused, a schema that is current is
 # kept with its data.
 #
-# Usage: tests/services/up.sh [postgres] [mariadb] [cassandra] [opensearch] [opensearch_secure] [elasticsearch]
+# Usage: tests/services/up.sh [postgres] [mariadb] [cassandra] [opensearch] [opensearch_secure] [elasticsearch] [kube]
 #        VISMIG_SERVICES="postgres opensearch" tests/services/up.sh
 # No selection = all. Then: source tests/services/env.sh
 #
@@ -64,6 +64,17 @@ if [ -n "$missing_tools" ]; then
   ) </dev/null &
   tools_bg_pid=$!
 fi
+# kube-apiserver and kubectl (a long cold build): in the background too; kube_start,
+# after every other server has been started, waits for it (build-kube.sh's lock).
+kube_bg_pid=""
+case " $selected " in
+  *" kube "*)
+    if [ ! -f "$(kube_dir "$KUBE_VERSION")/.complete" ]; then
+      say "building kube-apiserver and kubectl $KUBE_VERSION (in the background, logs in $LOG_DIR)"
+      ("$SERVICES_HOME/build-kube.sh" "$KUBE_VERSION" >/dev/null 2>&1 || true) </dev/null &
+      kube_bg_pid=$!
+    fi ;;
+esac
 # The module dirs (schema files) are needed by every service; downloading is quick.
 for v in $TEMPORAL_ADVANCED_VERSION $TEMPORAL_STANDARD_VERSION; do
   temporal_module_dir "$v" >/dev/null || fail up.sh "cannot download go.temporal.io/server@$v"
@@ -83,6 +94,7 @@ for svc in $selected; do
 done
 
 [ -z "$tools_bg_pid" ] || wait "$tools_bg_pid" 2>/dev/null || true
+[ -z "$kube_bg_pid" ] || wait "$kube_bg_pid" 2>/dev/null || true
 
 # Remember what is up for env.sh: the union with services started by earlier calls that
 # still answer, so `up.sh postgres` after `up.sh` does not hide the others.
