@@ -796,7 +796,9 @@ async fn secured_cassandra_refusals_are_one_line_with_the_fix() {
     if !service_up("cassandra") {
         return;
     }
-    use common::tls::{assert_one_line_refusal, forward_from, tls_file, tls_files_verified, tls_user};
+    use common::tls::{
+        Handshake, assert_one_line_refusal, forward_from, tls_file, tls_files_verified, tls_front_at, tls_user,
+    };
     let ks = Keyspace::create_secured("cass_tls_refuse");
     let (_, password) = tls_user();
     let host = cassandra_host();
@@ -815,6 +817,21 @@ async fn secured_cassandra_refusals_are_one_line_with_the_fix() {
 
     let out = refused(&host, &password, "").await;
     assert_one_line_refusal(&out, "set cassandra.tls", &[&password]);
+
+    // Expired certificate: a TLS front of the real node (at another loopback address on
+    // the node's port, named by serverName); the same front with the valid certificate
+    // works, so only the certificate differs.
+    let tls = format!(
+        "{{ enabled: true, caFile: \"{}\", enableHostVerification: true, serverName: localhost }}",
+        tls_file("ca.crt")
+    );
+    let upstream = format!("{host}:{port}");
+    let good = tls_front_at(&format!("127.0.0.4:{port}"), &upstream, "server", Handshake::Direct).await;
+    let out = refused(good.split(':').next().unwrap(), &password, &tls).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let expired = tls_front_at(&format!("127.0.0.5:{port}"), &upstream, "expired", Handshake::Direct).await;
+    let out = refused(expired.split(':').next().unwrap(), &password, &tls).await;
+    assert_one_line_refusal(&out, "the server's certificate has expired: renew it on the server", &[&password]);
 
     let out = refused(&host, "not-the-password-x9", &tls_files_verified()).await;
     assert_one_line_refusal(&out, "check cassandra.user and cassandra.password", &["not-the-password-x9", &password]);

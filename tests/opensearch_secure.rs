@@ -9,7 +9,6 @@
 mod common;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use common::*;
 use reqwest::Method;
@@ -180,32 +179,11 @@ async fn backfill_verify_and_repair_over_tls_with_the_least_privilege_role() {
     idx.drop().await;
 }
 
-/// A TLS listener on 127.0.0.1 that presents `cert`/`key` of the test CA's directory and
-/// closes each connection after the handshake attempt: the server side of a certificate
-/// the secured node itself cannot present (expired, for another host).
-async fn presenting(cert: &str, key: &str) -> String {
-    use tokio_rustls::rustls::{self, pki_types::CertificateDer, pki_types::PrivateKeyDer, pki_types::pem::PemObject};
-    let chain: Vec<CertificateDer> =
-        CertificateDer::pem_file_iter(tls_dir().join(cert)).unwrap().map(|c| c.unwrap()).collect();
-    let key = PrivateKeyDer::from_pem_file(tls_dir().join(key)).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let _ = acceptor.accept(tcp).await;
-            });
-        }
-    });
-    format!("https://{addr}")
+/// A TLS front of the secured node presenting `cert` of the test CA: a certificate the
+/// node itself cannot present (expired, for another host).
+async fn presenting(cert: &str) -> String {
+    let upstream = secure_url().trim_start_matches("https://").trim_end_matches('/').to_string();
+    format!("https://{}", common::tls::tls_front(&upstream, cert, common::tls::Handshake::Direct).await)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -216,8 +194,8 @@ async fn each_broken_secured_connection_fails_in_one_line_naming_the_store_and_t
     let idx = SecureIndices::new("sec_bad").await;
     let url = secure_url();
     let plain = url.replacen("https://", "http://", 1);
-    let expired = presenting("expired.crt", "expired.key").await;
-    let wrong_host = presenting("wronghost.crt", "wronghost.key").await;
+    let expired = presenting("expired").await;
+    let wrong_host = presenting("wronghost").await;
     let user = login("USER");
     let wrong_password = (user.0.clone(), "Wr0ng-Secure-Pw".to_string());
     let nowrite = login("NOWRITE_USER");

@@ -1,7 +1,8 @@
 //! PostgreSQL and MariaDB secured as production ones are (tests/services, "Secured
 //! servers"): vismig reads and writes them over TLS with Temporal's own `tls` fields,
 //! in their file and inline forms, as a password user and as a client-certificate user;
-//! and each refusal (unknown CA, wrong host name, expired certificate, plain text to a
+//! and each refusal (unknown CA, wrong host name, expired certificate (through a TLS
+//! front of the real server, beside the same front with the valid certificate), plain text to a
 //! TLS-only server, wrong password, no client certificate) is exit 1 and one line that
 //! names the store and the fix, with no secret in it.
 
@@ -118,9 +119,9 @@ async fn postgres_refusals_are_one_line_with_the_fix() {
     // the same front works, so only the certificate differs.
     let (user, password) = (env("VISMIG_TEST_PG_USER", "temporal"), env("VISMIG_TEST_PG_PASSWORD", "temporal"));
     let through = |front: &str| sql_store("postgres12", &db, front, &user, Some(&password), &tls_files_verified());
-    let out = verify_against(through(&postgres_tls_front(&addr, "server").await)).await;
+    let out = verify_against(through(&tls_front(&addr, "server", Handshake::Postgres).await)).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let out = verify_against(through(&postgres_tls_front(&addr, "expired").await)).await;
+    let out = verify_against(through(&tls_front(&addr, "expired", Handshake::Postgres).await)).await;
     assert_one_line_refusal(&out, "the server's certificate has expired: renew it on the server", &[&password]);
 
     // Plain text for a user the server accepts over TLS only.
@@ -155,8 +156,17 @@ async fn mariadb_refusals_are_one_line_with_the_fix() {
     let addr = mysql_tls_addr();
     common_refusals("mysql8", &db, &addr, "REQUIRE X509 also needs sql.tls (with certFile and keyFile").await;
 
-    // Plain text to require_secure_transport, the user REQUIRE SSL.
+    // Expired certificate: a TLS front of the real server speaking MariaDB's handshake
+    // (greeting relayed, SSLRequest taken, TLS on both legs); with the valid certificate
+    // the same front works, so only the certificate differs.
     let (user, password) = tls_user();
+    let through = |front: &str| sql_store("mysql8", &db, front, &user, Some(&password), &tls_files_verified());
+    let out = verify_against(through(&tls_front(&addr, "server", Handshake::Mysql).await)).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = verify_against(through(&tls_front(&addr, "expired", Handshake::Mysql).await)).await;
+    assert_one_line_refusal(&out, "the server's certificate has expired: renew it on the server", &[&password]);
+
+    // Plain text to require_secure_transport, the user REQUIRE SSL.
     let out = verify_against(sql_store("mysql8", &db, &addr, &user, Some(&password), "")).await;
     assert_one_line_refusal(&out, "also needs sql.tls", &[&password]);
 }

@@ -1,7 +1,9 @@
 //! The test CA of tests/services (tls.sh) for the TLS tests: its files, their inline
 //! base64 forms as Temporal's `caData`/`certData`/`keyData` take them, TCP forwarders
 //! that make vismig dial a name the server's certificate does not hold, and a check that
-//! a refusal is one line naming the store and the fix, with no secret in it.
+//! a refusal is one line naming the store and the fix, with no secret in it, and TLS
+//! fronts ([`tls_front`]) that present a certificate the real server cannot (expired,
+//! for another host) in each store's own TLS handshake.
 
 use std::path::PathBuf;
 use std::process::Output;
@@ -85,47 +87,140 @@ pub async fn forward_from(listen: &str, upstream: &str) -> String {
     addr.to_string()
 }
 
-/// A TLS front for PostgreSQL, as pgbouncer or a TLS-terminating balancer is: it answers
-/// the client's SSLRequest, completes TLS with `cert` (a file stem of the test CA:
-/// `server`, `expired`, …), and relays the session in plain text to `upstream`.
-pub async fn postgres_tls_front(upstream: &str, cert: &str) -> String {
+/// How a client asks a server for TLS, which a [`tls_front`] speaks before its handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handshake {
+    /// TLS from the first byte (Cassandra's client encryption, HTTPS); the front dials
+    /// the upstream over TLS too.
+    Direct,
+    /// PostgreSQL's SSLRequest, answered `S`; the session goes on to the upstream in plain
+    /// text, as a TLS-terminating pgbouncer does.
+    Postgres,
+    /// MySQL/MariaDB's: the server's greeting is relayed, the client's SSLRequest packet
+    /// is taken and passed on, then TLS on both legs (the greeting's nonce reaches the
+    /// client untouched, so password logins work through the front).
+    Mysql,
+}
+
+/// The server side of TLS with `cert` (a file stem of the test CA: `server`, `expired`, …).
+fn tls_acceptor(cert: &str) -> tokio_rustls::TlsAcceptor {
     use tokio_rustls::rustls;
     use tokio_rustls::rustls::pki_types::pem::PemObject;
     use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let certs: Vec<CertificateDer> =
         CertificateDer::pem_file_iter(tls_file(&format!("{cert}.crt"))).unwrap().map(|c| c.unwrap()).collect();
     let key = PrivateKeyDer::from_pem_file(tls_file(&format!("{cert}.key"))).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(provider)
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+/// The front's own client side toward the real server: the test CA, the name `localhost`,
+/// and the test client certificate for servers that ask for one.
+fn tls_connector() -> tokio_rustls::TlsConnector {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_file_iter(tls_file("ca.crt")).unwrap() {
+        roots.add(ca.unwrap()).unwrap();
+    }
+    let chain: Vec<CertificateDer> =
+        CertificateDer::pem_file_iter(tls_file("client.crt")).unwrap().map(|c| c.unwrap()).collect();
+    let key = PrivateKeyDer::from_pem_file(tls_file("client.key")).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+/// One MySQL packet (3-byte little-endian length, sequence id, payload), whole.
+async fn mysql_packet(from: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut header = [0u8; 4];
+    from.read_exact(&mut header).await?;
+    let len = u32::from_le_bytes([header[0], header[1], header[2], 0]) as usize;
+    let mut packet = header.to_vec();
+    packet.resize(4 + len, 0);
+    from.read_exact(&mut packet[4..]).await?;
+    Ok(packet)
+}
+
+/// A TLS front of the real server at `upstream`, as a TLS-terminating balancer is: it
+/// speaks the client's side of `handshake`, completes TLS with `cert` (a file stem of the
+/// test CA: `server`, `expired`, `wronghost`, …) and relays the session. Listens on
+/// `127.0.0.1:0`; returns its `ip:port`.
+pub async fn tls_front(upstream: &str, cert: &str, handshake: Handshake) -> String {
+    tls_front_at("127.0.0.1:0", upstream, cert, handshake).await
+}
+
+/// The same listening on `listen` (a Cassandra driver reaches the nodes it discovers at
+/// the port it first dialled: a front for Cassandra listens on the node's port at another
+/// loopback address).
+pub async fn tls_front_at(listen: &str, upstream: &str, cert: &str, handshake: Handshake) -> String {
+    let acceptor = tls_acceptor(cert);
+    let connector = tls_connector();
+    let listener = TcpListener::bind(listen).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let upstream = upstream.to_string();
     tokio::spawn(async move {
-        while let Ok((mut client, _)) = listener.accept().await {
-            let (acceptor, upstream) = (acceptor.clone(), upstream.clone());
+        while let Ok((client, _)) = listener.accept().await {
+            let (acceptor, connector, upstream) = (acceptor.clone(), connector.clone(), upstream.clone());
             tokio::spawn(async move {
-                // SSLRequest: length 8, code 80877103.
-                let mut request = [0u8; 8];
-                if client.read_exact(&mut request).await.is_err() || request != [0, 0, 0, 8, 4, 210, 22, 47] {
-                    return;
-                }
-                if client.write_all(b"S").await.is_err() {
-                    return;
-                }
-                let Ok(mut tls) = acceptor.accept(client).await else { return };
-                if let Ok(mut server) = TcpStream::connect(&upstream).await {
-                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut server).await;
-                }
+                let _ = relay(client, &upstream, acceptor, connector, handshake).await;
             });
         }
     });
     addr.to_string()
+}
+
+async fn relay(
+    mut client: TcpStream,
+    upstream: &str,
+    acceptor: tokio_rustls::TlsAcceptor,
+    connector: tokio_rustls::TlsConnector,
+    handshake: Handshake,
+) -> std::io::Result<()> {
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut server = TcpStream::connect(upstream).await?;
+    match handshake {
+        Handshake::Postgres => {
+            // SSLRequest: length 8, code 80877103.
+            let mut request = [0u8; 8];
+            client.read_exact(&mut request).await?;
+            if request != [0, 0, 0, 8, 4, 210, 22, 47] {
+                return Ok(());
+            }
+            client.write_all(b"S").await?;
+            let mut tls = acceptor.accept(client).await?;
+            tokio::io::copy_bidirectional(&mut tls, &mut server).await?;
+        }
+        Handshake::Direct => {
+            let mut tls = acceptor.accept(client).await?;
+            let mut server = connector.connect(name, server).await?;
+            tokio::io::copy_bidirectional(&mut tls, &mut server).await?;
+        }
+        Handshake::Mysql => {
+            let greeting = mysql_packet(&mut server).await?;
+            client.write_all(&greeting).await?;
+            // SSLRequest: a 32-byte handshake response with CLIENT_SSL (0x800) and no more.
+            let request = mysql_packet(&mut client).await?;
+            if request.len() != 4 + 32 || request[5] & 0x08 == 0 {
+                return Ok(());
+            }
+            server.write_all(&request).await?;
+            let mut tls = acceptor.accept(client).await?;
+            let mut server = connector.connect(name, server).await?;
+            tokio::io::copy_bidirectional(&mut tls, &mut server).await?;
+        }
+    }
+    Ok(())
 }
 
 /// A refusal as an operator reads it: exit 1, and the one closing line (`vismig: …`,
