@@ -722,7 +722,7 @@ async fn postgres_to_opensearch_takes_aliases_from_a_cassandra_default_store() {
     drop_index(&url, &index).await;
 }
 
-// --- the secured node: password authentication, TLS required --------------------------
+// --- the secured node: password authentication, TLS and a client certificate required -
 
 /// The `cassandra:` block of the secured node's reader, with the given `tls` flow map
 /// ("" = none) and password; `hosts` may be a forwarder's `host:port`.
@@ -747,8 +747,8 @@ async fn secured_cassandra_to_secured_postgres_over_verified_tls() {
     let db = db_name("cass_tls_pg");
     reset_db("postgres", &db, "advanced");
     let (_, password) = common::tls::tls_user();
-    // Cassandra: files, host name verified; PostgreSQL: the certificate user, inline data.
-    let primary = secured_cassandra(&ks, &cassandra_host(), &password, &common::tls::tls_files_verified());
+    // Cassandra: files (the client certificate too), host name verified; PostgreSQL: the certificate user, inline data.
+    let primary = secured_cassandra(&ks, &cassandra_host(), &password, &common::tls::tls_files_client_cert());
     let secondary = common::tls::sql_store(
         "postgres12",
         &db,
@@ -781,8 +781,10 @@ async fn secured_cassandra_takes_inline_ca_and_checks_the_server_name_given() {
     let port = ks.node().port();
     let other = common::tls::forward_from(&format!("127.0.0.2:{port}"), &format!("{}:{port}", cassandra_host())).await;
     let tls = format!(
-        "{{ enabled: true, caData: \"{}\", enableHostVerification: true, serverName: localhost }}",
-        common::tls::tls_data("ca.crt")
+        "{{ enabled: true, caData: \"{}\", certData: \"{}\", keyData: \"{}\", enableHostVerification: true, serverName: localhost }}",
+        common::tls::tls_data("ca.crt"),
+        common::tls::tls_data("client.crt"),
+        common::tls::tls_data("client.key")
     );
     let other = other.split(':').next().unwrap();
     let work = cassandra_work_with(&secured_cassandra(&ks, other, &password, &tls), None, "").await;
@@ -797,7 +799,8 @@ async fn secured_cassandra_refusals_are_one_line_with_the_fix() {
         return;
     }
     use common::tls::{
-        Handshake, assert_one_line_refusal, forward_from, tls_file, tls_files_verified, tls_front_at, tls_user,
+        Handshake, assert_one_line_refusal, forward_from, tls_file, tls_files_client_cert, tls_files_verified,
+        tls_front_at, tls_user,
     };
     let ks = Keyspace::create_secured("cass_tls_refuse");
     let (_, password) = tls_user();
@@ -812,7 +815,7 @@ async fn secured_cassandra_refusals_are_one_line_with_the_fix() {
 
     let port = ks.node().port();
     let other = forward_from(&format!("127.0.0.3:{port}"), &format!("{host}:{port}")).await;
-    let out = refused(other.split(':').next().unwrap(), &password, &tls_files_verified()).await;
+    let out = refused(other.split(':').next().unwrap(), &password, &tls_files_client_cert()).await;
     assert_one_line_refusal(&out, "not issued for the host vismig connects to", &[&password]);
 
     let out = refused(&host, &password, "").await;
@@ -822,8 +825,10 @@ async fn secured_cassandra_refusals_are_one_line_with_the_fix() {
     // the node's port, named by serverName); the same front with the valid certificate
     // works, so only the certificate differs.
     let tls = format!(
-        "{{ enabled: true, caFile: \"{}\", enableHostVerification: true, serverName: localhost }}",
-        tls_file("ca.crt")
+        "{{ enabled: true, caFile: \"{}\", certFile: \"{}\", keyFile: \"{}\", enableHostVerification: true, serverName: localhost }}",
+        tls_file("ca.crt"),
+        tls_file("client.crt"),
+        tls_file("client.key")
     );
     let upstream = format!("{host}:{port}");
     let good = tls_front_at(&format!("127.0.0.4:{port}"), &upstream, "server", Handshake::Direct).await;
@@ -833,11 +838,15 @@ async fn secured_cassandra_refusals_are_one_line_with_the_fix() {
     let out = refused(expired.split(':').next().unwrap(), &password, &tls).await;
     assert_one_line_refusal(&out, "the server's certificate has expired: renew it on the server", &[&password]);
 
-    let out = refused(&host, "not-the-password-x9", &tls_files_verified()).await;
+    // No client certificate: the node requires one.
+    let out = refused(&host, &password, &tls_files_verified()).await;
+    assert_one_line_refusal(&out, "set cassandra.tls.certFile and keyFile", &[&password]);
+
+    let out = refused(&host, "not-the-password-x9", &tls_files_client_cert()).await;
     assert_one_line_refusal(&out, "check cassandra.user and cassandra.password", &["not-the-password-x9", &password]);
 
     // No login at all.
-    let body = secured_cassandra(&ks, &host, &password, &tls_files_verified())
+    let body = secured_cassandra(&ks, &host, &password, &tls_files_client_cert())
         .replace(&format!(", user: {}, password: \"{password}\"", tls_user().0), "");
     let out = cassandra_work_with(&body, None, "").await.run(&["verify"]);
     assert_one_line_refusal(&out, "set cassandra.user and cassandra.password", &[&password]);

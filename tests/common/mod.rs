@@ -655,7 +655,8 @@ pub struct Keyspace(pub String, CassandraNode);
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum CassandraNode {
     Plain,
-    /// Password authentication and TLS required: reached as the superuser over TLS.
+    /// Password authentication, TLS and a client certificate required: reached as the
+    /// superuser over TLS with the test client certificate.
     Secured,
 }
 
@@ -672,8 +673,12 @@ impl CassandraNode {
         let mut args = vec!["--ep".to_string(), cassandra_host(), "-p".into(), self.port()];
         if self == CassandraNode::Secured {
             let (user, password) = cassandra_superuser();
-            args.extend(["-u".into(), user, "--pw".into(), password, "--tls".into(), "--tls-ca-file".into()]);
-            args.push(tls::tls_file("ca.crt"));
+            args.extend(["-u".into(), user, "--pw".into(), password, "--tls".into()]);
+            for (flag, file) in
+                [("--tls-ca-file", "ca.crt"), ("--tls-cert-file", "client.crt"), ("--tls-key-file", "client.key")]
+            {
+                args.extend([flag.to_string(), tls::tls_file(file)]);
+            }
         }
         args
     }
@@ -683,7 +688,7 @@ impl CassandraNode {
 pub fn cassandra_superuser() -> (String, String) {
     (
         tls::env("VISMIG_TEST_CASSANDRA_SUPERUSER", "cassandra"),
-        tls::env("VISMIG_TEST_CASSANDRA_SUPERUSER_PASSWORD", "cassandra"),
+        tls::env("VISMIG_TEST_CASSANDRA_SUPERUSER_PASSWORD", "vismig-cassandra-Su1"),
     )
 }
 
@@ -787,6 +792,8 @@ pub async fn session(ks: &Keyspace) -> scylla::client::session::Session {
         let tls = vismig::config::persistence::Tls {
             enabled: true,
             ca_file: Some(tls::tls_file("ca.crt")),
+            cert_file: Some(tls::tls_file("client.crt")),
+            key_file: Some(tls::tls_file("client.key")),
             ..Default::default()
         };
         let material = vismig::tls::TlsMaterial::load(&tls, "cassandra.tls").unwrap();

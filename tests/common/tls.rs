@@ -50,6 +50,17 @@ pub fn tls_files_verified() -> String {
     format!("{{ enabled: true, caFile: \"{}\", enableHostVerification: true }}", tls_file("ca.crt"))
 }
 
+/// `tls` with files: the CA, the host name checked, and the test client certificate (the
+/// secured Cassandra node requires one).
+pub fn tls_files_client_cert() -> String {
+    format!(
+        "{{ enabled: true, caFile: \"{}\", certFile: \"{}\", keyFile: \"{}\", enableHostVerification: true }}",
+        tls_file("ca.crt"),
+        tls_file("client.crt"),
+        tls_file("client.key")
+    )
+}
+
 /// `tls` inline (caData, certData, keyData): the client certificate of the test CA.
 pub fn tls_inline_client_cert() -> String {
     format!(

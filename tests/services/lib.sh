@@ -41,9 +41,11 @@ CASSANDRA_STORAGE_PORT="${VISMIG_CASSANDRA_STORAGE_PORT:-7000}"
 # The secured Cassandra node (password authentication, TLS required), beside the plain one.
 CASSANDRA_TLS_PORT="${VISMIG_CASSANDRA_TLS_PORT:-9142}"
 CASSANDRA_TLS_STORAGE_PORT="${VISMIG_CASSANDRA_TLS_STORAGE_PORT:-7001}"
-# Its default superuser (made by Cassandra at first boot): sets up schemas and roles.
+# Its superuser (made by Cassandra at first boot as cassandra/cassandra; set-up changes
+# the password at once, as production does): sets up schemas and roles.
 CASSANDRA_SUPERUSER=cassandra
-CASSANDRA_SUPERUSER_PASSWORD=cassandra
+CASSANDRA_SUPERUSER_DEFAULT_PASSWORD=cassandra
+CASSANDRA_SUPERUSER_PASSWORD=vismig-cassandra-Su1
 OPENSEARCH_PORT="${VISMIG_OPENSEARCH_PORT:-9200}"
 OPENSEARCH_TRANSPORT_PORT="${VISMIG_OPENSEARCH_TRANSPORT_PORT:-9300}"
 OPENSEARCH_SECURE_PORT="${VISMIG_OPENSEARCH_SECURE_PORT:-9202}"

@@ -85,7 +85,11 @@ impl CassandraStore {
             Ok(session) => session.map_err(|e| {
                 anyhow::anyhow!(
                     "store {name:?} ({describe}): {}",
-                    connect_error(&e, cfg.tls.as_ref().is_some_and(|t| t.enabled))
+                    connect_error(
+                        &e,
+                        cfg.tls.as_ref().is_some_and(|t| t.enabled),
+                        cfg.tls.as_ref().is_some_and(|t| t.cert_file.is_some() || t.cert_data.is_some())
+                    )
                 )
             })?,
             Err(_) => anyhow::bail!(
@@ -148,24 +152,30 @@ impl Store for CassandraStore {
 
 /// Why a session could not be made, with the fix where the cause is known: a refused
 /// certificate, a refused login, a TLS-only node dialled in plain text (`tls` off), which
-/// drops the connection at the driver's first request.
-fn connect_error(e: &scylla::errors::NewSessionError, tls: bool) -> String {
+/// drops the connection at the driver's first request, and a node that requires a client
+/// certificate when none is set (`client_cert` off), which drops the TLS connection at
+/// that request (the driver keeps no TLS alert in its error). What went wrong and the fix
+/// come first; the driver's own sentence follows in parentheses.
+fn connect_error(e: &scylla::errors::NewSessionError, tls: bool, client_cert: bool) -> String {
     let said = e.to_string();
     if let Some(tls) =
         crate::tls::explain(e, "cassandra.tls").or_else(|| crate::tls::explain_text(&said, "cassandra.tls"))
     {
         return format!("connecting: TLS: {tls}");
     }
-    let fix = if said.contains("Authentication failed") || said.contains("Provided username") {
-        ": check cassandra.user and cassandra.password"
+    let first_request_dropped = said.contains("Request: OPTIONS") && said.contains("Connection broken");
+    let cause = if said.contains("Authentication failed") || said.contains("Provided username") {
+        "the node refused the login: check cassandra.user and cassandra.password"
     } else if said.contains("requires authentication") || said.contains("Authentication") && said.contains("required") {
-        ": the node requires a login: set cassandra.user and cassandra.password"
+        "the node requires a login: set cassandra.user and cassandra.password"
     } else if !tls && said.contains("connection setup request") && said.contains("frame header") {
-        ": the node closed the connection at once, as a node that requires TLS does: set cassandra.tls.enabled: true and cassandra.tls.caFile"
+        "the node closed the connection at once, as a node that requires TLS does: set cassandra.tls.enabled: true and cassandra.tls.caFile"
+    } else if tls && !client_cert && first_request_dropped {
+        "the node closed the TLS connection at the first request, as a node that requires a client certificate does: set cassandra.tls.certFile and keyFile (or certData and keyData)"
     } else {
-        ""
+        return format!("connecting: {said}");
     };
-    format!("connecting: {said}{fix}")
+    format!("connecting: {cause} (the driver said: {said})")
 }
 
 /// The driver's settings from Temporal's config: the nodes (with the port where a host

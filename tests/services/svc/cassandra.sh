@@ -3,7 +3,8 @@
 # Apache Cassandra 5.0, single node, from Maven Central jars (cassandra-all and its runtime
 # dependencies: what the binary distribution has in lib/), run by CassandraDaemon with a
 # cassandra.yaml and JVM flags written here. Beside it, a second, secured node
-# (PasswordAuthenticator, client_encryption_options with TLS required) on
+# (PasswordAuthenticator, client_encryption_options with TLS and a client certificate
+# from the test CA required, the superuser's default password changed) on
 # CASSANDRA_TLS_PORT: both settings are node-wide and every other test talks to the
 # plain node without a login. Sourced by up.sh and down.sh after lib.sh.
 
@@ -67,11 +68,13 @@ cassandra_healthy() {
     { [ ! -x "$CASSANDRA_TOOL" ] || cassandra_tool validate-health >/dev/null 2>&1; }
 }
 
-# One node's cassandra.yaml and logback.xml, for the node `cassandra_node` chose.
+# One node's cassandra.yaml and logback.xml, for the node `cassandra_node` chose, into
+# DIR (default: the node's conf directory).
 cassandra_write_config() {
-  mkdir -p "$NODE_HOME/conf"
+  local conf=${1:-$NODE_HOME/conf}
+  mkdir -p "$conf"
   # Small caches and memtables: a 1 GiB heap on a test machine shared with three other servers.
-  cat >"$NODE_HOME/conf/cassandra.yaml" <<EOF
+  cat >"$conf/cassandra.yaml" <<EOF
 # Written by vismig tests/services/up.sh on every start; edit svc/cassandra.sh instead.
 cluster_name: $NODE_CLUSTER
 num_tokens: 1
@@ -108,7 +111,7 @@ compaction_throughput: 64MiB/s
 # Tests drop keyspaces and tables often; snapshots of them would only fill the disk.
 auto_snapshot: false
 EOF
-  cat >"$NODE_HOME/conf/logback.xml" <<EOF
+  cat >"$conf/logback.xml" <<EOF
 <configuration scan="false">
   <appender name="FILE" class="ch.qos.logback.core.FileAppender">
     <file>$NODE_LOG</file>
@@ -133,22 +136,25 @@ authorizer: AllowAllAuthorizer" ;;
       NODE_NAME=cassandra-tls NODE_HOME=$CASSANDRA_TLS_HOME NODE_PIDFILE=$CASSANDRA_TLS_PIDFILE NODE_LOG=$CASSANDRA_TLS_LOG
       NODE_STDOUT=$CASSANDRA_TLS_STDOUT NODE_PORT=$CASSANDRA_TLS_PORT NODE_STORAGE_PORT=$CASSANDRA_TLS_STORAGE_PORT
       NODE_CLUSTER=vismig-test-tls NODE_HEAP=768m
-      # PEM key and certificate in one file, as PEMBasedSslContextFactory reads them.
+      # PEM key and certificate in one file, as PEMBasedSslContextFactory reads them; the
+      # truststore (the test CA) checks the client certificate every client must show.
       NODE_SECURITY="authenticator: PasswordAuthenticator
 authorizer: CassandraAuthorizer
 role_manager: CassandraRoleManager
 client_encryption_options:
   enabled: true
   optional: false
-  require_client_auth: false
+  require_client_auth: true
   ssl_context_factory:
     class_name: org.apache.cassandra.security.PEMBasedSslContextFactory
-  keystore: $CASSANDRA_TLS_HOME/conf/server-keystore.pem" ;;
+  keystore: $CASSANDRA_TLS_HOME/conf/server-keystore.pem
+  truststore: $CASSANDRA_TLS_HOME/conf/truststore.pem" ;;
   esac
 }
 
 cassandra_start() {
   cassandra_node tls
+  cassandra_converge
   cassandra_launch
   cassandra_node plain
   if cassandra_healthy; then
@@ -157,6 +163,20 @@ cassandra_start() {
   fi
   cassandra_launch
   set_state cassandra started
+}
+
+# A running node whose cassandra.yaml is not the one this script writes (an older
+# set-up's) is stopped, by its pid, so that cassandra_launch starts it with the new one.
+cassandra_converge() {
+  live_pid "$NODE_PIDFILE" >/dev/null || return 0
+  local tmp
+  tmp=$(mktemp -d)
+  cassandra_write_config "$tmp"
+  if ! cmp -s "$tmp/cassandra.yaml" "$NODE_HOME/conf/cassandra.yaml"; then
+    say "$NODE_NAME: cassandra.yaml changed, restarting that node"
+    stop_pidfile "$NODE_NAME" "$NODE_PIDFILE" 60
+  fi
+  rm -rf "$tmp"
 }
 
 # Starts the chosen node unless it already runs and answers.
@@ -175,6 +195,7 @@ cassandra_launch() {
   cassandra_write_config
   if [ "$NODE_NAME" = cassandra-tls ]; then
     cat "$TLS_DIR/server.key" "$TLS_DIR/server.crt" >"$NODE_HOME/conf/server-keystore.pem"
+    cp "$TLS_DIR/ca.crt" "$NODE_HOME/conf/truststore.pem"
   fi
   local java
   java=$(java_bin)
@@ -249,22 +270,42 @@ cassandra_tls_cql_ready() {
   live_pid "$CASSANDRA_TLS_PIDFILE" >/dev/null && port_open "$SERVICES_HOST" "$CASSANDRA_TLS_PORT"
 }
 
-# temporal-cassandra-tool on the secured node: the superuser over TLS, the CA checked and
-# the host name verified (the tool's default once --tls is on).
+# temporal-cassandra-tool on the secured node: the superuser over TLS with the test
+# client certificate, the CA checked and the host name verified (the tool's default once
+# --tls is on).
 cassandra_tls_tool() {
   "$CASSANDRA_TOOL" --ep "$SERVICES_HOST" -p "$CASSANDRA_TLS_PORT" -u "$CASSANDRA_SUPERUSER" \
-    --pw "$CASSANDRA_SUPERUSER_PASSWORD" --tls --tls-ca-file "$TLS_DIR/ca.crt" "$@"
+    --pw "$CASSANDRA_SUPERUSER_PASSWORD" --tls --tls-ca-file "$TLS_DIR/ca.crt" \
+    --tls-cert-file "$TLS_DIR/client.crt" --tls-key-file "$TLS_DIR/client.key" "$@"
+}
+
+# CQL statements on the secured node as the superuser with PASSWORD (CassandraCql.java).
+cassandra_tls_cql() {
+  local password=$1
+  shift
+  "$(java_bin)" -cp "$CASSANDRA_LIB/*" "$SERVICES_HOME/cassandra/CassandraCql.java" \
+    "$SERVICES_HOST" "$CASSANDRA_TLS_PORT" "$TLS_DIR/ca.crt" "$TLS_DIR/client.crt" "$TLS_DIR/client.key" \
+    "$CASSANDRA_SUPERUSER" "$password" "$@"
+}
+
+# The superuser has CASSANDRA_SUPERUSER_PASSWORD, not Cassandra's default: a node still on
+# the default (first boot) has it changed.
+cassandra_tls_superuser() {
+  cassandra_tls_cql "$CASSANDRA_SUPERUSER_PASSWORD" "SELECT release_version FROM system.local" ||
+    cassandra_tls_cql "$CASSANDRA_SUPERUSER_DEFAULT_PASSWORD" \
+      "ALTER ROLE $CASSANDRA_SUPERUSER WITH PASSWORD = '$CASSANDRA_SUPERUSER_PASSWORD'"
 }
 
 # The secured node's reader: TLS_USER, allowed to log in and to SELECT, nothing else
 # (Cassandra is a source only). Created once per data directory (the marker).
 cassandra_tls_roles() {
   local marker="$CASSANDRA_TLS_HOME/roles-created" log="$LOG_DIR/schema-cassandra-tls.log"
+  wait_for 120 cassandra_tls_superuser ||
+    fail cassandra "could not log in to the secured node as $CASSANDRA_SUPERUSER (nor change its default password) for 120s" "$CASSANDRA_TLS_LOG"
   wait_for 120 cassandra_tls_tool validate-health ||
     fail cassandra "temporal-cassandra-tool validate-health on the secured node failed for 120s" "$CASSANDRA_TLS_LOG"
   [ -f "$marker" ] && return 0
-  "$(java_bin)" -cp "$CASSANDRA_LIB/*" "$SERVICES_HOME/cassandra/CassandraCql.java" \
-    "$SERVICES_HOST" "$CASSANDRA_TLS_PORT" "$TLS_DIR/ca.crt" "$CASSANDRA_SUPERUSER" "$CASSANDRA_SUPERUSER_PASSWORD" \
+  cassandra_tls_cql "$CASSANDRA_SUPERUSER_PASSWORD" \
     "CREATE ROLE IF NOT EXISTS $TLS_USER WITH PASSWORD = '$TLS_PASSWORD' AND LOGIN = true" \
     "GRANT SELECT ON ALL KEYSPACES TO $TLS_USER" >>"$log" 2>&1 ||
     fail cassandra "creating role $TLS_USER on the secured node failed" "$log"
