@@ -262,9 +262,16 @@ fn limit_malloc_arenas() {
     }
 }
 
+/// Log targets silenced in every filter (see `init_logging`).
+const QUIET_TARGETS: &str = "rustls_platform_verifier=off";
+
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=error"));
+    // reqwest's platform verifier logs its own ERROR record for every refused server
+    // certificate; vismig's error already says it, with the fix. Added on top of
+    // RUST_LOG too, so that the record stays out whatever the operator sets.
+    let filter = filter.add_directive(QUIET_TARGETS.parse().expect("a valid directive"));
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Text => false,
