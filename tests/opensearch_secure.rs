@@ -256,6 +256,8 @@ async fn each_broken_secured_connection_fails_in_one_line_naming_the_store_and_t
         assert_eq!(lines.len(), 1, "{what}: one line: {stderr}");
         let line = lines[0];
         assert!(line.contains("(store secondary)") || line.contains("store \"secondary\""), "{what}: {line}");
+        let named = line.matches("(store secondary)").count() + line.matches("store \"secondary\"").count();
+        assert_eq!(named, 1, "{what}: the store is named once: {line}");
         for word in words {
             assert!(line.contains(word), "{what}: {line:?} lacks {word:?}");
         }

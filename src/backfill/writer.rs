@@ -83,6 +83,19 @@ pub struct Writer {
     pub samples: Arc<super::health::Samples>,
 }
 
+/// The line for a write that gave up: the store named once, whether or not the store's
+/// own message already names it.
+fn writing_to(describe: &str, error: &dyn std::fmt::Display) -> String {
+    let said = error.to_string();
+    if said.starts_with(describe) {
+        format!("writing to {said}")
+    } else if said.contains(describe) {
+        said
+    } else {
+        format!("writing to {describe}: {said}")
+    }
+}
+
 impl Writer {
     pub async fn write(&self, batch: &Batch, cancel: &mut watch::Receiver<bool>) -> Result<OutcomeCounts, WriteError> {
         let started = Instant::now();
@@ -96,7 +109,7 @@ impl Writer {
                 Ok(outcomes) => outcomes,
                 Err(Gave::Cancelled) => return Err(WriteError::Cancelled),
                 Err(Gave::Up(StoreError::Permanent(msg))) => self.isolate(&batch.records, &msg, cancel).await?,
-                Err(Gave::Up(e)) => return Err(WriteError::Fatal(format!("writing to {}: {e}", self.sink.describe()))),
+                Err(Gave::Up(e)) => return Err(WriteError::Fatal(writing_to(&self.sink.describe(), &e))),
             }
         };
         if !batch.records.is_empty() {
@@ -169,7 +182,7 @@ impl Writer {
                 }
                 Err(Gave::Cancelled) => return Err(WriteError::Cancelled),
                 Err(Gave::Up(StoreError::Permanent(msg))) => outcomes.push(WriteOutcome::Failed(msg)),
-                Err(Gave::Up(e)) => return Err(WriteError::Fatal(format!("writing to {}: {e}", self.sink.describe()))),
+                Err(Gave::Up(e)) => return Err(WriteError::Fatal(writing_to(&self.sink.describe(), &e))),
             }
         }
         if records.len() > 1 && outcomes.iter().all(|o| matches!(o, WriteOutcome::Failed(_))) {
@@ -199,5 +212,24 @@ impl Writer {
         e.record = record.to_json();
         self.metrics.errors_total.with_label_values(&["write", "refused"]).inc();
         e
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::writing_to;
+
+    #[test]
+    fn a_refused_write_names_the_store_once() {
+        let store = "elasticsearch https://127.0.0.1:9202/vis (store secondary)";
+        // The store's own message already names it (the Elasticsearch sink's context).
+        let line = writing_to(store, &format!("{store}: bulk write: security_exception"));
+        assert_eq!(line, format!("writing to {store}: bulk write: security_exception"));
+        assert_eq!(line.matches("(store secondary)").count(), 1, "{line}");
+        // A message that does not: named in front.
+        assert_eq!(writing_to(store, &"connection reset"), format!("writing to {store}: connection reset"));
+        // Named further in: said as it is.
+        let inner = format!("bulk write to {store} refused");
+        assert_eq!(writing_to(store, &inner), inner);
     }
 }
