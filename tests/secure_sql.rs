@@ -154,7 +154,7 @@ async fn mariadb_refusals_are_one_line_with_the_fix() {
     let db = db_name("tls_my_refuse");
     reset_db("mariadb-tls", &db, "advanced");
     let addr = mysql_tls_addr();
-    common_refusals("mysql8", &db, &addr, "REQUIRE X509 also needs sql.tls (with certFile and keyFile").await;
+    common_refusals("mysql8", &db, &addr, "no password and no client certificate was sent: for a user created with REQUIRE X509 set sql.tls.certFile and keyFile").await;
 
     // Expired certificate: a TLS front of the real server speaking MariaDB's handshake
     // (greeting relayed, SSLRequest taken, TLS on both legs); with the valid certificate
@@ -168,5 +168,13 @@ async fn mariadb_refusals_are_one_line_with_the_fix() {
 
     // Plain text to require_secure_transport, the user REQUIRE SSL.
     let out = verify_against(sql_store("mysql8", &db, &addr, &user, Some(&password), "")).await;
-    assert_one_line_refusal(&out, "also needs sql.tls", &[&password]);
+    let line = assert_one_line_refusal(&out, "the login went in plain text", &[&password]);
+    assert!(line.contains("set sql.tls.enabled: true and sql.tls.caFile"), "{line}");
+
+    // A wrong password over TLS: the line no longer lists plain text or REQUIRE SSL.
+    let out =
+        verify_against(sql_store("mysql8", &db, &addr, &user, Some("not-the-password-x9"), &tls_files_verified()))
+            .await;
+    let line = assert_one_line_refusal(&out, "check sql.user and sql.password", &[&password, "not-the-password-x9"]);
+    assert!(!line.contains("plain text") && !line.contains("REQUIRE SSL"), "{line}");
 }

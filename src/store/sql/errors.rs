@@ -88,9 +88,7 @@ fn fix(e: &sqlx::Error) -> Option<String> {
     let fix = if let Some(my) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
         match my.number() {
             // Access denied: a wrong password, or a user that REQUIRE SSL / X509 without it.
-            1045 => {
-                "check sql.user and sql.password; a user created with REQUIRE SSL or REQUIRE X509 also needs sql.tls (with certFile and keyFile for X509)"
-            }
+            1045 => ACCESS_DENIED_FIX,
             // ER_SECURE_TRANSPORT_REQUIRED (require_secure_transport = ON).
             3159 => "the server accepts TLS connections only: set sql.tls.enabled: true and sql.tls.caFile",
             _ => return None,
@@ -113,6 +111,49 @@ fn fix(e: &sqlx::Error) -> Option<String> {
     Some(format!("{said}: {fix}"))
 }
 
+/// The fix for MySQL/MariaDB's 1045 when nothing else is known: the server answers a
+/// wrong password, a plain-text login to `require_secure_transport` or to a user
+/// `REQUIRE SSL`, and a missing client certificate for a user `REQUIRE X509` alike.
+const ACCESS_DENIED_FIX: &str = "check sql.user and sql.password; a user created with REQUIRE SSL or REQUIRE X509 also needs sql.tls (with certFile and keyFile for X509)";
+
+/// How vismig logged in to a MySQL/MariaDB server, which narrows what a 1045 can mean.
+#[derive(Clone, Copy, Debug)]
+pub struct MysqlLogin {
+    /// Over TLS (a `tls` block, or the driver's `tls` parameter).
+    pub tls: bool,
+    /// With a client certificate (`certFile`/`certData`).
+    pub cert: bool,
+}
+
+/// A 1045's line narrowed by what vismig sent: the causes the login rules out are not
+/// listed. The server's own words (`using password: YES/NO`) say whether a password went.
+pub fn narrow_access_denied(e: StoreError, login: MysqlLogin) -> StoreError {
+    let narrow = |msg: String| {
+        let Some(at) = msg.find(ACCESS_DENIED_FIX) else { return msg };
+        let password = !msg[..at].contains("using password: NO");
+        let fix = match (login.tls, login.cert, password) {
+            (false, _, _) => {
+                "the login went in plain text, which a server with require_secure_transport or a user created with REQUIRE SSL or X509 refuses with this same error: set sql.tls.enabled: true and sql.tls.caFile; if the server takes plain text, check sql.user and sql.password"
+            }
+            (true, false, false) => {
+                "no password and no client certificate was sent: for a user created with REQUIRE X509 set sql.tls.certFile and keyFile (or certData and keyData), otherwise set sql.password"
+            }
+            (true, false, true) => {
+                "check sql.user and sql.password (a user created with REQUIRE X509 also needs sql.tls.certFile and keyFile)"
+            }
+            (true, true, _) => {
+                "check sql.user and sql.password, and that sql.tls.certFile is the certificate the user's REQUIRE asks for"
+            }
+        };
+        format!("{}{fix}{}", &msg[..at], &msg[at + ACCESS_DENIED_FIX.len()..])
+    };
+    match e {
+        StoreError::Transient(m) => StoreError::Transient(narrow(m)),
+        StoreError::Permanent(m) => StoreError::Permanent(narrow(m)),
+        StoreError::Unusable(m) => StoreError::Unusable(narrow(m)),
+    }
+}
+
 /// MySQL/MariaDB report most errors with SQLSTATE HY000, so the error number decides:
 /// 1205 lock wait timeout, 1213 deadlock, 1040 too many connections, 1053 shutdown,
 /// 1290/1836 read-only (a failover in progress), 1927 connection killed (MariaDB),
@@ -120,4 +161,37 @@ fn fix(e: &sqlx::Error) -> Option<String> {
 fn mysql_transient(db: &dyn sqlx::error::DatabaseError) -> bool {
     db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
         .is_some_and(|e| matches!(e.number(), 1040 | 1053 | 1205 | 1213 | 1290 | 1836 | 1927 | 3572 | 4031))
+}
+
+#[cfg(test)]
+mod access_denied_tests {
+    use super::{ACCESS_DENIED_FIX, MysqlLogin, narrow_access_denied};
+    use crate::store::StoreError;
+
+    fn line(password: &str, tls: bool, cert: bool) -> String {
+        let e = StoreError::Unusable(format!(
+            "store \"p\" (mysql x/y): connecting to x: Access denied for user 'u'@'h' (using password: {password}): {ACCESS_DENIED_FIX}"
+        ));
+        narrow_access_denied(e, MysqlLogin { tls, cert }).to_string()
+    }
+
+    #[test]
+    fn a_1045_lists_only_the_causes_the_login_leaves_open() {
+        let plain = line("YES", false, false);
+        assert!(plain.contains("went in plain text") && plain.contains("set sql.tls.enabled: true"), "{plain}");
+        let no_cert = line("NO", true, false);
+        assert!(no_cert.contains("no password and no client certificate was sent"), "{no_cert}");
+        assert!(no_cert.contains("set sql.tls.certFile and keyFile") && !no_cert.contains("plain text"), "{no_cert}");
+        let password = line("YES", true, false);
+        assert!(password.starts_with("store \"p\"") && password.contains("check sql.user and sql.password"));
+        assert!(!password.contains("plain text") && !password.contains("REQUIRE SSL"), "{password}");
+        let with_cert = line("YES", true, true);
+        assert!(with_cert.contains("the certificate the user's REQUIRE asks for"), "{with_cert}");
+        for l in [plain, no_cert, password, with_cert] {
+            assert!(!l.contains(ACCESS_DENIED_FIX), "{l}");
+        }
+        // Another error is left as it is.
+        let other = narrow_access_denied(StoreError::Transient("gone".into()), MysqlLogin { tls: false, cert: false });
+        assert_eq!(other.to_string(), "gone");
+    }
 }

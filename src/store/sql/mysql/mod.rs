@@ -25,7 +25,7 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow, My
 use sqlx::{ConnectOptions, Executor};
 use tokio::sync::OnceCell;
 
-use super::{CONNECT_TIMEOUT, classify, parse_address, probe, sql_tls};
+use super::{CONNECT_TIMEOUT, MysqlLogin, classify, narrow_access_denied, parse_address, probe, sql_tls};
 use crate::config::persistence::{SqlStore, Tls};
 use crate::record::{RecordKey, TimePrecision, VisibilityRecord};
 use crate::store::schema::SchemaInfo;
@@ -72,6 +72,8 @@ pub struct MysqlStore {
     pool: MySqlPool,
     /// For the preflight's probe; never printed (it holds the password).
     options: MySqlConnectOptions,
+    /// Whether the login goes over TLS and with a client certificate: narrows a 1045.
+    login: MysqlLogin,
     schema: OnceCell<schema::Schema>,
 }
 
@@ -106,7 +108,12 @@ impl MysqlStore {
         if let Some(password) = cfg.password.as_ref().filter(|p| !p.is_empty()) {
             options = options.password(password.expose());
         }
-        options = match cfg.tls.as_ref().filter(|t| t.enabled) {
+        let block = cfg.tls.as_ref().filter(|t| t.enabled);
+        let login = MysqlLogin {
+            tls: block.is_some() || cfg.connect_attributes.get("tls").is_some_and(|v| !v.is_empty() && v != "false"),
+            cert: block.is_some_and(|t| t.cert_file.is_some() || t.cert_data.is_some()),
+        };
+        options = match block {
             Some(tls) => with_tls(options, name, &tls_host(cfg), tls)?,
             None => options.ssl_mode(
                 driver_tls_mode(cfg.connect_attributes.get("tls"))
@@ -137,6 +144,7 @@ impl MysqlStore {
             standard,
             pool,
             options,
+            login,
             schema: OnceCell::new(),
         })
     }
@@ -193,7 +201,9 @@ impl Store for MysqlStore {
     }
 
     async fn preflight(&self) -> StoreResult<()> {
-        probe(&self.options, &self.context(&format!("connecting to {}", self.location))).await?;
+        probe(&self.options, &self.context(&format!("connecting to {}", self.location)))
+            .await
+            .map_err(|e| narrow_access_denied(e, self.login))?;
         self.schema().await.map(|_| ())
     }
 
