@@ -16,34 +16,11 @@ set -euo pipefail
 
 version=${1:-$KUBE_VERSION}
 out=$(kube_dir "$version")
-if [ -f "$out/.complete" ]; then
-  echo "$out"
-  exit 0
-fi
-
-command -v go >/dev/null || fail "kubernetes $version" "go is not installed"
-mkdir -p "$VISMIG_SERVICES_CACHE/kube" "$LOG_DIR"
-log="$LOG_DIR/build-kube-$version.log"
-: >"$log"
-
-exec 9>"$VISMIG_SERVICES_CACHE/kube/.lock-$version"
-flock 9
-if [ -f "$out/.complete" ]; then echo "$out"; exit 0; fi
-
-scratch="$VISMIG_SERVICES_CACHE/go-build/kube-$version"
-rm -rf "$scratch" "$out.tmp"
-mkdir -p "$scratch" "$out.tmp"
-
-build_failed() {
-  local first
-  first=$(grep -v -E '^go: (downloading|added|upgraded|finding|creating|extracting|to add module requirements)' "$log" |
-    grep -v -E '^#' | grep -m1 -E '.' || true)
-  fail "kubernetes $version" "go build failed: ${first:-see log}" "$log"
-}
+go_build_begin "kubernetes $version" "$out" kube "kube-$version"
 
 staging_version="v0.${version#v1.}"
 (
-  cd "$scratch"
+  cd "$GO_BUILD_SCRATCH"
   export GOTOOLCHAIN=local GOFLAGS="${GOFLAGS:--buildvcs=false}"
   go mod init vismig-kube
   go mod download -json "k8s.io/kubernetes@$version" >kubernetes.json
@@ -70,9 +47,6 @@ GO
   go mod tidy -e
   go build -trimpath -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$version -X k8s.io/client-go/pkg/version.gitVersion=$version" \
     -o "$out.tmp/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl
-) >>"$log" 2>&1 || build_failed
+) >>"$GO_BUILD_LOG" 2>&1 || go_build_failed "kubernetes $version"
 
-rm -rf "$out"
-mv "$out.tmp" "$out"
-touch "$out/.complete"
-echo "$out"
+go_build_finish "$out"

@@ -19,40 +19,17 @@ if [ -x "$out/temporal-sql-tool" ] && [ -x "$out/temporal-cassandra-tool" ] && [
   exit 0
 fi
 
-command -v go >/dev/null || fail "temporal tools $version" "go is not installed"
-mkdir -p "$VISMIG_SERVICES_CACHE/tools" "$LOG_DIR"
-log="$LOG_DIR/build-tools-$version.log"
-: >"$log"
-
-# Two up.sh runs at once must not build into the same directory.
-exec 9>"$VISMIG_SERVICES_CACHE/tools/.lock-$version"
-flock 9
-if [ -f "$out/.complete" ]; then echo "$out"; exit 0; fi
-
-scratch="$VISMIG_SERVICES_CACHE/go-build/$version"
-rm -rf "$scratch" "$out.tmp"
-mkdir -p "$scratch" "$out.tmp"
-
-build_failed() {
-  # One line: the version and Go's first error line; the rest is in the log.
-  local first
-  first=$(grep -v -E '^go: (downloading|added|upgraded|finding|creating|extracting|to add module requirements)' "$log" |
-    grep -v -E '^#' | grep -m1 -E '.' || true)
-  fail "temporal tools $version" "go build failed: ${first:-see log}" "$log"
-}
+go_build_begin "temporal tools $version" "$out" tools "tools-$version"
 
 (
-  cd "$scratch"
+  cd "$GO_BUILD_SCRATCH"
   export GOTOOLCHAIN=local GOFLAGS="${GOFLAGS:--buildvcs=false}"
   go mod init vismig-temporal-tools
   go get "go.temporal.io/server/cmd/tools/sql@$version" "go.temporal.io/server/cmd/tools/cassandra@$version"
   # One go build for both main packages: they share most of their dependency graph.
   go build -trimpath -o "$out.tmp/" go.temporal.io/server/cmd/tools/sql go.temporal.io/server/cmd/tools/cassandra
-) >>"$log" 2>&1 || build_failed
+) >>"$GO_BUILD_LOG" 2>&1 || go_build_failed "temporal tools $version"
 
 mv "$out.tmp/sql" "$out.tmp/temporal-sql-tool"
 mv "$out.tmp/cassandra" "$out.tmp/temporal-cassandra-tool"
-rm -rf "$out"
-mv "$out.tmp" "$out"
-touch "$out/.complete"
-echo "$out"
+go_build_finish "$out"

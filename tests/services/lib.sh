@@ -111,6 +111,43 @@ set_state() { SERVICE_STATE[$1]=$2; }
 say() { printf '%s\n' "$*" >&2; }
 
 # One line naming the service, what failed and the log to read; then exit.
+# A cached Go build into $out (build-tools.sh, build-kube.sh). go_build_begin checks
+# for the finished cache first, then holds a lock so that two up.sh runs never build
+# into the same directory, and sets GO_BUILD_LOG and GO_BUILD_SCRATCH (a fresh scratch
+# module dir) and an empty "$out.tmp" for the binaries. Exits 0 printing $out when the
+# cache is complete.
+go_build_begin() {
+  local what=$1 out=$2 kind=$3 name=$4
+  if [ -f "$out/.complete" ]; then echo "$out"; exit 0; fi
+  command -v go >/dev/null || fail "$what" "go is not installed"
+  mkdir -p "$VISMIG_SERVICES_CACHE/$kind" "$LOG_DIR"
+  GO_BUILD_LOG="$LOG_DIR/build-$name.log"
+  : >"$GO_BUILD_LOG"
+  exec 9>"$VISMIG_SERVICES_CACHE/$kind/.lock-$name"
+  flock 9
+  if [ -f "$out/.complete" ]; then echo "$out"; exit 0; fi
+  GO_BUILD_SCRATCH="$VISMIG_SERVICES_CACHE/go-build/$name"
+  rm -rf "$GO_BUILD_SCRATCH" "$out.tmp"
+  mkdir -p "$GO_BUILD_SCRATCH" "$out.tmp"
+}
+
+# One line: what failed and Go's first error line; the rest is in the log.
+go_build_failed() {
+  local what=$1 first
+  first=$(grep -v -E '^go: (downloading|added|upgraded|finding|creating|extracting|to add module requirements)' "$GO_BUILD_LOG" |
+    grep -v -E '^#' | grep -m1 -E '.' || true)
+  fail "$what" "go build failed: ${first:-see log}" "$GO_BUILD_LOG"
+}
+
+# The binaries in "$out.tmp" become the cache, marked complete.
+go_build_finish() {
+  local out=$1
+  rm -rf "$out"
+  mv "$out.tmp" "$out"
+  touch "$out/.complete"
+  echo "$out"
+}
+
 fail() {
   local service=$1 what=$2 logfile=${3:-}
   if [ -n "$logfile" ]; then
