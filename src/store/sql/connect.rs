@@ -1,7 +1,7 @@
 //! Reaching a PostgreSQL or MySQL server: `sql.connectAddr` as host and port, the connect
 //! timeout, and the preflight's probe that says why a server cannot be reached.
 
-use super::classify;
+use super::{MysqlLogin, classify_login};
 use crate::config::persistence::Tls;
 use crate::store::StoreError;
 use crate::tls::{TlsMaterial, Verify};
@@ -14,8 +14,9 @@ pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 
 /// Opens one connection outside the pool and closes it again, so that preflight can say
 /// why a server cannot be reached (refused, no answer, wrong password) instead of the
-/// pool's "timed out", and says so within `CONNECT_TIMEOUT`.
-pub async fn probe<O, C>(options: &O, context: &str) -> Result<(), StoreError>
+/// pool's "timed out", and says so within `CONNECT_TIMEOUT`. `login` (MySQL/MariaDB)
+/// says how vismig logged in, which narrows an access-denied line.
+pub async fn probe<O, C>(options: &O, context: &str, login: Option<MysqlLogin>) -> Result<(), StoreError>
 where
     O: sqlx::ConnectOptions<Connection = C>,
     C: sqlx::Connection,
@@ -25,7 +26,7 @@ where
             let _ = conn.close().await;
             Ok(())
         }
-        Ok(Err(e)) => Err(classify(context, e)),
+        Ok(Err(e)) => Err(classify_login(context, e, login)),
         Err(_) => Err(StoreError::Transient(format!(
             "{context}: no answer within {} s (is the server up, and is sql.connectAddr right?)",
             CONNECT_TIMEOUT.as_secs()

@@ -8,6 +8,12 @@ use crate::store::StoreError;
 /// a retry; a missing table or a refused permission makes the store unusable; anything
 /// else (bad SQL, schema, a value the column cannot hold) is permanent.
 pub fn classify(context: &str, e: sqlx::Error) -> StoreError {
+    classify_login(context, e, None)
+}
+
+/// `classify` for an error met while logging in as `login` (MySQL/MariaDB's preflight),
+/// which narrows what a 1045 can mean.
+pub fn classify_login(context: &str, e: sqlx::Error, login: Option<MysqlLogin>) -> StoreError {
     use sqlx::Error as E;
     let unusable = match &e {
         E::Database(db) => {
@@ -26,7 +32,7 @@ pub fn classify(context: &str, e: sqlx::Error) -> StoreError {
     };
     // A refused certificate or a TLS-only server: the same on every try, and the line
     // says what to change.
-    if let Some(fix) = fix(&e) {
+    if let Some(fix) = fix(&e, login) {
         return StoreError::Unusable(format!("{context}: {fix}"));
     }
     let transient = match &e {
@@ -72,7 +78,7 @@ pub fn classify(context: &str, e: sqlx::Error) -> StoreError {
 
 /// What to change for an error that no retry cures: a TLS handshake the server or
 /// vismig refused, a login the server refused. The server's own words are kept.
-fn fix(e: &sqlx::Error) -> Option<String> {
+fn fix(e: &sqlx::Error, login: Option<MysqlLogin>) -> Option<String> {
     use sqlx::Error as E;
     let tls = match e {
         E::Tls(inner) => crate::tls::explain(inner.as_ref(), SQL_TLS).or_else(|| Some(inner.to_string())),
@@ -88,7 +94,7 @@ fn fix(e: &sqlx::Error) -> Option<String> {
     let fix = if let Some(my) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
         match my.number() {
             // Access denied: a wrong password, or a user that REQUIRE SSL / X509 without it.
-            1045 => ACCESS_DENIED_FIX,
+            1045 => access_denied_fix(login, said),
             // ER_SECURE_TRANSPORT_REQUIRED (require_secure_transport = ON).
             3159 => "the server accepts TLS connections only: set sql.tls.enabled: true and sql.tls.caFile",
             _ => return None,
@@ -125,32 +131,25 @@ pub struct MysqlLogin {
     pub cert: bool,
 }
 
-/// A 1045's line narrowed by what vismig sent: the causes the login rules out are not
-/// listed. The server's own words (`using password: YES/NO`) say whether a password went.
-pub fn narrow_access_denied(e: StoreError, login: MysqlLogin) -> StoreError {
-    let narrow = |msg: String| {
-        let Some(at) = msg.find(ACCESS_DENIED_FIX) else { return msg };
-        let password = !msg[..at].contains("using password: NO");
-        let fix = match (login.tls, login.cert, password) {
-            (false, _, _) => {
-                "the login went in plain text, which a server with require_secure_transport or a user created with REQUIRE SSL or X509 refuses with this same error: set sql.tls.enabled: true and sql.tls.caFile; if the server takes plain text, check sql.user and sql.password"
-            }
-            (true, false, false) => {
-                "no password and no client certificate was sent: for a user created with REQUIRE X509 set sql.tls.certFile and keyFile (or certData and keyData), otherwise set sql.password"
-            }
-            (true, false, true) => {
-                "check sql.user and sql.password (a user created with REQUIRE X509 also needs sql.tls.certFile and keyFile)"
-            }
-            (true, true, _) => {
-                "check sql.user and sql.password, and that sql.tls.certFile is the certificate the user's REQUIRE asks for"
-            }
-        };
-        format!("{}{fix}{}", &msg[..at], &msg[at + ACCESS_DENIED_FIX.len()..])
-    };
-    match e {
-        StoreError::Transient(m) => StoreError::Transient(narrow(m)),
-        StoreError::Permanent(m) => StoreError::Permanent(narrow(m)),
-        StoreError::Unusable(m) => StoreError::Unusable(narrow(m)),
+/// The fix for a 1045, narrowed by what vismig sent (`login`, when known): the causes
+/// the login rules out are not listed. The server's own words (`said`: `using password:
+/// YES/NO`) say whether a password went.
+fn access_denied_fix(login: Option<MysqlLogin>, said: &str) -> &'static str {
+    let Some(login) = login else { return ACCESS_DENIED_FIX };
+    let password = !said.contains("using password: NO");
+    match (login.tls, login.cert, password) {
+        (false, _, _) => {
+            "the login went in plain text, which a server with require_secure_transport or a user created with REQUIRE SSL or X509 refuses with this same error: set sql.tls.enabled: true and sql.tls.caFile; if the server takes plain text, check sql.user and sql.password"
+        }
+        (true, false, false) => {
+            "no password and no client certificate was sent: for a user created with REQUIRE X509 set sql.tls.certFile and keyFile (or certData and keyData), otherwise set sql.password"
+        }
+        (true, false, true) => {
+            "check sql.user and sql.password (a user created with REQUIRE X509 also needs sql.tls.certFile and keyFile)"
+        }
+        (true, true, _) => {
+            "check sql.user and sql.password, and that sql.tls.certFile is the certificate the user's REQUIRE asks for"
+        }
     }
 }
 
@@ -165,14 +164,12 @@ fn mysql_transient(db: &dyn sqlx::error::DatabaseError) -> bool {
 
 #[cfg(test)]
 mod access_denied_tests {
-    use super::{ACCESS_DENIED_FIX, MysqlLogin, narrow_access_denied};
-    use crate::store::StoreError;
+    use super::{ACCESS_DENIED_FIX, MysqlLogin, access_denied_fix};
 
     fn line(password: &str, tls: bool, cert: bool) -> String {
-        let e = StoreError::Unusable(format!(
-            "store \"p\" (mysql x/y): connecting to x: Access denied for user 'u'@'h' (using password: {password}): {ACCESS_DENIED_FIX}"
-        ));
-        narrow_access_denied(e, MysqlLogin { tls, cert }).to_string()
+        let said = format!("Access denied for user 'u'@'h' (using password: {password})");
+        let fix = access_denied_fix(Some(MysqlLogin { tls, cert }), &said);
+        format!("store \"p\" (mysql x/y): connecting to x: {said}: {fix}")
     }
 
     #[test]
@@ -190,8 +187,7 @@ mod access_denied_tests {
         for l in [plain, no_cert, password, with_cert] {
             assert!(!l.contains(ACCESS_DENIED_FIX), "{l}");
         }
-        // Another error is left as it is.
-        let other = narrow_access_denied(StoreError::Transient("gone".into()), MysqlLogin { tls: false, cert: false });
-        assert_eq!(other.to_string(), "gone");
+        // A login not known (any error but the preflight's) keeps the fix that lists every cause.
+        assert_eq!(access_denied_fix(None, "Access denied (using password: YES)"), ACCESS_DENIED_FIX);
     }
 }

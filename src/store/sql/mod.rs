@@ -17,7 +17,7 @@ mod rows;
 
 pub use super::run_range::{RunRange, StoredKey};
 pub use connect::{CONNECT_TIMEOUT, SQL_TLS, parse_address, probe, sql_tls};
-pub use errors::{MysqlLogin, classify, narrow_access_denied};
+pub use errors::{MysqlLogin, classify, classify_login};
 pub use query::{KeySql, run_cursor};
 
 /// The columns Temporal writes (`sqlplugin.DbFields`), in its order; `_version` is last

@@ -25,7 +25,7 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow, My
 use sqlx::{ConnectOptions, Executor};
 use tokio::sync::OnceCell;
 
-use super::{CONNECT_TIMEOUT, MysqlLogin, classify, narrow_access_denied, parse_address, probe, sql_tls};
+use super::{CONNECT_TIMEOUT, MysqlLogin, classify, parse_address, probe, sql_tls};
 use crate::config::persistence::{SqlStore, Tls};
 use crate::record::{RecordKey, TimePrecision, VisibilityRecord};
 use crate::store::schema::SchemaInfo;
@@ -201,9 +201,7 @@ impl Store for MysqlStore {
     }
 
     async fn preflight(&self) -> StoreResult<()> {
-        probe(&self.options, &self.context(&format!("connecting to {}", self.location)))
-            .await
-            .map_err(|e| narrow_access_denied(e, self.login))?;
+        probe(&self.options, &self.context(&format!("connecting to {}", self.location)), Some(self.login)).await?;
         self.schema().await.map(|_| ())
     }
 

@@ -126,7 +126,7 @@ impl Store for PostgresStore {
     }
 
     async fn preflight(&self) -> StoreResult<()> {
-        probe(&self.options, &self.context(&format!("connecting to {}", self.address))).await?;
+        probe(&self.options, &self.context(&format!("connecting to {}", self.address)), None).await?;
         self.schema().await.map(|_| ())
     }
 
